@@ -1,0 +1,268 @@
+"""The lab's persisted state: what was built, where, with which addresses.
+
+The lab manager writes it to ``<lab dir>/state.json`` after every change; ``lab status``,
+``lab exec``, the workload launcher, the cluster-state writer and ``lab verify`` read it.
+The agent never reads it: agents learn from the kernel and the cluster-state directory only.
+
+``to_status()`` gives exactly the object ``podflow lab status -o json`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LAB_PREFIX = "pf-"
+"""Every netns the lab creates starts with this prefix (and then the lab name)."""
+
+DEFAULT_LAB_ROOT = "/var/lib/podflow/labs"
+"""Where labs keep their files unless ``PODFLOW_LAB_ROOT`` says otherwise."""
+
+
+def lab_root() -> Path:
+    """The directory holding one sub-directory per lab."""
+    return Path(os.environ.get("PODFLOW_LAB_ROOT", DEFAULT_LAB_ROOT))
+
+
+def lab_dir(name: str) -> Path:
+    """The directory of lab ``name`` (state.json, cluster-state/, truth/, store.duckdb ...)."""
+    return lab_root() / name
+
+
+def lab_store_path(name: str) -> Path:
+    """The DuckDB store the lab's agents write and ``--lab NAME`` reads."""
+    return lab_dir(name) / "store.duckdb"
+
+
+@dataclass
+class NodeState:
+    """One emulated node."""
+
+    name: str
+    """Node name, e.g. ``node1`` (1-based index in the spec's node count)."""
+    index: int
+    """1-based node number (``node: 3`` in a workload spec means index 3)."""
+    netns: str
+    """Network namespace of the node, e.g. ``pf-shop-node1``."""
+    ip: str
+    """Underlay IP of the node's eth0."""
+    podCIDR: str
+    """The node's /24 pod CIDR."""
+    vtep_ip: str | None = None
+    """flannel.1 address (the .0 of the pod CIDR) for flannel-vxlan."""
+    vtep_mac: str | None = None
+    """flannel.1 MAC address."""
+    agent_pid: int | None = None
+    """PID of the podflow agent started for this node, if any."""
+
+
+@dataclass
+class PodState:
+    """One pod: a netns wired by the CNI plugins, with workload processes in it."""
+
+    namespace: str
+    """Kubernetes namespace."""
+    name: str
+    """Pod name, e.g. ``frontend-6d4f9c7b8-x2k9p``."""
+    workload: str
+    """Deployment name it belongs to."""
+    node: str
+    """Node name it runs on."""
+    ip: str
+    """Pod IP from IPAM."""
+    netns: str
+    """Network namespace of the pod."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Pod labels (the workload's labels)."""
+    uid: str = ""
+    """Pod UID (metadata.uid)."""
+    replicaset: str = ""
+    """Owning ReplicaSet name (``<workload>-<hash>``)."""
+    ports: list[str] = field(default_factory=list)
+    """Listening ports as in the spec, e.g. ``tcp/8080``."""
+    created: float = 0.0
+    """Unix seconds when the pod was created (metadata.creationTimestamp)."""
+    pids: list[int] = field(default_factory=list)
+    """PIDs of processes the lab started in this pod (server, clients)."""
+
+
+@dataclass
+class ServicePortState:
+    """One port of a Service."""
+
+    name: str | None
+    """Port name."""
+    port: int
+    """Service port."""
+    targetPort: int
+    """Container port."""
+    protocol: str = "TCP"
+    """TCP or UDP."""
+    nodePort: int | None = None
+    """nodePort for NodePort services."""
+
+
+@dataclass
+class ServiceState:
+    """One Service as kube-proxy programs it."""
+
+    namespace: str
+    """Kubernetes namespace."""
+    name: str
+    """Service name."""
+    type: str
+    """``ClusterIP`` or ``NodePort``."""
+    clusterIP: str
+    """Allocated ClusterIP from the service CIDR."""
+    selector: dict[str, str]
+    """Pod selector."""
+    ports: list[ServicePortState]
+    """Ports."""
+    externalTrafficPolicy: str = "Cluster"
+    """``Cluster`` or ``Local`` (NodePort only)."""
+    uid: str = ""
+    """metadata.uid."""
+
+
+@dataclass
+class ExternalState:
+    """A host outside the cluster."""
+
+    name: str
+    """Name from the spec, e.g. ``db``."""
+    ip: str
+    """Its IP address."""
+    netns: str
+    """Its network namespace."""
+    ports: list[str] = field(default_factory=list)
+    """Listening ports as in the spec."""
+    pids: list[int] = field(default_factory=list)
+    """PIDs of processes the lab started there."""
+
+
+@dataclass
+class LabState:
+    """Everything one lab built."""
+
+    name: str
+    """Lab (cluster) name."""
+    cni: str
+    """CNI datapath, e.g. ``flannel-vxlan``."""
+    spec_path: str | None
+    """The spec file it was built from (None for the embedded demo spec)."""
+    podCIDR: str
+    """Cluster pod CIDR."""
+    serviceCIDR: str
+    """Service CIDR."""
+    underlay: str
+    """Underlay CIDR."""
+    created: float
+    """Unix seconds when ``lab up`` started."""
+    nodes: list[NodeState] = field(default_factory=list)
+    """Nodes, in index order."""
+    pods: list[PodState] = field(default_factory=list)
+    """Pods currently running."""
+    services: list[ServiceState] = field(default_factory=list)
+    """Services."""
+    externals: list[ExternalState] = field(default_factory=list)
+    """External hosts."""
+    extra_netns: list[str] = field(default_factory=list)
+    """Other namespaces the lab made (the fabric/router netns)."""
+    spec: dict[str, Any] = field(default_factory=dict)
+    """The validated spec as a plain dict (traffic section included)."""
+
+    # -- lookups -----------------------------------------------------------------------
+    def node(self, name: str) -> NodeState:
+        """The node called ``name``; KeyError if none."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node {name!r} in lab {self.name!r}")
+
+    def pod(self, namespace: str, name: str) -> PodState:
+        """The pod ``namespace/name``; KeyError if none."""
+        for p in self.pods:
+            if p.namespace == namespace and p.name == name:
+                return p
+        raise KeyError(f"no pod {namespace}/{name} in lab {self.name!r}")
+
+    def pods_of(self, namespace: str, workload: str) -> list[PodState]:
+        """The running pods of a workload."""
+        return [p for p in self.pods if p.namespace == namespace and p.workload == workload]
+
+    def service(self, namespace: str, name: str) -> ServiceState:
+        """The Service ``namespace/name``; KeyError if none."""
+        for s in self.services:
+            if s.namespace == namespace and s.name == name:
+                return s
+        raise KeyError(f"no service {namespace}/{name} in lab {self.name!r}")
+
+    def external(self, name: str) -> ExternalState:
+        """The external host ``name``; KeyError if none."""
+        for e in self.externals:
+            if e.name == name:
+                return e
+        raise KeyError(f"no external {name!r} in lab {self.name!r}")
+
+    def all_netns(self) -> list[str]:
+        """Every namespace the lab owns (for teardown)."""
+        out = [n.netns for n in self.nodes] + [p.netns for p in self.pods]
+        out += [e.netns for e in self.externals] + list(self.extra_netns)
+        return out
+
+    # -- persistence -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Full state as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabState:
+        """Read state written by :meth:`to_dict`."""
+        d = dict(d)
+        d["nodes"] = [NodeState(**n) for n in d.get("nodes", [])]
+        d["pods"] = [PodState(**p) for p in d.get("pods", [])]
+        d["services"] = [
+            ServiceState(**{**s, "ports": [ServicePortState(**p) for p in s["ports"]]})
+            for s in d.get("services", [])
+        ]
+        d["externals"] = [ExternalState(**e) for e in d.get("externals", [])]
+        return cls(**d)
+
+    def save(self, path: Path | None = None) -> None:
+        """Write atomically to ``<lab dir>/state.json`` (or ``path``)."""
+        target = path or (lab_dir(self.name) / "state.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, name: str) -> LabState:
+        """Read lab ``name``'s state; FileNotFoundError with a clear message if none."""
+        path = lab_dir(name) / "state.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no lab named {name!r} (looked for {path})")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def to_status(self) -> dict[str, Any]:
+        """The object ``podflow lab status NAME -o json`` prints."""
+        return {
+            "name": self.name,
+            "cni": self.cni,
+            "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "podCIDR": n.podCIDR}
+                      for n in self.nodes],
+            "pods": [{"namespace": p.namespace, "name": p.name, "workload": p.workload,
+                      "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}
+                     for p in self.pods],
+            "services": [{"namespace": s.namespace, "name": s.name, "type": s.type,
+                          "clusterIP": s.clusterIP,
+                          "ports": [{"name": p.name, "port": p.port, "targetPort": p.targetPort,
+                                     "nodePort": p.nodePort, "protocol": p.protocol}
+                                    for p in s.ports]}
+                         for s in self.services],
+            "externals": [{"name": e.name, "ip": e.ip, "netns": e.netns}
+                          for e in self.externals],
+        }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-shot set-up for podflow on a fresh Debian 12 machine (run as root).
+# Installs the system packages, then a virtualenv in .venv with the pinned Python packages
+# (requirements.lock) and podflow itself (editable). Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages podflow's lab, agent and tests use (Debian 12 names):
+#   iproute2                     ip netns / link / route / neigh / bridge fdb
+#   containernetworking-plugins  the reference CNI plugins (bridge, host-local, ...) in /usr/lib/cni
+#   iptables nftables            kube-proxy-style chains and masquerade (iptables-nft backend)
+#   conntrack                    conntrack -E / -L (reference tool in bench/, debugging)
+#   tcpdump                      debugging captures (classic BPF compiler for later issues)
+#   procps kmod                  sysctl, ps; modprobe where modules exist
+#   python3-venv                 the virtualenv below
+APT_PACKAGES=(iproute2 containernetworking-plugins iptables nftables conntrack tcpdump procps kmod
+              python3-venv)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "podflow: installing system packages: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PODFLOW_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.podflow-lock-$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+  echo "podflow: installing Python packages (requirements.lock)" >&2
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  rm -f .venv/.podflow-lock-*
+  touch "$stamp"
+fi
