@@ -173,6 +173,8 @@ class LabState:
     """Other namespaces the lab made (the fabric/router netns)."""
     spec: dict[str, Any] = field(default_factory=dict)
     """The validated spec as a plain dict (traffic section included)."""
+    workloads_started: bool = False
+    """True once ``up`` started workload processes (``restart-pod`` then starts the new pod's)."""
 
     # -- lookups -----------------------------------------------------------------------
     def node(self, name: str) -> NodeState:

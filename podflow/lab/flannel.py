@@ -1,0 +1,96 @@
+"""What flanneld (vxlan backend) programs on a node: flannel.1, peers, masquerade rules.
+
+For every other node M flanneld writes exactly three kernel objects on flannel.1:
+a permanent ARP entry VTEP_IP(M) -> VTEP_MAC(M), an FDB entry VTEP_MAC(M) -> NODE_IP(M),
+and a route to M's pod subnet via VTEP_IP(M) ``onlink``. Its masquerade rules live in the
+nat table chain FLANNEL-POSTRTG.
+
+Example::
+
+    ip_batch(ns, vxlan_commands("172.18.0.1", "10.244.0.0"))
+    ip_batch(ns, peer_ip_commands(peers)); bridge_batch(ns, peer_fdb_commands(peers))
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+VXLAN_DEV = "flannel.1"
+"""Flannel's VXLAN device (``flannel.<VNI>``)."""
+VNI = 1
+"""VXLAN network identifier."""
+VXLAN_PORT = 8472
+"""Flannel's (Linux's legacy) VXLAN UDP port."""
+MTU = 1450
+"""flannel.1 MTU on a 1500-byte underlay."""
+MASQ_COMMENT = "flanneld masq"
+"""Comment on every masquerade rule, as flanneld writes it."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another node as flanneld learns it from the node's lease annotations."""
+
+    node_ip: str
+    """Public (underlay) IP: ``flannel.alpha.coreos.com/public-ip``."""
+    vtep_ip: str
+    """The .0 of its pod subnet."""
+    vtep_mac: str
+    """Its flannel.1 MAC: ``flannel.alpha.coreos.com/backend-data``."""
+    subnet: str
+    """Its pod subnet (lease)."""
+
+
+def vtep_ip(node_cidr: str) -> str:
+    """flannel.1 address of a node: the network address of its pod subnet."""
+    return str(ipaddress.IPv4Network(node_cidr).network_address)
+
+
+def vxlan_commands(node_ip: str, vtep: str) -> list[str]:
+    """``ip -batch`` lines creating flannel.1 on a node (underlay device eth0)."""
+    return [
+        f"link add {VXLAN_DEV} type vxlan id {VNI} local {node_ip} dev eth0 "
+        f"dstport {VXLAN_PORT} nolearning",
+        f"link set {VXLAN_DEV} mtu {MTU}",
+        f"addr add {vtep}/32 dev {VXLAN_DEV}",
+        f"link set {VXLAN_DEV} up",
+    ]
+
+
+def peer_ip_commands(peers: list[Peer]) -> list[str]:
+    """``ip -batch`` lines for the neighbour and route of every peer."""
+    out: list[str] = []
+    for p in peers:
+        out.append(f"neigh replace {p.vtep_ip} lladdr {p.vtep_mac} dev {VXLAN_DEV} "
+                   "nud permanent")
+        out.append(f"route replace {p.subnet} via {p.vtep_ip} dev {VXLAN_DEV} onlink")
+    return out
+
+
+def peer_fdb_commands(peers: list[Peer]) -> list[str]:
+    """``bridge -batch`` lines: forward each peer VTEP MAC to its node IP."""
+    return [f"fdb replace {p.vtep_mac} dev {VXLAN_DEV} dst {p.node_ip} self permanent"
+            for p in peers]
+
+
+def masq_rules(network: str, node_cidr: str) -> list[str]:
+    """iptables-restore lines (nat table) for flanneld's masquerade of one node.
+
+    Order as flanneld writes it: leave kube-proxy-marked packets to kube-proxy, pod to pod
+    stays unNATed, non-pod sources to local pods are untouched, pods leaving the cluster are
+    masqueraded to the node (not for multicast), and the node itself talking to remote pods
+    is masqueraded (to the flannel.1 address when it leaves there).
+    """
+    c = f'-m comment --comment "{MASQ_COMMENT}"'
+    chain = "FLANNEL-POSTRTG"
+    return [
+        f":{chain} - [0:0]",
+        f"-A POSTROUTING {c} -j {chain}",
+        f"-A {chain} -m mark --mark 0x4000/0x4000 {c} -j RETURN",
+        f"-A {chain} -s {node_cidr} -d {network} {c} -j RETURN",
+        f"-A {chain} -s {network} -d {node_cidr} {c} -j RETURN",
+        f"-A {chain} ! -s {network} -d {node_cidr} {c} -j RETURN",
+        f"-A {chain} -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully",
+        f"-A {chain} ! -s {network} -d {network} {c} -j MASQUERADE --random-fully",
+    ]

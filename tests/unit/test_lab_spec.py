@@ -1,0 +1,146 @@
+"""Lab spec parsing and validation: the embedded demo spec and path-qualified errors."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from podflow.lab.spec import SpecError, load_default_spec, load_spec, parse_spec
+
+Doc = dict[str, Any]
+
+
+def _doc() -> Doc:
+    text = resources.files("podflow.lab").joinpath("specs/shop.yaml").read_text()
+    return copy.deepcopy(yaml.safe_load(text))
+
+
+def test_default_spec_is_the_issue_example() -> None:
+    spec = load_default_spec()
+    assert (spec.name, spec.cni, spec.nodes) == ("shop", "flannel-vxlan", 3)
+    assert [str(spec.node_cidr(k)) for k in (1, 2, 3)] == [
+        "10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]
+    assert spec.node_ip(1) == "172.18.0.1" and spec.underlay_gateway() == "172.18.0.254"
+    backend = spec.services[1]
+    assert backend.type == "ClusterIP" and backend.ports[0].targetPort == 9000
+    assert spec.workloads[2].node == 3
+    assert [t.every for t in spec.traffic] == [1.0, 2.0, 5.0, 2.0]
+    d = spec.to_dict()
+    assert d["traffic"][3]["from"] == "external/visitor"
+    assert d["traffic"][3]["target"] == {"kind": "nodeport", "namespace": "", "name": "",
+                                         "port": 30080}
+    assert d["workloads"][0]["ports"] == ["tcp/8080"]
+
+
+def _set(path: str, value: Any) -> Callable[[Doc], None]:
+    """A mutation setting ``a.b[1].c`` in the document."""
+    def apply(doc: Doc) -> None:
+        keys: list[Any] = []
+        for part in path.split("."):
+            name, _, idx = part.partition("[")
+            keys.append(name)
+            if idx:
+                keys.append(int(idx.rstrip("]")))
+        target: Any = doc
+        for k in keys[:-1]:
+            target = target[k]
+        target[keys[-1]] = value
+    return apply
+
+
+BAD: list[tuple[Callable[[Doc], None], str]] = [
+    (_set("workloads[1].ports", ["8080"]),
+     'workloads[1].ports[0]: expected "tcp/PORT" or "udp/PORT", got "8080"'),
+    (_set("cni", "calico"), "cni: unsupported 'calico'; supported: flannel-vxlan"),
+    (_set("name", "Shop"), "name: must match"),
+    (_set("name", "abcdefghijklm"), "name: must match"),
+    (_set("nodes", 0), "nodes: must be between 1 and 64, got 0"),
+    (_set("nodes", "3"), 'nodes: expected an integer, got "3"'),
+    (_set("workloads[0].namespace", "web"), "workloads[0].namespace: namespace 'web' is not "
+                                            "declared"),
+    (_set("workloads[2].node", 4), "workloads[2].node: must be between 1 and 3, got 4"),
+    (_set("workloads[0].replica", 2), "workloads[0]: unknown field 'replica'"),
+    (_set("services[1].selector", {"app": "nope"}), "services[1].selector: {'app': 'nope'} "
+                                                    "matches no workload"),
+    (_set("services[0].ports[0].nodePort", 29999),
+     "services[0].ports[0].nodePort: must be between 30000 and 32767, got 29999"),
+    (_set("services[1].ports[0].nodePort", 30081),
+     "services[1].ports[0].nodePort: only NodePort services have a nodePort"),
+    (_set("services[0].externalTrafficPolicy", "Global"),
+     "services[0].externalTrafficPolicy: expected Cluster or Local"),
+    (_set("services[1].type", "LoadBalancer"), "services[1].type: expected ClusterIP or "
+                                               "NodePort"),
+    (_set("services[0].ports[0].protocol", "SCTP"), "services[0].ports[0].protocol: expected "
+                                                    "TCP or UDP"),
+    (_set("externals[0].ip", "10.244.3.7"), "externals[0].ip: 10.244.3.7 (its /24 "
+                                            "10.244.3.0/24) overlaps podCIDR"),
+    (_set("externals[0].ip", "172.18.0.77"), "overlaps underlay 172.18.0.0/24"),
+    (_set("externals[0].ip", "10.96.5.5"), "overlaps serviceCIDR"),
+    (_set("externals[1].ip", "192.168.100.10"), "externals: duplicate external ip"),
+    (_set("externals[0].ip", "not-an-ip"), "externals[0].ip: not an IPv4 address"),
+    (_set("serviceCIDR", "10.244.128.0/20"), "serviceCIDR: 10.244.128.0/20 overlaps podCIDR"),
+    (_set("podCIDR", "10.244.0.0/25"), "podCIDR: 10.244.0.0/25 has room for fewer than 3"),
+    (_set("underlay", "172.18.0.0/30"), "underlay: 172.18.0.0/30 has no room for 3 nodes"),
+    (_set("namespaces", ["shop", "data", "shop"]), "namespaces: duplicate namespace shop"),
+    (_set("namespaces", ["shop", "data", "external"]), "namespaces[2]: 'external' is reserved"),
+    (_set("traffic[0].to", "service/shop/nope:9000"),
+     "traffic[0].to: 'service/shop/nope:9000' does not exist"),
+    (_set("traffic[0].to", "service/shop/backend:9999"), "does not exist"),
+    (_set("traffic[2].to", "external/db:5433"), "traffic[2].to: 'external/db:5433' does not"),
+    (_set("traffic[3].to", "nodeport/30081"), "traffic[3].to: 'nodeport/30081' does not"),
+    (_set("traffic[0].to", "http://backend"), 'traffic[0].to: expected "service/NS/NAME:PORT"'),
+    (_set("traffic[0].from", "shop/nope"), "traffic[0].from: no workload 'shop/nope'"),
+    (_set("traffic[3].from", "external/nobody"), "traffic[3].from: no external named 'nobody'"),
+    (_set("traffic[0].every", "50ms"), "traffic[0].every: 50ms is below the minimum of 100ms"),
+    (_set("traffic[0].every", "1h"), 'traffic[0].every: expected a duration like "1s"'),
+    (_set("services", [{"namespace": "shop", "name": "x", "selector": {"app": "backend"},
+                        "ports": [{"port": 1}, {"port": 2}]}]),
+     "services[0].ports: every port needs a name when there are several"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), BAD,
+                         ids=[m for _, m in BAD])
+def test_invalid_specs_name_the_field(mutate: Callable[[Doc], None], message: str) -> None:
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(SpecError) as err:
+        parse_spec(doc)
+    assert message in str(err.value)
+
+
+def test_missing_fields_and_wrong_types() -> None:
+    with pytest.raises(SpecError, match="spec: expected a mapping"):
+        parse_spec(["name"])
+    with pytest.raises(SpecError, match="spec: missing required field 'nodes'"):
+        parse_spec({"name": "x"})
+
+
+def test_defaults_and_nodeport_allocation() -> None:
+    doc = _doc()
+    doc["services"].append({"namespace": "shop", "name": "api", "type": "NodePort",
+                            "selector": {"app": "backend"}, "ports": [{"port": 9000}]})
+    spec = parse_spec(doc)
+    api = spec.services[-1]
+    assert api.ports[0].nodePort == 30000 and api.ports[0].targetPort == 9000
+    minimal = parse_spec({"name": "tiny", "nodes": 1})
+    assert (minimal.cni, minimal.podCIDR, minimal.namespaces) == (
+        "flannel-vxlan", "10.244.0.0/16", ("default",))
+
+
+def test_load_spec_prefixes_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: shop\nnodes: [1\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml: not valid YAML"):
+        load_spec(bad)
+    bad.write_text(yaml.safe_dump({"name": "shop", "nodes": 2, "cni": "cilium"}))
+    with pytest.raises(SpecError, match=r"bad\.yaml: cni: unsupported 'cilium'"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "missing.yaml")
