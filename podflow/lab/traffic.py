@@ -1,0 +1,217 @@
+"""Traffic spec parsing and the client side of the lab's workload processes.
+
+A traffic entry is ``{from: NS/WORKLOAD | external/NAME, to: TARGET, every: 1s}`` where
+TARGET is ``service/NS/NAME:PORT``, ``nodeport/PORT``, ``external/NAME:PORT`` or
+``pod/NS/WORKLOAD:PORT``. :func:`resolve` turns a target into the address to connect to,
+given the current :class:`~podflow.lab.state.LabState`; :func:`attempt` makes one connection
+and returns its ground-truth record.
+
+Example::
+
+    >>> parse_every("500ms"), parse_every("2s"), parse_every(3)
+    (0.5, 2.0, 3.0)
+    >>> parse_target("service/shop/backend:9000")
+    Target(kind='service', namespace='shop', name='backend', port=9000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from podflow.lab.state import LabState
+from podflow.lab.truth import CATEGORIES_BY_TARGET
+
+MIN_EVERY = 0.1
+"""Lower bound on a client's period (bounded load)."""
+CONNECT_TIMEOUT = 2.0
+"""TCP connect and read timeout, seconds."""
+UDP_TIMEOUT = 1.0
+"""How long a UDP client waits for the echo."""
+
+
+def parse_every(value: str | float | int) -> float:
+    """``"1s"``, ``"500ms"``, ``"2m"`` or a number of seconds -> seconds (>= 0.1)."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m)?\s*", value)
+        if not m:
+            raise ValueError(f"bad period {value!r}: use e.g. 1s, 500ms or a number of seconds")
+        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+        seconds = float(m.group(1)) * scale
+    if seconds < MIN_EVERY:
+        raise ValueError(f"period {value!r} is below the minimum of {MIN_EVERY}s")
+    return seconds
+
+
+def parse_port(spec: str | int) -> tuple[str, int]:
+    """``"tcp/8080"`` -> ``("tcp", 8080)``; a bare number means TCP."""
+    if isinstance(spec, int):
+        return "tcp", spec
+    proto, _, port = spec.rpartition("/")
+    return (proto.lower() or "tcp"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed traffic target."""
+
+    kind: str
+    """``service``, ``nodeport``, ``external`` or ``pod``."""
+    namespace: str | None
+    """Namespace for service and pod targets."""
+    name: str | None
+    """Service, external or workload name (None for nodeport)."""
+    port: int
+    """Service port, nodePort, external port or container port."""
+
+    @property
+    def category(self) -> str:
+        """Connection category: clusterip, nodeport, egress or podip."""
+        return CATEGORIES_BY_TARGET[self.kind]
+
+
+def parse_target(text: str) -> Target:
+    """Parse a spec target string (ValueError with the accepted forms if malformed)."""
+    m = re.fullmatch(r"(service|pod)/([^/:]+)/([^/:]+):(\d+)|external/([^/:]+):(\d+)"
+                     r"|nodeport/(\d+)", text.strip())
+    if not m:
+        raise ValueError(f"bad traffic target {text!r}: use service/NS/NAME:PORT, "
+                         "nodeport/PORT, external/NAME:PORT or pod/NS/WORKLOAD:PORT")
+    if m.group(1):
+        return Target(m.group(1), m.group(2), m.group(3), int(m.group(4)))
+    if m.group(5):
+        return Target("external", None, m.group(5), int(m.group(6)))
+    return Target("nodeport", None, None, int(m.group(7)))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where one attempt goes."""
+
+    ip: str
+    """Address to connect to."""
+    port: int
+    """Port to connect to."""
+    proto: str
+    """``tcp`` or ``udp``."""
+
+
+def resolve(state: LabState, target: Target, turn: int) -> Resolved | None:
+    """The address for ``target`` now; ``turn`` picks round robin. None if nothing backs it."""
+    if target.kind == "service":
+        svc = state.service(target.namespace or "", target.name or "")
+        for sp in svc.ports:
+            if sp.port == target.port:
+                return Resolved(svc.clusterIP, sp.port, sp.protocol.lower())
+        raise KeyError(f"service {svc.namespace}/{svc.name} has no port {target.port}")
+    if target.kind == "nodeport":
+        proto = nodeport_service(state, target.port)[1].protocol.lower()
+        nodes = sorted(state.nodes, key=lambda n: n.index)
+        return Resolved(nodes[turn % len(nodes)].ip, target.port, proto) if nodes else None
+    if target.kind == "external":
+        ext = state.external(target.name or "")
+        proto = next((p for p, n in map(parse_port, ext.ports) if n == target.port), "tcp")
+        return Resolved(ext.ip, target.port, proto)
+    pods = sorted(state.pods_of(target.namespace or "", target.name or ""), key=lambda p: p.name)
+    if not pods:
+        return None
+    pod = pods[turn % len(pods)]
+    proto = next((p for p, n in map(parse_port, pod.ports) if n == target.port), "tcp")
+    return Resolved(pod.ip, target.port, proto)
+
+
+def nodeport_service(state: LabState, node_port: int) -> tuple[Any, Any]:
+    """The (ServiceState, ServicePortState) owning ``node_port``; KeyError if none."""
+    for svc in state.services:
+        for sp in svc.ports:
+            if sp.nodePort == node_port:
+                return svc, sp
+    raise KeyError(f"no service has nodePort {node_port}")
+
+
+async def _tcp(ip: str, port: int, rec: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.bind(("0.0.0.0", 0))
+        rec["local_port"] = sock.getsockname()[1]
+        await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), CONNECT_TIMEOUT)
+        rec["local_ip"], rec["local_port"] = sock.getsockname()[:2]
+        request = f"GET /podflow-lab HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n"
+        await loop.sock_sendall(sock, request.encode())
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        response = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), max(remaining, 0.01))
+            if not chunk:
+                break
+            response += chunk
+        if response.startswith(b"HTTP/1.1 200"):
+            rec["outcome"] = "ok"
+        else:
+            rec["outcome"], rec["error"] = "error", f"bad response {response[:40]!r}"
+    finally:
+        sock.close()
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+async def _udp(ip: str, port: int, rec: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(_Echo, remote_addr=(ip, port))
+    try:
+        rec["local_ip"], rec["local_port"] = transport.get_extra_info("sockname")[:2]
+        transport.sendto(b"podflow-lab\n")
+        try:
+            await asyncio.wait_for(proto.done, UDP_TIMEOUT)
+        except TimeoutError:
+            rec["outcome"], rec["error"] = "timeout", "no echo"
+            return
+        rec["outcome"] = "ok"
+    finally:
+        transport.close()
+
+
+async def attempt(target_text: str, category: str, dest: Resolved,
+                  client: dict[str, Any]) -> dict[str, Any]:
+    """Make one connection to ``dest``; return the ``connect`` truth record.
+
+    ``client`` holds ``client``, ``client_ip``, ``workload`` and ``node`` for the record.
+    """
+    rec: dict[str, Any] = {"type": "connect", "time": time.time(), **client,
+                           "target": target_text, "category": category, "proto": dest.proto,
+                           "remote_ip": dest.ip, "remote_port": dest.port,
+                           "local_ip": None, "local_port": None, "outcome": "error",
+                           "error": None, "duration": 0.0}
+    start = time.monotonic()
+    try:
+        await (_tcp if dest.proto == "tcp" else _udp)(dest.ip, dest.port, rec)
+    except ConnectionRefusedError as exc:
+        rec["outcome"], rec["error"] = "refused", str(exc)
+    except TimeoutError:
+        rec["outcome"], rec["error"] = "timeout", "timed out"
+    except OSError as exc:
+        rec["outcome"], rec["error"] = "error", f"{type(exc).__name__}: {exc}"
+    if rec["local_ip"] in (None, "0.0.0.0"):
+        rec["local_ip"] = client.get("client_ip")
+    rec["duration"] = round(time.monotonic() - start, 6)
+    return rec
