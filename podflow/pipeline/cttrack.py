@@ -1,0 +1,223 @@
+"""Decide when a conntrack connection is over, from events and dumps: pure and stateful.
+
+The conntrack source delivers NEW/UPDATE/DESTROY events and periodic complete dumps. No single
+message tells the whole story (PLATFORM.md): NEW has no counters or timestamps, UPDATE no
+counters, DESTROY has final counters and the stop time but can come 120 s after a TCP close
+(TIME_WAIT) or never (overrun, ``nf_conntrack_events=2``). :class:`ConnectionTracker` merges
+what each message knows into one record per connection and emits :class:`Completed` records:
+
+- DESTROY -> final (unless the connection was already reported final);
+- a TCP connection a dump shows in TIME_WAIT or CLOSE -> final at once, with the dump's
+  counters, so a closed connection is reported within one resync interval, not 120 s later;
+  its later DESTROY is ignored;
+- tracked but absent from a complete dump -> final ("missed DESTROY", counted). Only entries
+  first seen before the *previous* dump ended are judged, so one that appeared while the dump
+  ran is never mistaken for a gone one;
+- a dump or event entry never seen before is tracked ("missed NEW", counted after the first
+  dump, which naturally finds the whole table);
+- every ``active_report_interval`` an open connection with known counters is reported
+  non-final (ACTIVE), and ``flush`` reports every open one non-final.
+
+Merged entries keep the latest tuples/status/mark, the last known TCP state and counters, the
+kernel start time (else ``received_at`` stays the first time podflow saw the connection) and
+the DESTROY stop time. Times are Unix seconds (``time.time()``), like ``received_at``.
+
+Example::
+
+    >>> tr = ConnectionTracker()
+    >>> out = tr.handle(entries, "event", now)  # doctest: +SKIP
+    >>> [c.entry.orig for c in out if c.final]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from typing import NamedTuple
+
+from podflow.model.conntrack import CtEntry, CtEventType, CtTuple
+
+Key = tuple[int, int | None, CtTuple]
+CLOSED_TCP_STATES = frozenset({"TIME_WAIT", "CLOSE"})
+
+
+class Completed(NamedTuple):
+    """One connection report: the merged entry and whether the connection is over."""
+
+    entry: CtEntry
+    """Best-known picture of the connection (see the module docstring for the merge)."""
+    final: bool
+    """True: the connection ended and will not be reported again; False: an ACTIVE snapshot."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackerStats:
+    """The tracker's counters at one moment (see the attributes of ConnectionTracker)."""
+
+    open: int
+    tracked: int
+    emitted: int
+    snapshots: int
+    evicted: int
+    missed_new: int
+    missed_destroy: int
+    closed_early: int
+
+
+class _Conn:
+    """Merged state of one tracked connection."""
+
+    __slots__ = ("done", "first_seen", "last", "last_report", "packets", "seen_gen",
+                 "start_ns", "stop_ns", "tcp_state")
+
+    def __init__(self, e: CtEntry, gen: int) -> None:
+        self.last = e
+        self.first_seen = e.received_at
+        self.last_report = e.received_at
+        self.tcp_state = e.tcp_state
+        self.packets: tuple[int, int, int, int] | None = None
+        self.start_ns = e.start_ns
+        self.stop_ns = e.stop_ns
+        self.seen_gen = gen
+        self.done = False
+        self.merge(e)
+
+    def merge(self, e: CtEntry) -> None:
+        self.last = e
+        if e.tcp_state is not None:
+            self.tcp_state = e.tcp_state
+        if e.orig_packets is not None:
+            self.packets = (e.orig_packets, e.orig_bytes or 0, e.reply_packets or 0,
+                            e.reply_bytes or 0)
+        if self.start_ns is None:
+            self.start_ns = e.start_ns
+        if e.stop_ns is not None:
+            self.stop_ns = e.stop_ns
+        if e.received_at < self.first_seen:
+            self.first_seen = e.received_at
+
+    def entry(self) -> CtEntry:
+        op = ob = rp = rb = None
+        if self.packets is not None:
+            op, ob, rp, rb = self.packets
+        return dataclasses.replace(
+            self.last, tcp_state=self.tcp_state, start_ns=self.start_ns, stop_ns=self.stop_ns,
+            orig_packets=op, orig_bytes=ob, reply_packets=rp, reply_bytes=rb,
+            received_at=self.first_seen)
+
+
+class ConnectionTracker:
+    """Per-connection state across events and dumps of one conntrack table; O(1) per entry."""
+
+    def __init__(self, max_entries: int = 1_000_000, active_report_interval: float = 60.0
+                 ) -> None:
+        self.max_entries = max_entries
+        self.active_report_interval = active_report_interval
+        self._conns: OrderedDict[Key, _Conn] = OrderedDict()
+        self._gen = 0
+        self._prev_dump_end = float("-inf")
+        self._synced = False
+        self.tracked = 0
+        """Connections ever tracked."""
+        self.emitted = 0
+        """Final reports emitted."""
+        self.snapshots = 0
+        """Non-final (ACTIVE) reports emitted, including by ``flush`` and eviction."""
+        self.evicted = 0
+        """Connections dropped because the table was full (reported non-final)."""
+        self.missed_new = 0
+        """Connections first learnt from an UPDATE, DESTROY or dump (after the first dump)."""
+        self.missed_destroy = 0
+        """Connections found gone by a dump, their DESTROY lost."""
+        self.closed_early = 0
+        """TCP connections reported final from a TIME_WAIT/CLOSE dump entry."""
+
+    @property
+    def stats(self) -> TrackerStats:
+        """A snapshot of the counters (for the agent's stats report)."""
+        return TrackerStats(len(self._conns), self.tracked, self.emitted, self.snapshots,
+                            self.evicted, self.missed_new, self.missed_destroy,
+                            self.closed_early)
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def handle(self, entries: list[CtEntry], kind: str, now: float) -> list[Completed]:
+        """Sink adapter: ``feed`` a batch, then ``end_of_dump`` when it is a complete dump."""
+        out = self.feed(entries, kind)
+        if kind == "dump":
+            out += self.end_of_dump(now)
+        return out
+
+    def _final(self, c: _Conn, out: list[Completed]) -> None:
+        c.done = True
+        self.emitted += 1
+        out.append(Completed(c.entry(), True))
+
+    def feed(self, entries: list[CtEntry], kind: str) -> list[Completed]:
+        """Merge a batch of entries (``kind``: "event" or "dump"); return what completed."""
+        out: list[Completed] = []
+        conns, gen, dump = self._conns, self._gen, kind == "dump"
+        for e in entries:
+            key = e.key
+            c = conns.get(key)
+            if c is None:
+                if e.event != CtEventType.NEW and self._synced:
+                    self.missed_new += 1
+                c = conns[key] = _Conn(e, gen)
+                self.tracked += 1
+                if len(conns) > self.max_entries:
+                    self._evict(out)
+            elif c.done:  # already reported final: only remember that the kernel still has it
+                if dump:
+                    c.seen_gen = gen
+                continue
+            else:
+                c.merge(e)
+            if dump:
+                c.seen_gen = gen
+            if e.event == CtEventType.DESTROY:
+                self._final(c, out)  # the entry stays as a tombstone until a dump lacks it
+            elif dump and c.tcp_state in CLOSED_TCP_STATES and c.packets is not None:
+                self.closed_early += 1
+                self._final(c, out)
+        return out
+
+    def _evict(self, out: list[Completed]) -> None:
+        _key, old = self._conns.popitem(last=False)
+        self.evicted += 1
+        if not old.done:
+            self.snapshots += 1
+            out.append(Completed(old.entry(), False))
+
+    def end_of_dump(self, now: float) -> list[Completed]:
+        """Close a complete dump fed since the last call: report gone and long-lived ones."""
+        out: list[Completed] = []
+        gen, judged_before = self._gen, self._prev_dump_end
+        gone: list[Key] = []
+        for key, c in self._conns.items():
+            if c.seen_gen == gen:
+                if not c.done and c.packets is not None and (
+                        now - c.last_report >= self.active_report_interval):
+                    c.last_report = now
+                    self.snapshots += 1
+                    out.append(Completed(c.entry(), False))
+            elif c.done:
+                gone.append(key)
+            elif c.first_seen < judged_before:
+                self.missed_destroy += 1
+                self._final(c, out)
+                gone.append(key)
+        for key in gone:
+            del self._conns[key]
+        self._gen += 1
+        self._prev_dump_end = now
+        self._synced = True
+        return out
+
+    def flush(self, now: float) -> list[Completed]:
+        """Agent stop: report every open connection non-final and forget them all."""
+        out = [Completed(c.entry(), False) for c in self._conns.values() if not c.done]
+        self.snapshots += len(out)
+        self._conns.clear()
+        return out
