@@ -1,0 +1,205 @@
+"""The service map: who talks to whom, aggregated from merged flows into edges.
+
+Nodes of the map are *workloads* (pods grouped by namespace and top owner; a bare pod by its
+name), *externals* (by IP, named when the inventory knows them), cluster *nodes* (by node
+name) and *unknown* addresses (by IP). An edge is one (source, destination, service,
+destination port after NAT, protocol) with its number of connections, traffic, verdicts,
+and for egress the addresses the source was masqueraded to (``snat``).
+
+:func:`build_edges` is the pure reference; :data:`EDGES_SQL` is the same aggregation for the
+store (it reads a relation ``matched`` of merged flow rows). Tests keep them equal.
+
+Example::
+
+    >>> from podflow.model.flow import Endpoint, EndpointKind, Flow, Protocol, Workload
+    >>> fe = Endpoint("10.244.0.5", 41000, EndpointKind.POD, "shop", "frontend-1",
+    ...               Workload("Deployment", "frontend"))
+    >>> db = Endpoint("192.168.100.10", 5432, EndpointKind.EXTERNAL, name="db")
+    >>> [e] = build_edges([Flow(1.0, fe, db, Protocol.TCP)])
+    >>> e.source.name, e.destination.ip, e.port, e.connections
+    ('frontend', '192.168.100.10', 5432, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from podflow.model.flow import Endpoint, EndpointKind, Flow
+
+
+@dataclass(frozen=True, slots=True)
+class MapNode:
+    """One node of the map."""
+
+    kind: str
+    """``pod`` (a workload or bare pod), ``external``, ``node`` or ``unknown``."""
+    namespace: str | None = None
+    """Namespace, for pods."""
+    workload: str | None = None
+    """Top owner name (e.g. the Deployment), for pods that have one."""
+    name: str | None = None
+    """Workload name, bare pod name, node name, or the external's name when known."""
+    ip: str | None = None
+    """The address, for externals and unknown ends."""
+
+    def display(self) -> str:
+        """``ns/workload``, ``node:NAME``, ``name (ip)`` or the IP."""
+        if self.kind == "pod":
+            return f"{self.namespace}/{self.name}"
+        if self.kind == "node":
+            return f"node:{self.name}"
+        return f"{self.name} ({self.ip})" if self.name else str(self.ip)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form used by ``podflow map -o json``."""
+        return {"kind": self.kind, "namespace": self.namespace, "workload": self.workload,
+                "name": self.name, "ip": self.ip}
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """Aggregated connections between two map nodes."""
+
+    source: MapNode
+    destination: MapNode
+    service: str | None
+    """``namespace/name`` of the Service used, if any."""
+    port: int | None
+    """Destination port after NAT (the backend's port)."""
+    protocol: str
+    connections: int
+    """Distinct (merged) flows."""
+    bytes: int
+    packets: int
+    snat: tuple[str, ...]
+    """Sorted translated source IPs, for egress to externals; empty otherwise."""
+    verdicts: tuple[tuple[str, int], ...]
+    """(verdict, count) pairs, sorted by verdict."""
+    first_seen: float
+    last_seen: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form used by ``podflow map -o json``."""
+        return {"source": self.source.to_dict(), "destination": self.destination.to_dict(),
+                "service": self.service, "port": self.port, "protocol": self.protocol,
+                "connections": self.connections, "bytes": self.bytes, "packets": self.packets,
+                "snat": list(self.snat), "verdicts": dict(self.verdicts),
+                "first_seen": self.first_seen, "last_seen": self.last_seen}
+
+
+def _node_key(e: Endpoint) -> tuple[str, str | None, str | None, str | None]:
+    if e.kind in (EndpointKind.POD, EndpointKind.HOST_NETWORK_POD) and (
+            e.workload is not None or e.pod_name is not None):
+        name = e.workload.name if e.workload is not None else e.pod_name
+        return "pod", e.namespace, e.workload.name if e.workload else None, name
+    if e.kind is EndpointKind.NODE:
+        return "node", None, None, next(x for x in (e.name, e.node_name, e.ip) if x is not None)
+    kind = "external" if e.kind is EndpointKind.EXTERNAL else "unknown"
+    return kind, None, None, e.ip
+
+
+def map_node(e: Endpoint) -> MapNode:
+    """The map node an endpoint belongs to."""
+    kind, ns, wl, key = _node_key(e)
+    if kind in ("external", "unknown"):
+        return MapNode(kind, None, None, e.name, e.ip)
+    return MapNode(kind, ns, wl, key, None)
+
+
+def _sort_key(e: Edge) -> tuple[Any, ...]:
+    def n(m: MapNode) -> tuple[str, ...]:
+        return tuple(x or "" for x in (m.kind, m.namespace, m.workload, m.name, m.ip))
+    return (-e.connections, -e.bytes, n(e.source), n(e.destination), e.service or "",
+            e.port if e.port is not None else -1, e.protocol)
+
+
+def sort_edges(edges: Iterable[Edge]) -> list[Edge]:
+    """Most connections first, then most bytes, then by names (a total, stable order)."""
+    return sorted(edges, key=_sort_key)
+
+
+def build_edges(flows: Iterable[Flow]) -> list[Edge]:
+    """Aggregate merged flows into edges (see the module doc), most connections first."""
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for f in flows:
+        svc = f.destination_service
+        service = f"{svc.namespace}/{svc.name}" if svc else None
+        key = (_node_key(f.source), _node_key(f.destination), service, f.destination.port,
+               f.protocol.value)
+        a = acc.setdefault(key, {"src": [], "dst": [], "n": 0, "b": 0, "p": 0, "snat": set(),
+                                 "v": {}, "first": f.time, "last": f.time})
+        a["src"].append(f.source)
+        a["dst"].append(f.destination)
+        a["n"] += 1
+        a["b"] += f.traffic.bytes
+        a["p"] += f.traffic.packets
+        if f.destination.kind is EndpointKind.EXTERNAL and f.nat.translated_source:
+            a["snat"].add(f.nat.translated_source.ip)
+        a["v"][f.verdict.value] = a["v"].get(f.verdict.value, 0) + 1
+        a["first"] = min(a["first"], f.time)
+        a["last"] = max(a["last"], f.end_time if f.end_time is not None else f.time)
+    edges = []
+    for (_, _, service, port, proto), a in acc.items():
+        ends = []
+        for eps in (a["src"], a["dst"]):
+            m = map_node(eps[0])
+            if m.kind in ("external", "unknown"):
+                names = [e.name for e in eps if e.name is not None]
+                m = MapNode(m.kind, None, None, max(names) if names else None, m.ip)
+            ends.append(m)
+        edges.append(Edge(ends[0], ends[1], service, port, proto, a["n"], a["b"], a["p"],
+                          tuple(sorted(a["snat"])), tuple(sorted(a["v"].items())),
+                          a["first"], a["last"]))
+    return sort_edges(edges)
+
+
+def _end_sql(p: str, s: str) -> str:
+    kind = (f"CASE WHEN {p}_kind IN ('pod', 'host-network-pod') AND ({p}_workload IS NOT NULL "
+            f"OR {p}_pod IS NOT NULL) THEN 'pod' WHEN {p}_kind = 'node' THEN 'node' "
+            f"WHEN {p}_kind = 'external' THEN 'external' ELSE 'unknown' END")
+    return (f"{kind} AS {s}_kind, "
+            f"CASE WHEN {kind} = 'pod' THEN {p}_namespace END AS {s}_ns, "
+            f"CASE WHEN {kind} = 'pod' THEN {p}_workload END AS {s}_wl, "
+            f"CASE {kind} WHEN 'pod' THEN coalesce({p}_workload, {p}_pod) "
+            f"WHEN 'node' THEN coalesce({p}_name, {p}_node, {p}_ip) ELSE {p}_ip END AS {s}_key, "
+            f"CASE WHEN {kind} IN ('external', 'unknown') THEN {p}_name END AS {s}_xname")
+
+
+EDGES_SQL = f"""
+, ends AS (SELECT *, {_end_sql("src", "s")}, {_end_sql("dst", "d")},
+                  CASE WHEN svc_name IS NOT NULL THEN coalesce(svc_namespace, '') || '/' ||
+                  svc_name END AS service FROM matched)
+SELECT s_kind, s_ns, s_wl, s_key, max(s_xname) AS s_xname,
+       d_kind, d_ns, d_wl, d_key, max(d_xname) AS d_xname,
+       service, dst_port AS port, protocol, count(*) AS connections,
+       sum(bytes_to_dst + bytes_to_src) AS bytes, sum(packets_to_dst + packets_to_src) AS packets,
+       list(DISTINCT nat_snat_ip ORDER BY nat_snat_ip)
+           FILTER (WHERE d_kind = 'external' AND nat_snat_ip IS NOT NULL) AS snat,
+       histogram(verdict) AS verdicts, min(time) AS first_seen,
+       max(coalesce(end_time, time)) AS last_seen
+FROM ends
+GROUP BY s_kind, s_ns, s_wl, s_key, d_kind, d_ns, d_wl, d_key, service, dst_port, protocol
+"""
+"""Edge aggregation over a ``matched`` relation of merged rows (append after the CTEs)."""
+
+
+def edge_from_row(r: Mapping[str, Any]) -> Edge:
+    """An Edge from one row of :data:`EDGES_SQL`."""
+    ends = []
+    for s in ("s", "d"):
+        kind = r[f"{s}_kind"]
+        if kind in ("external", "unknown"):
+            ends.append(MapNode(kind, None, None, r[f"{s}_xname"], r[f"{s}_key"]))
+        else:
+            ends.append(MapNode(kind, r[f"{s}_ns"], r[f"{s}_wl"], r[f"{s}_key"], None))
+    return Edge(ends[0], ends[1], r["service"], r["port"], r["protocol"],
+                int(r["connections"]), int(r["bytes"] or 0), int(r["packets"] or 0),
+                tuple(r["snat"] or ()), tuple(sorted(dict(r["verdicts"] or {}).items())),
+                float(r["first_seen"]), float(r["last_seen"]))
+
+
+def edge_to_dict(edge: Edge) -> dict[str, Any]:
+    """``edge.to_dict()``: the JSON object ``podflow map -o json`` prints for one edge."""
+    return edge.to_dict()

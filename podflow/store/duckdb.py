@@ -1,0 +1,305 @@
+"""The embedded flow store: one DuckDB file shared by every agent and reader.
+
+DuckDB lets one process at a time hold a database file, so the store never keeps it open:
+each operation (a write batch, a query) opens a connection, does its work in one
+transaction and closes it. Opening retries the lock error with jittered exponential backoff
+for ``lock_timeout`` seconds and then raises :class:`~podflow.store.base.StoreBusy`.
+Writes go in as one Arrow table per batch (DuckDB's fast path); ``seq`` numbers rows in
+commit order so followers can ask for what landed after the last row they saw.
+
+Reads merge the observations of each connection in SQL with the rules of
+:mod:`podflow.pipeline.correlate` (group by ``flow_id``, split on >10 s gaps, pick the
+primary record), filter the merged flows, then fetch only the selected groups' rows and merge
+them in Python with :func:`~podflow.pipeline.correlate.merge`.
+
+Example::
+
+    >>> import tempfile, os
+    >>> from podflow.model.flow import Endpoint, Flow, Protocol
+    >>> path = os.path.join(tempfile.mkdtemp(), "flows.duckdb")
+    >>> f = Flow(time=1.0, source=Endpoint("10.0.0.1", 1), destination=Endpoint("10.0.0.2", 2),
+    ...          protocol=Protocol.TCP, flow_id="a")
+    >>> with DuckDBStore(path) as store:
+    ...     store.write([f])
+    ...     store.flows() == [f]
+    1
+    True
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from podflow.model.flow import Flow
+from podflow.pipeline.correlate import SPLIT_GAP, merge
+from podflow.query.filter import FilterSpec
+from podflow.query.servicemap import EDGES_SQL, Edge, edge_from_row, sort_edges
+from podflow.store.base import (
+    FlowRejected,
+    StoreBusy,
+    StoreError,
+    StoreMissing,
+    StoreSchemaError,
+)
+from podflow.store.schema import (
+    DDL,
+    STORE_SCHEMA_VERSION,
+    columns_to_flows,
+    flow_to_rows,
+    rows_to_table,
+)
+
+_UNDID = "(svc_name IS NOT NULL OR nat_orig_dst_ip IS NOT NULL OR nat_snat_ip IS NOT NULL)"
+_FKEY = "CASE WHEN flow_id = '' THEN 'seq:' || seq ELSE flow_id END"
+_GROUPED = f"""
+keyed AS (SELECT *, {_FKEY} AS fkey FROM flows /*KEYS*/),
+marked AS (SELECT *, CASE WHEN time - lag(time) OVER (PARTITION BY fkey ORDER BY time, seq)
+                          > {SPLIT_GAP} THEN 1 ELSE 0 END AS brk FROM keyed),
+grouped AS (SELECT * EXCLUDE (brk), sum(brk) OVER (PARTITION BY fkey ORDER BY time, seq
+                                   ROWS UNBOUNDED PRECEDING) AS grp FROM marked),
+agg AS (SELECT fkey, grp, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m_seq,
+               list(DISTINCT obs_node) FILTER (WHERE obs_node IS NOT NULL) AS obs_nodes,
+               max(packets_to_dst) AS m_pd, max(bytes_to_dst) AS m_bd,
+               max(packets_to_src) AS m_ps, max(bytes_to_src) AS m_bs,
+               bool_or(state = 'ended') AS m_ended,
+               max(CASE verdict WHEN 'DROPPED' THEN 3 WHEN 'ERROR' THEN 2
+                   WHEN 'FORWARDED' THEN 1 ELSE 0 END) AS m_vrank
+        FROM grouped GROUP BY fkey, grp),
+prim AS (SELECT * FROM grouped QUALIFY row_number() OVER (
+           PARTITION BY fkey, grp ORDER BY {_UNDID} DESC,
+           (src_kind NOT IN ('node', 'unknown')) DESC, time, coalesce(obs_node, ''), seq) = 1),
+merged AS (SELECT prim.* REPLACE (
+             agg.m_time AS time, agg.m_end AS end_time, agg.m_pd AS packets_to_dst,
+             agg.m_bd AS bytes_to_dst, agg.m_ps AS packets_to_src, agg.m_bs AS bytes_to_src,
+             CASE WHEN agg.m_ended THEN 'ended' ELSE 'active' END AS state,
+             CASE agg.m_vrank WHEN 3 THEN 'DROPPED' WHEN 2 THEN 'ERROR' WHEN 1 THEN 'FORWARDED'
+                  ELSE 'UNKNOWN' END AS verdict),
+             agg.obs_nodes, agg.m_seq
+           FROM prim JOIN agg USING (fkey, grp))"""
+"""CTEs turning observation rows into one ``merged`` row per connection (primary's columns)."""
+
+
+class DuckDBStore:
+    """A flow store in one DuckDB file; safe to share between processes (see module doc).
+
+    ``read_only`` stores refuse to write and raise :class:`StoreMissing` if the file does not
+    exist. ``lock_timeout`` bounds how long an operation waits for other processes.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False,
+                 lock_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.lock_timeout = lock_timeout
+        self.lock_waits = 0
+        """How many times an open found the file locked (for metrics and benchmarks)."""
+        if read_only and not self.path.exists():
+            raise StoreMissing(f"no flow store at {self.path}")
+
+    def __enter__(self) -> DuckDBStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing is held between operations; present for the FlowStore protocol."""
+
+    # -- connections --------------------------------------------------------------------
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.exists():
+            raise StoreMissing(f"no flow store at {self.path}")
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=not write)
+                break
+            except duckdb.Error as exc:
+                msg = str(exc)
+                if "does not exist" in msg:
+                    raise StoreMissing(f"no flow store at {self.path}") from None
+                if "lock" not in msg and "different configuration" not in msg:
+                    raise StoreSchemaError(
+                        f"{self.path} is not a readable podflow store: {msg}") from None
+                self.lock_waits += 1
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(f"flow store {self.path} stayed locked by another process "
+                                    f"for {self.lock_timeout:g}s") from None
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.1)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _has_schema(self, con: duckdb.DuckDBPyConnection) -> bool:
+        rows = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                           "'podflow_meta'").fetchall()
+        if not rows[0][0]:
+            return False
+        got = con.execute("SELECT value FROM podflow_meta WHERE key = 'schema_version'"
+                          ).fetchall()
+        version = int(got[0][0]) if got else 0
+        if version > STORE_SCHEMA_VERSION:
+            raise StoreSchemaError(
+                f"store {self.path} written by a newer podflow (store schema {version}, this "
+                f"podflow reads up to {STORE_SCHEMA_VERSION}): upgrade podflow")
+        return True
+
+    # -- writing ------------------------------------------------------------------------
+    def write(self, flows: Sequence[Flow]) -> int:
+        """Append one row per observation of each flow in one transaction.
+
+        Returns the number of rows written. Flows that cannot be serialised are skipped and
+        reported by :class:`FlowRejected` raised *after* the others were committed.
+        """
+        if self.read_only:
+            raise StoreError(f"store {self.path} was opened read-only")
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        errors: list[tuple[int, Flow, str]] = []
+        per_flow: list[tuple[int, list[dict[str, Any]]]] = []
+        for i, f in enumerate(flows):
+            try:
+                per_flow.append((i, flow_to_rows(f, now)))
+            except (ValueError, TypeError, AttributeError) as exc:
+                errors.append((i, f, str(exc) or type(exc).__name__))
+        rows = [r for _, rs in per_flow for r in rs]
+        try:
+            table = rows_to_table(rows) if rows else None
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            table, rows = self._table_skipping_bad(flows, per_flow, errors)
+        written = 0
+        if table is not None and table.num_rows:
+            table = table.sort_by([("time", "ascending")])
+            with self._connect(write=True) as con:
+                con.execute("BEGIN TRANSACTION")
+                if not self._has_schema(con):
+                    for stmt in DDL:
+                        con.execute(stmt)
+                    con.execute("INSERT INTO podflow_meta VALUES ('schema_version', ?)",
+                                [str(STORE_SCHEMA_VERSION)])
+                top = con.execute("SELECT coalesce(max(seq), 0) FROM flows").fetchall()
+                base = int(top[0][0])
+                seqs = pa.array(range(base + 1, base + 1 + table.num_rows), type=pa.int64())
+                table = table.set_column(0, "seq", seqs)
+                con.register("podflow_batch", table)
+                con.execute("INSERT INTO flows SELECT * FROM podflow_batch")
+                con.execute("COMMIT")
+            written = table.num_rows
+        if errors:
+            raise FlowRejected(written, sorted(errors, key=lambda e: e[0]))
+        return written
+
+    @staticmethod
+    def _table_skipping_bad(flows: Sequence[Flow], per_flow: list[tuple[int, list[dict[str,
+                            Any]]]], errors: list[tuple[int, Flow, str]],
+                            ) -> tuple[pa.Table | None, list[dict[str, Any]]]:
+        good: list[dict[str, Any]] = []
+        for i, rs in per_flow:
+            try:
+                rows_to_table(rs)
+            except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+                errors.append((i, flows[i], f"cannot store a value: {exc}"))
+                continue
+            good.extend(rs)
+        return (rows_to_table(good) if good else None), good
+
+    # -- reading ------------------------------------------------------------------------
+    def _columns(self, con: duckdb.DuckDBPyConnection, sql: str,
+                 params: list[Any]) -> dict[str, list[Any]]:
+        cols: dict[str, list[Any]] = con.sql(sql, params=params).to_arrow_table().to_pydict()
+        return cols
+
+    def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        with self._connect(write=False) as con:
+            if not self._has_schema(con):
+                return []
+            cols = self._columns(con, sql, params)
+        return [dict(zip(cols, row, strict=True)) for row in zip(*cols.values(), strict=True)]
+
+    def flows(self, spec: FilterSpec | None = None, *, limit: int | None = None,
+              last: int | None = None, after_rowid: int | None = None,
+              merged: bool = True) -> list[Flow]:
+        """Flows matching ``spec``, ordered by start time.
+
+        ``limit`` keeps the first N, ``last`` the newest N (still returned oldest first).
+        ``after_rowid`` keeps flows with a row newer than that :meth:`last_rowid` value, so a
+        follower sees new *and updated* connections. ``merged=False`` returns the raw
+        observation rows (``spec.node`` then tests the row's own node).
+        """
+        where, params = (spec or FilterSpec()).to_sql()
+        if after_rowid is not None:
+            where += f" AND {'m_seq' if merged else 'seq'} > ?"
+            params.append(int(after_rowid))
+        order = "DESC" if last is not None else "ASC"
+        n = last if last is not None else limit
+        lim = f" LIMIT {int(n)}" if n is not None else ""
+        with self._connect(write=False) as con:
+            if not self._has_schema(con):
+                return []
+            if not merged:
+                sql = (f"SELECT * FROM (SELECT *, list_value(obs_node) AS obs_nodes "
+                       f"FROM flows) WHERE {where} ORDER BY time {order}, seq {order}{lim}")
+                out = columns_to_flows(self._columns(con, sql, params))
+                return out[::-1] if last is not None else out
+            sel = con.execute(
+                f"WITH {_GROUPED.replace('/*KEYS*/', '')} SELECT fkey, grp FROM merged "
+                f"WHERE {where} ORDER BY time {order}, fkey {order}, grp {order}{lim}",
+                params).fetchall()
+            if last is not None:
+                sel.reverse()
+            if not sel:
+                return []
+            keys = [k for k, _ in sel]
+            narrowed = _GROUPED.replace("/*KEYS*/", f"WHERE {_FKEY} IN (SELECT unnest(?))")
+            cols = self._columns(
+                con, f"WITH {narrowed} SELECT * FROM grouped ORDER BY fkey, grp, seq", [keys])
+        groups: dict[tuple[str, int], list[Flow]] = {}
+        for fkey, grp, flow in zip(cols["fkey"], cols["grp"], columns_to_flows(cols),
+                                   strict=True):
+            groups.setdefault((fkey, int(grp)), []).append(flow)
+        return [merge(groups[(k, int(g))]) for k, g in sel]
+
+    def last_rowid(self) -> int:
+        """The ``seq`` of the newest row (0 when empty): pass it as ``after_rowid`` later."""
+        rows = self._query("SELECT coalesce(max(seq), 0) AS n FROM flows", [])
+        return int(rows[0]["n"]) if rows else 0
+
+    def map_edges(self, spec: FilterSpec | None = None) -> list[Edge]:
+        """Service-map edges over the merged flows matching ``spec`` (most connections first).
+
+        Same result as :func:`podflow.query.servicemap.build_edges` on :meth:`flows`.
+        """
+        where, params = (spec or FilterSpec()).to_sql()
+        sql = f"WITH {_GROUPED}, matched AS (SELECT * FROM merged WHERE {where}) {EDGES_SQL}"
+        return sort_edges(edge_from_row(r) for r in self._query(sql, params))
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``lab status`` and tests: rows, connections, time span, rows per node."""
+        sql = (f"WITH {_GROUPED} SELECT (SELECT count(*) FROM flows) AS rows, "
+               "(SELECT count(*) FROM agg) AS connections, (SELECT min(time) FROM flows) AS "
+               "first_time, (SELECT max(coalesce(end_time, time)) FROM flows) AS last_time, "
+               "(SELECT coalesce(max(seq), 0) FROM flows) AS last_rowid, "
+               "(SELECT map(list(n), list(c)) FROM (SELECT coalesce(obs_node, '') AS n, "
+               "count(*) AS c FROM flows GROUP BY 1 ORDER BY 1)) AS rows_per_node")
+        got = self._query(sql, [])
+        out: dict[str, Any] = {"path": str(self.path), "schema_version": STORE_SCHEMA_VERSION,
+                               "rows": 0, "connections": 0, "first_time": None,
+                               "last_time": None, "last_rowid": 0, "rows_per_node": {}}
+        if got:
+            out.update(got[0])
+            out["rows_per_node"] = dict(out["rows_per_node"] or {})
+        return out

@@ -1,0 +1,124 @@
+"""``podflow observe`` / ``podflow map`` against a temporary store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from podflow.cli import observe
+from podflow.pipeline.correlate import merge_all
+from podflow.store.duckdb import DuckDBStore
+from tests.unit.test_filter import corpus
+
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    observe.register(app)
+    return app
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "flows.duckdb"
+    DuckDBStore(path).write(corpus())
+    return path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = runner.invoke(_app(), list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_json_all_and_filters(store: Path) -> None:
+    code, out, _ = run("observe", "--store", str(store), "--all", "-o", "json")
+    assert code == 0
+    got = json.loads(out)
+    assert len(got) == len(merge_all(corpus()))
+    assert {"source", "destination", "nat", "observations", "flow_id"} <= set(got[0])
+    code, out, _ = run("observe", "--store", str(store), "-o", "json", "--to-namespace",
+                       "data", "--protocol", "tcp", "--protocol", "icmp")
+    assert code == 0
+    assert [f["flow_id"] for f in json.loads(out)] == ["f2", ""]
+    code, out, _ = run("observe", "--store", str(store), "-o", "jsonl", "--last", "2")
+    assert [json.loads(line)["flow_id"] for line in out.splitlines()] == ["f6", "f7"]
+    code, out, _ = run("observe", "--store", str(store), "-o", "json", "--since",
+                       "1970-01-01T00:02:30Z", "--node", "node1")
+    assert [f["flow_id"] for f in json.loads(out)] == ["f6", "f7"]
+
+
+def test_table_and_compact(store: Path) -> None:
+    code, out, _ = run("observe", "--store", str(store), "--service", "shop/frontend")
+    assert code == 0
+    assert "via 172.18.0.1:30080" in out and "snat 10.244.0.0:61000" in out
+    assert "node1,node3" in out
+    code, out, _ = run("observe", "--store", str(store), "-o", "compact", "--to-port", "5432")
+    assert "shop/backend-xyz 10.244.1.7:9000 -> db 192.168.100.10:5432" in out
+    assert "snat 172.18.0.2:61234" in out
+
+
+def test_map(store: Path) -> None:
+    code, out, _ = run("map", "--store", str(store), "-o", "json")
+    assert code == 0
+    edges = json.loads(out)
+    assert edges[0]["connections"] >= edges[-1]["connections"]
+    egress = [e for e in edges if e["destination"]["kind"] == "external"
+              and e["destination"]["name"] == "db"]
+    assert egress[0]["snat"] == ["172.18.0.2"] and egress[0]["port"] == 5432
+    code, out, _ = run("map", "--store", str(store), "-n", "data")
+    assert code == 0 and "data/cache" in out and "db (192.168.100.10)" not in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["observe"], "--store PATH or --lab NAME"),
+    (["observe", "--store", "x", "--lab", "y"], "only one of"),
+    (["observe", "--store", "/nonexistent/flows.duckdb"], "no flow store"),
+    (["observe", "--ip", "10.0.0.300"], "bad IP"),
+    (["observe", "--protocol", "foo"], "unknown protocol"),
+    (["observe", "--since", "yesterday"], "bad time"),
+    (["observe", "-o", "xml"], "unknown output"),
+    (["observe", "--last", "3", "--all"], "only one of --last"),
+    (["map", "-o", "jsonl"], "unknown output"),
+    (["observe", "--port", "http"], "--port"),
+    (["observe", "--bogus"], "bogus"),
+])
+def test_bad_flags_exit_2(store: Path, args: list[str], message: str) -> None:
+    if "--store" not in args and "--lab" not in args and args != ["observe"]:
+        args = [*args, "--store", str(store)]
+    code, out, err = run(*args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_lab_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODFLOW_LAB_ROOT", str(tmp_path))
+    DuckDBStore(tmp_path / "shop" / "store.duckdb").write(corpus())
+    code, out, _ = run("observe", "--lab", "shop", "-o", "json", "--last", "1")
+    assert code == 0 and len(json.loads(out)) == 1
+
+
+def test_follow_waits_for_store_and_prints_updates(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "later.duckdb"
+    flows = corpus()
+    polls = {"n": 0}
+
+    def fake_sleep(_: float) -> None:
+        polls["n"] += 1
+        if polls["n"] == 2:
+            DuckDBStore(path).write(flows[:2])
+        elif polls["n"] == 4:
+            DuckDBStore(path).write(flows[2:3])
+        elif polls["n"] == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(observe.time, "sleep", fake_sleep)
+    code, out, _ = run("observe", "--store", str(path), "-f", "-o", "jsonl")
+    assert code == 0
+    assert [json.loads(line)["flow_id"] for line in out.splitlines()] == ["f1", "f2", "f3"]

@@ -1,0 +1,96 @@
+"""Correlation: grouping observations by flow_id and merging them into one Flow."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from podflow.model.flow import (
+    Address,
+    Counters,
+    Endpoint,
+    EndpointKind,
+    Flow,
+    FlowState,
+    Nat,
+    ObservationPoint,
+    Protocol,
+    Service,
+    TcpInfo,
+    Traffic,
+    Verdict,
+    Workload,
+)
+from podflow.pipeline.correlate import group, merge, merge_all, primary_index
+
+VISITOR = Endpoint("192.168.100.20", 50123, EndpointKind.EXTERNAL, name="visitor")
+F = Endpoint("10.244.1.5", 8080, EndpointKind.POD, "shop", "frontend-1",
+             Workload("Deployment", "frontend"), (("app", "frontend"),), "node2")
+SVC = Service("shop", "frontend", "http", "NodePort", "172.18.0.1", 30080)
+
+
+def nodeport_pair() -> tuple[Flow, Flow]:
+    """node1 undoes DNAT+SNAT; node2 sees node1's VTEP talking to the pod."""
+    on_node1 = Flow(100.0, VISITOR, F, Protocol.TCP, 101.0, destination_service=SVC,
+                    nat=Nat(Address("172.18.0.1", 30080), Address("10.244.0.0", 61000)),
+                    traffic=Traffic(Counters(6, 600), Counters(5, 1500)),
+                    tcp=TcpInfo("TIME_WAIT", ("SYN",)),
+                    observations=(ObservationPoint("node1", "conntrack", "o1", "r1"),),
+                    cni_profile="flannel-vxlan", flow_id="np")
+    vtep = Endpoint("10.244.0.0", 61000, EndpointKind.NODE, name="node1", node_name="node1")
+    on_node2 = Flow(100.01, vtep, F, Protocol.TCP, 101.2,
+                    traffic=Traffic(Counters(7, 650), Counters(5, 1400)),
+                    tcp=TcpInfo("CLOSE", ("FIN",)), rtt_us=250.0,
+                    observations=(ObservationPoint("node2", "conntrack", "o2", "r2"),),
+                    cni_profile="flannel-vxlan", flow_id="np")
+    return on_node1, on_node2
+
+
+def test_nodeport_two_nodes_merge_into_one_flow() -> None:
+    a, b = nodeport_pair()
+    for order in ([a, b], [b, a]):
+        groups = group(order)
+        assert len(groups) == 1
+        m = merge(groups[0])
+        assert m.source == VISITOR and m.destination == F
+        assert m.destination_service == SVC and m.nat == a.nat
+        assert [o.node_name for o in m.observations] == ["node1", "node2"]
+        assert m.traffic == Traffic(Counters(7, 650), Counters(5, 1500))
+        assert m.time == 100.0 and m.end_time == 101.2 and m.state is FlowState.ENDED
+        assert m.tcp == TcpInfo("CLOSE", ("SYN", "FIN")) and m.rtt_us == 250.0
+
+
+def test_primary_order() -> None:
+    a, b = nodeport_pair()
+    plain = replace(a, destination_service=None, nat=Nat())
+    assert primary_index([b, a]) == 1           # undid NAT wins
+    assert primary_index([b, plain]) == 1       # then a real source beats a node
+    later = replace(plain, time=100.5)
+    assert primary_index([later, plain]) == 1   # then the earliest
+
+
+def test_split_on_port_reuse_and_empty_ids() -> None:
+    a, b = nodeport_pair()
+    reuse = replace(a, time=200.0, end_time=201.0)
+    anon1, anon2 = replace(a, flow_id=""), replace(b, flow_id="")
+    groups = group([a, b, reuse, anon1, anon2])
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 2]
+    assert [g[0].time for g in groups] == sorted(g[0].time for g in groups)
+    assert len(merge_all([a, b, reuse])) == 2
+
+
+def test_active_updates_and_verdicts() -> None:
+    a, _ = nodeport_pair()
+    early = replace(a, state=FlowState.ACTIVE, end_time=100.5,
+                    traffic=Traffic(Counters(2, 100), Counters(1, 60)))
+    m = merge([early, a])
+    assert m.state is FlowState.ENDED and m.traffic == a.traffic
+    assert m.observations == a.observations        # same point is listed once
+    dropped = replace(a, verdict=Verdict.DROPPED, drop_reason_desc="policy",
+                      observations=(ObservationPoint("node3", "packets"),))
+    m2 = merge([a, dropped])
+    assert m2.verdict is Verdict.DROPPED and m2.drop_reason_desc == "policy"
+    assert merge([early]) is early
+    with pytest.raises(ValueError):
+        merge([])
