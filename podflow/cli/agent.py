@@ -1,10 +1,92 @@
-"""CLI commands: agent (being written)."""
+"""``podflow agent``: collect flows on one node and write them to a store."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+AGENT_HELP = """Collect the connections of one node and write them to a flow store.
+
+The agent reads conntrack over netlink in the node's network namespace (events plus a
+periodic dump to resync), detects the node's CNI from its interfaces, routes and CNI
+config, undoes service DNAT / NodePort SNAT / egress masquerade, names both ends from the
+cluster state as it was when each connection started, and writes one record per
+connection to the store. Several agents (one per node) may share one store file.
+
+It learns only from the kernel and the cluster state, so it works on any node, lab-built
+or not. It sets net.netfilter.nf_conntrack_acct, nf_conntrack_timestamp and
+nf_conntrack_events to 1 in the node's namespace (without them counters, timestamps and
+DESTROY events are missing).
+
+Examples:
+
+  podflow agent --node node1 --netns pf-shop-node1 \\
+      --cluster-state /var/lib/podflow/labs/shop/cluster-state --store flows.duckdb
+
+  # on a real node, with a directory kept current by `kubectl get ... -o json`:
+  podflow agent --node $(hostname) --cluster-state /var/run/podflow/state --store /data/f.duckdb
+"""
+
+
+_DEFAULT_CNI_DIR = Path("/etc/cni/net.d")
+_DEFAULT_SUBNET_ENV = Path("/run/flannel/subnet.env")
+
+
+def agent(
+    node: Annotated[str, typer.Option("--node", help="Kubernetes node name this agent "
+                                      "speaks for.")],
+    cluster_state: Annotated[Path, typer.Option(
+        "--cluster-state", help="Directory of Kubernetes JSON (pods.json, services.json, "
+        "nodes.json, ... as `kubectl get X -A -o json` prints them), kept current.")],
+    store: Annotated[Path, typer.Option("--store", help="DuckDB store file to write "
+                                        "(created if missing; may be shared by agents).")],
+    netns: Annotated[str | None, typer.Option(
+        "--netns", help="Named network namespace of the node (/var/run/netns/NAME); "
+        "default: the agent's own.")] = None,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", min=0.1, help="Stop by itself after this many seconds.")] = None,
+    cni_conf_dir: Annotated[Path, typer.Option(
+        "--cni-conf-dir", help="The node's CNI configuration directory.")] = _DEFAULT_CNI_DIR,
+    subnet_env: Annotated[Path, typer.Option(
+        "--subnet-env", help="flanneld's subnet.env on Flannel nodes.")] = _DEFAULT_SUBNET_ENV,
+    resync_interval: Annotated[float, typer.Option(
+        "--resync-interval", min=0.2, help="Seconds between conntrack dumps (resync, and how "
+        "soon a closed TCP connection is reported with its final counters).")] = 2.0,
+    ready_file: Annotated[Path | None, typer.Option("--ready-file", hidden=True)] = None,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Collect the connections of one node (see --help for the full story)."""
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format=f"%(asctime)s agent[{node}] %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if os.geteuid() != 0:
+        typer.echo("podflow agent: needs root (netlink conntrack, network namespaces)",
+                   err=True)
+        raise typer.Exit(2)
+    if netns is not None and not Path("/var/run/netns", netns).exists():
+        typer.echo(f"podflow agent: no network namespace named {netns!r}", err=True)
+        raise typer.Exit(2)
+    if not cluster_state.is_dir():
+        typer.echo(f"podflow agent: --cluster-state {cluster_state} is not a directory",
+                   err=True)
+        raise typer.Exit(2)
+    from podflow.pipeline.runner import Agent, AgentConfig
+
+    cfg = AgentConfig(node_name=node, cluster_state=cluster_state, store=store, netns=netns,
+                      cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,
+                      resync_interval=resync_interval, ready_file=ready_file)
+    stats = Agent(cfg).run()
+    typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
-    del app
+    """Add ``agent`` to ``app``."""
+    app.command("agent", help=AGENT_HELP)(agent)

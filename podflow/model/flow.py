@@ -222,7 +222,9 @@ class Flow:
 
     ``flow_id`` is the same for every observation of one connection (at every vantage point
     and node), so that a store can merge them: it is derived from the connection as the
-    server saw it (the conntrack reply tuple) plus its start second.
+    server saw it (the conntrack reply tuple: protocol, server and client-as-seen-by-server
+    addresses). Ports get reused, so a store merges equal ids only when their start times
+    are close (see ``podflow.pipeline.correlate``).
     """
 
     time: float

@@ -1,0 +1,94 @@
+"""Start and stop one ``podflow agent`` per lab node.
+
+The agents are ordinary ``podflow agent`` processes pointed at the node's namespace, the
+lab's cluster-state directory, the node's CNI config files and the lab's store: exactly
+what a user would run on a real node. They run in the root namespace and open their
+netlink sockets inside the node's namespace through a helper (never ``setns``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from podflow.lab.state import LabState, lab_dir, lab_store_path
+
+
+def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) -> list[str]:
+    """The command line of the agent for one lab node."""
+    node = state.node(node_name)
+    base = lab_dir(state.name)
+    argv = [sys.executable, "-m", "podflow", "agent", "--node", node.name,
+            "--netns", node.netns, "--cluster-state", str(base / "cluster-state"),
+            "--store", str(lab_store_path(state.name)),
+            "--cni-conf-dir", str(base / "nodes" / node.name / "cni" / "net.d"),
+            "--subnet-env", str(base / "nodes" / node.name / "run" / "flannel" / "subnet.env")]
+    if ready_file is not None:
+        argv += ["--ready-file", str(ready_file)]
+    return argv
+
+
+def start_agents(state: LabState, timeout: float = 20.0) -> None:
+    """Start an agent per node, record its pid, and wait until every one is subscribed."""
+    base = lab_dir(state.name)
+    (base / "logs").mkdir(parents=True, exist_ok=True)
+    ready: list[Path] = []
+    for node in state.nodes:
+        rf = base / "run" / f"agent-{node.name}.ready"
+        rf.parent.mkdir(parents=True, exist_ok=True)
+        rf.unlink(missing_ok=True)
+        ready.append(rf)
+        with open(base / "logs" / f"agent-{node.name}.log", "ab") as logf:
+            proc = subprocess.Popen(agent_argv(state, node.name, rf), stdin=subprocess.DEVNULL,
+                                    stdout=logf, stderr=logf, start_new_session=True)
+        node.agent_pid = proc.pid
+    state.save()
+    end = time.time() + timeout
+    while time.time() < end:
+        if all(r.exists() for r in ready):
+            return
+        for node in state.nodes:
+            if node.agent_pid is not None and not _alive(node.agent_pid):
+                raise RuntimeError(f"agent for {node.name} exited at start; see "
+                                   f"{base / 'logs' / f'agent-{node.name}.log'}")
+        time.sleep(0.1)
+    raise RuntimeError(f"agents not ready after {timeout:.0f}s; see {base / 'logs'}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    # guard against pid reuse: only ever signal our own agents
+    return b"podflow\x00agent" in cmdline
+
+
+def stop_agents(state: LabState, timeout: float = 15.0) -> None:
+    """SIGTERM every agent (they flush to the store), SIGKILL what is left after ``timeout``."""
+    pids = [n.agent_pid for n in state.nodes if n.agent_pid]
+    for pid in pids:
+        if not _alive(pid):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    end = time.time() + timeout
+    while time.time() < end and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for n in state.nodes:
+        n.agent_pid = None

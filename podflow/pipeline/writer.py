@@ -1,0 +1,108 @@
+"""Batching, bounded, retrying hand-off of finished flows to a store.
+
+Several agents share one store file and readers open it too, so a write may find the store
+busy for a while. :class:`BufferedWriter` keeps flows in a bounded buffer and retries at the
+next flush; only when the buffer is full does it drop the oldest flows, counting them in
+``lost``. It never raises out of :meth:`flush` for a busy or failing store.
+
+Example::
+
+    >>> class Mem:
+    ...     def __init__(self): self.rows = []
+    ...     def write(self, flows): self.rows.extend(flows); return len(flows)
+    >>> m = Mem(); w = BufferedWriter(lambda: m, max_buffer=10)
+    >>> w.add(["f1", "f2"]); w.flush()
+    2
+    >>> m.rows
+    ['f1', 'f2']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from podflow.store.base import FlowRejected
+
+log = logging.getLogger(__name__)
+
+
+class FlowWriter(Protocol):
+    """Anything that stores a batch of flows (a store, a test double)."""
+
+    def write(self, flows: Sequence[Any]) -> int:
+        """Store the batch; return how many were stored."""
+        ...
+
+
+class BufferedWriter:
+    """Bounded buffer in front of a store; see the module docstring."""
+
+    def __init__(self, open_store: Callable[[], FlowWriter], *, max_buffer: int = 200_000,
+                 max_batch: int = 50_000) -> None:
+        """``open_store`` returns a writer for one flush (it may open and close a file)."""
+        self._open = open_store
+        self._buf: deque[Any] = deque()
+        self._max_buffer = max_buffer
+        self._max_batch = max_batch
+        self.written = 0
+        """Flows stored so far."""
+        self.lost = 0
+        """Flows dropped because the buffer was full while the store was unavailable."""
+        self.rejected = 0
+        """Flows the store refused as malformed (logged, not retried)."""
+        self.failures = 0
+        """Flushes that failed (store busy or broken); the flows stayed buffered."""
+        self.last_error: str | None = None
+        """The last failure, for health reporting."""
+
+    def add(self, flows: Sequence[Any]) -> None:
+        """Buffer flows; drop (and count) the oldest beyond the bound."""
+        self._buf.extend(flows)
+        overflow = len(self._buf) - self._max_buffer
+        if overflow > 0:
+            for _ in range(overflow):
+                self._buf.popleft()
+            self.lost += overflow
+            log.warning("store buffer full: dropped %d oldest flows (%d lost in all)",
+                        overflow, self.lost)
+
+    @property
+    def pending(self) -> int:
+        """Flows waiting to be stored."""
+        return len(self._buf)
+
+    def flush(self) -> int:
+        """Write what is buffered (in batches); return how many were stored now."""
+        stored = 0
+        while self._buf:
+            batch = [self._buf[i] for i in range(min(len(self._buf), self._max_batch))]
+            try:
+                store = self._open()
+                n = store.write(batch)
+                close = getattr(store, "close", None)
+                if callable(close):
+                    close()
+            except FlowRejected as exc:
+                # the store kept the good flows of the batch; the bad ones would fail again
+                for _ in range(len(batch)):
+                    self._buf.popleft()
+                self.written += exc.written
+                stored += exc.written
+                self.rejected += len(exc.errors)
+                self.last_error = str(exc)
+                log.warning("store rejected %d flows: %s", len(exc.errors), exc)
+                continue
+            except Exception as exc:  # a busy or failing store must not stop the agent
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("store write failed, will retry (%d flows buffered): %s",
+                            len(self._buf), self.last_error)
+                return stored
+            for _ in range(len(batch)):
+                self._buf.popleft()
+            stored += n
+            self.written += n
+        return stored
