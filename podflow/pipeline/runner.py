@@ -30,8 +30,8 @@ from podflow.cni.detect import Detection, detect
 from podflow.cni.snapshot import read_node_snapshot
 from podflow.inventory.snapshot_dir import ClusterStateDir
 from podflow.model.conntrack import CtEntry
-from podflow.model.flow import Flow
-from podflow.pipeline.cttrack import ConnectionTracker
+from podflow.model.flow import EndpointKind, Flow
+from podflow.pipeline.cttrack import Completed, ConnectionTracker
 from podflow.pipeline.decode import DecodeContext, conntrack_to_flow
 from podflow.pipeline.queue import LossyQueue
 from podflow.pipeline.writer import BufferedWriter
@@ -69,6 +69,11 @@ class AgentConfig:
     """Bound of the source -> loop queue, in netlink reads."""
     ready_file: Path | None = None
     """Touched once the sources are subscribed (lets a launcher wait for readiness)."""
+    identity_grace: float = 5.0
+    """Seconds a flow with an unknown in-cluster end waits for the inventory to catch up
+    (a new pod's first connections can finish before its object reaches the agent)."""
+    max_deferred: int = 100_000
+    """Bound on flows waiting for identity; beyond it they are stored as they are."""
 
 
 @dataclass
@@ -82,6 +87,8 @@ class AgentStats:
     flows: int = 0
     skipped: int = 0
     decode_errors: int = 0
+    deferred: int = 0
+    deferred_resolved: int = 0
     queue_lost: int = 0
     store_written: int = 0
     store_lost: int = 0
@@ -103,6 +110,7 @@ class Agent:
         self.tracker = ConnectionTracker()
         self.cluster = ClusterStateDir(cfg.cluster_state)
         self.writer = BufferedWriter(lambda: DuckDBStore(cfg.store))
+        self._deferred: list[tuple[float, Completed]] = []
 
     # -- set-up ------------------------------------------------------------------------
     def _detect(self) -> Detection:
@@ -151,7 +159,8 @@ class Agent:
                     self._consume(item[0], item[1], ctx)
                 now = time.time()
                 if now >= next_poll:
-                    self.cluster.poll(now)
+                    changed = self.cluster.poll(now)
+                    self._retry_deferred(ctx, changed=changed)
                     next_poll = now + self.cfg.inventory_poll
                 if now >= next_flush:
                     self.writer.flush()
@@ -162,6 +171,8 @@ class Agent:
             while (item := self.queue.get(timeout=0)) is not None:
                 self._consume(item[0], item[1], ctx)
             self._emit(self.tracker.flush(time.time()), ctx)
+            self.cluster.poll(time.time())
+            self._retry_deferred(ctx, changed=True, final=True)
             self.writer.flush()
             self._finish_stats(source)
         return self.stats
@@ -178,7 +189,8 @@ class Agent:
             done += self.tracker.end_of_dump(time.time())
         self._emit(done, ctx)
 
-    def _emit(self, completed: list[Any], ctx: DecodeContext) -> None:
+    def _emit(self, completed: list[Completed], ctx: DecodeContext, *,
+              retrying: bool = False) -> None:
         flows: list[Flow] = []
         for c in completed:
             try:
@@ -189,11 +201,37 @@ class Agent:
                 continue
             if f is None:
                 self.stats.skipped += 1
+            elif (not retrying and _unresolved(f)
+                  and len(self._deferred) < self.cfg.max_deferred):
+                self._deferred.append((time.time() + self.cfg.identity_grace, c))
+                self.stats.deferred += 1
             else:
                 flows.append(f)
         self.stats.flows += len(flows)
         if flows:
             self.writer.add(flows)
+
+    def _retry_deferred(self, ctx: DecodeContext, *, changed: bool, final: bool = False) -> None:
+        """Re-decode flows that waited for identity: now resolved, or out of time."""
+        if not self._deferred:
+            return
+        now = time.time()
+        keep: list[tuple[float, Completed]] = []
+        ready: list[Completed] = []
+        for deadline, c in self._deferred:
+            if final or now >= deadline:
+                ready.append(c)
+                continue
+            if changed:
+                f = conntrack_to_flow(c.entry, ctx, final=c.final)
+                if f is None or not _unresolved(f):
+                    self.stats.deferred_resolved += 1
+                    ready.append(c)
+                    continue
+            keep.append((deadline, c))
+        self._deferred = keep
+        if ready:
+            self._emit(ready, ctx, retrying=True)
 
     def _finish_stats(self, source: ConntrackSource) -> None:
         s = self.stats
@@ -208,3 +246,8 @@ class Agent:
         tr = getattr(self.tracker, "stats", None)
         s.tracker = asdict(tr) if tr is not None and hasattr(tr, "__dataclass_fields__") \
             else {}
+
+
+def _unresolved(f: Flow) -> bool:
+    """An end inside the cluster's ranges that no object claimed (yet)."""
+    return EndpointKind.UNKNOWN in (f.source.kind, f.destination.kind)
