@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from typing import Any
 
 import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
+
+from podflow.cli.render import edges_table
+from podflow.query.servicemap import Edge
 
 DEMO_HELP = """Build a demo cluster on the real kernel datapath and watch its service map live.
 
@@ -26,41 +28,16 @@ Afterwards (with --keep) try:  podflow observe --lab shop   podflow map --lab sh
 """
 
 
-def _edge_name(end: dict[str, Any]) -> str:
-    kind = end.get("kind")
-    if kind == "pod":
-        return f"{end.get('namespace')}/{end.get('workload') or end.get('name')}"
-    if kind == "node":
-        return f"node {end.get('name')}"
-    if end.get("name"):
-        return f"{end['name']} ({end.get('ip')})" if end.get("ip") else str(end["name"])
-    return str(end.get("ip") or "?")
-
-
-def map_table(edges: list[dict[str, Any]]) -> Table:
-    """A rich table of service-map edges (dicts in ``podflow map -o json`` shape)."""
-    t = Table(expand=True)
-    for col in ("source", "→ service", "destination", "port", "conns", "bytes", "snat"):
-        t.add_column(col, justify="right" if col in ("conns", "bytes") else "left")
-    for e in sorted(edges, key=lambda x: (-int(x.get("connections", 0)))):
-        t.add_row(_edge_name(e["source"]), e.get("service") or "-", _edge_name(e["destination"]),
-                  f"{e.get('port')}/{str(e.get('protocol', '')).lower()}",
-                  str(e.get("connections", 0)), str(e.get("bytes", 0)),
-                  ", ".join(e.get("snat") or []) or "-")
-    return t
-
-
-def _read_edges(store_path: str) -> tuple[list[dict[str, Any]], str | None]:
+def _read_edges(store_path: str) -> tuple[list[Edge], str | None]:
     from podflow.query.filter import FilterSpec
-    from podflow.query.servicemap import edge_to_dict
     from podflow.store.duckdb import DuckDBStore
 
     if not os.path.exists(store_path):
         return [], "waiting for the first flows ..."
     try:
         with DuckDBStore(store_path, read_only=True) as st:
-            return [edge_to_dict(e) for e in st.map_edges(FilterSpec())], None
-    except Exception as exc:  # busy store: show the last map and try again
+            return st.map_edges(FilterSpec()), None
+    except Exception as exc:  # busy store: keep the last map and try again
         return [], f"store busy ({type(exc).__name__}); retrying"
 
 
@@ -79,7 +56,7 @@ def demo(
     from podflow.lab.spec import load_default_spec
     from podflow.lab.state import lab_store_path
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     spec = load_default_spec()
     console.print(f"[bold]podflow demo[/]: building lab [cyan]{spec.name}[/] "
                   f"({spec.nodes} nodes, {spec.cni}) ...")
@@ -89,7 +66,7 @@ def demo(
                   f"{len(state.pods)} pods, {len(state.services)} services; agents running")
     store = str(lab_store_path(state.name))
     end = None if duration is None else time.time() + duration
-    edges: list[dict[str, Any]] = []
+    edges: list[Edge] = []
     try:
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while end is None or time.time() < end:
@@ -97,12 +74,13 @@ def demo(
                 edges = new or edges
                 title = (f"service map of lab {state.name} — {len(edges)} edges, "
                          f"{time.time() - started:.0f}s (Ctrl-C to stop)")
-                body = Group(map_table(edges), Text(note or "", style="dim"))
+                body = Group(edges_table(edges), Text(note or "", style="dim"))
                 live.update(Panel(body, title=title))
                 time.sleep(refresh)
     except KeyboardInterrupt:
         pass
     finally:
+        console.print()
         if keep:
             console.print(f"lab {state.name} left running: `podflow lab down {state.name}`")
         else:

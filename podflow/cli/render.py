@@ -128,11 +128,8 @@ def print_flows(flows: Sequence[Flow], fmt: str, out: TextIO, *, header: bool = 
     out.flush()
 
 
-def print_edges(edges: Sequence[Edge], fmt: str, out: TextIO) -> None:
-    """Print service-map edges as a rich table or a JSON array."""
-    if fmt == "json":
-        out.write(json.dumps([e.to_dict() for e in edges], indent=2) + "\n")
-        return
+def edges_table(edges: Sequence[Edge]) -> Table:
+    """Service-map edges as a rich table (used by ``podflow map`` and the demo)."""
     t = Table(header_style="bold", box=None, pad_edge=False)
     for col in ("SOURCE", "DESTINATION", "SERVICE", "PORT", "CONNECTIONS", "BYTES", "SNAT",
                 "VERDICTS", "LAST SEEN"):
@@ -142,4 +139,12 @@ def print_edges(edges: Sequence[Edge], fmt: str, out: TextIO) -> None:
                   f"{e.port}/{e.protocol}" if e.port is not None else e.protocol,
                   str(e.connections), fmt_bytes(e.bytes), ",".join(e.snat),
                   " ".join(f"{v}:{n}" for v, n in e.verdicts), fmt_time(e.last_seen))
-    Console(file=out, width=200 if not out.isatty() else None).print(t)
+    return t
+
+
+def print_edges(edges: Sequence[Edge], fmt: str, out: TextIO) -> None:
+    """Print service-map edges as a rich table or a JSON array."""
+    if fmt == "json":
+        out.write(json.dumps([e.to_dict() for e in edges], indent=2) + "\n")
+        return
+    Console(file=out, width=200 if not out.isatty() else None).print(edges_table(edges))

@@ -92,7 +92,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabState, La
         yield first, LabState.load(name)
     finally:
         manager.down(name)
-        assert not [n for n in list_netns() if n.startswith(f"pf-{name}-")]
+        assert list_netns(f"pf-{name}-") == []
         mp.undo()
 
 
