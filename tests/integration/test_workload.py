@@ -116,14 +116,21 @@ def test_demo_lab_truth_every_category(tmp_path: Path, monkeypatch: pytest.Monke
         state = manager.up(spec, agents=False)
         time.sleep(7)
         old = state.pods[0]
+        restart_start = time.time()
         manager.restart_pod(spec.name, old.namespace, old.name)
-        time.sleep(4)
+        restart_end = time.time()
+        time.sleep(5)
+        end = time.time()
         truth = read_truth(lab_dir(spec.name))
     finally:
         manager.down(spec.name)
     cats = {c.category for c in truth.connects if c.outcome == "ok"}
     assert cats == {"clusterip", "nodeport", "egress"}
-    assert all(c.outcome == "ok" for c in truth.connects if c.time < time.time() - 3)
+    # connections in flight while a pod is deleted may fail, as in a real cluster; outside
+    # that window (and older than the 2 s connect timeout at the end) every one succeeds
+    quiet = [c for c in truth.connects
+             if c.time < restart_start - 2.5 or restart_end + 1 < c.time < end - 2.5]
+    assert quiet and [c for c in quiet if c.outcome != "ok"] == []
     servers = {a.server for a in truth.accepts}
     assert f"{old.namespace}/{old.name}" in {s.who for s in truth.starts}
     assert "external/db" in servers
