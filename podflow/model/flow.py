@@ -217,6 +217,52 @@ class TcpInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsInfo:
+    """A DNS exchange (Hubble's ``l7.dns``)."""
+
+    query: str
+    """The name asked for, without the trailing dot, e.g. ``backend.shop.svc.cluster.local``."""
+    qtypes: tuple[str, ...] = ()
+    """Query types asked, e.g. ``("A",)``."""
+    rcode: int | None = None
+    """Response code (0 NOERROR, 3 NXDOMAIN ...); None while no response was seen."""
+    ips: tuple[str, ...] = ()
+    """Addresses in the answer section."""
+    ttl: int | None = None
+    """Smallest TTL of the answers."""
+    cnames: tuple[str, ...] = ()
+    """CNAMEs in the answer section."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpInfo:
+    """The first HTTP/1.x request and response of a connection (Hubble's ``l7.http``)."""
+
+    method: str | None = None
+    """Request method, e.g. ``GET``."""
+    url: str | None = None
+    """Request target (the path and query), e.g. ``/api/items?id=3``."""
+    host: str | None = None
+    """The Host header."""
+    code: int | None = None
+    """Response status code; None while no response was seen."""
+    protocol: str = "HTTP/1.1"
+    """Protocol version as on the request line."""
+
+
+@dataclass(frozen=True, slots=True)
+class L7:
+    """Application-layer record of a flow (DNS or HTTP), when a packet source saw it."""
+
+    dns: DnsInfo | None = None
+    """The DNS exchange, for DNS flows."""
+    http: HttpInfo | None = None
+    """The first HTTP exchange, for HTTP flows."""
+    latency_ns: int | None = None
+    """Request to first response byte, nanoseconds (Hubble's ``l7.latency_ns``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     """One connection between two endpoints, NAT undone, identities at the time.
 
@@ -261,6 +307,12 @@ class Flow:
     """The CNI profile of the observing node, e.g. ``flannel-vxlan``."""
     flow_id: str = ""
     """Stable id of the connection across vantage points (see class docstring)."""
+    client_key: str = ""
+    """Id of the connection as the client sent it (before any NAT): lets a client-side view
+    (the client's socket, which sees the service VIP) join the node's and the server's views.
+    Equal to ``flow_id`` when no NAT happened. Empty when the source cannot tell."""
+    l7: L7 | None = None
+    """DNS or HTTP record, when a packet source saw the exchange."""
 
     @property
     def node_name(self) -> str | None:

@@ -17,12 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 from podflow.model.flow import (
+    L7,
     Address,
     Counters,
+    DnsInfo,
     Endpoint,
     EndpointKind,
     Flow,
     FlowState,
+    HttpInfo,
     Nat,
     ObservationPoint,
     Protocol,
@@ -119,7 +122,36 @@ def flow_to_dict(f: Flow) -> dict[str, Any]:
             for o in f.observations
         ],
         "cni_profile": f.cni_profile,
+        "client_key": f.client_key,
+        "l7": None if f.l7 is None else l7_to_dict(f.l7),
     }
+
+
+def l7_to_dict(l7: L7) -> dict[str, Any]:
+    """Serialise an L7 record (Hubble-like field names)."""
+    d: dict[str, Any] = {"latency_ns": l7.latency_ns, "dns": None, "http": None}
+    if l7.dns is not None:
+        d["dns"] = {"query": l7.dns.query, "qtypes": list(l7.dns.qtypes), "rcode": l7.dns.rcode,
+                    "ips": list(l7.dns.ips), "ttl": l7.dns.ttl, "cnames": list(l7.dns.cnames)}
+    if l7.http is not None:
+        d["http"] = {"method": l7.http.method, "url": l7.http.url, "host": l7.http.host,
+                     "code": l7.http.code, "protocol": l7.http.protocol}
+    return d
+
+
+def l7_from_dict(d: dict[str, Any]) -> L7:
+    """Read an L7 record back."""
+    dns, http = d.get("dns"), d.get("http")
+    return L7(
+        dns=None if not dns else DnsInfo(
+            query=dns["query"], qtypes=tuple(dns.get("qtypes") or ()), rcode=dns.get("rcode"),
+            ips=tuple(dns.get("ips") or ()), ttl=dns.get("ttl"),
+            cnames=tuple(dns.get("cnames") or ())),
+        http=None if not http else HttpInfo(
+            method=http.get("method"), url=http.get("url"), host=http.get("host"),
+            code=http.get("code"), protocol=http.get("protocol") or "HTTP/1.1"),
+        latency_ns=d.get("latency_ns"),
+    )
 
 
 def flow_from_dict(d: dict[str, Any]) -> Flow:
@@ -164,6 +196,8 @@ def flow_from_dict(d: dict[str, Any]) -> Flow:
             ),
             cni_profile=d.get("cni_profile"),
             flow_id=d.get("flow_id", ""),
+            client_key=d.get("client_key", ""),
+            l7=None if not d.get("l7") else l7_from_dict(d["l7"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"malformed flow record: {exc}") from exc

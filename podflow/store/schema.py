@@ -26,12 +26,15 @@ from typing import Any
 import pyarrow as pa
 
 from podflow.model.flow import (
+    L7,
     Address,
     Counters,
+    DnsInfo,
     Endpoint,
     EndpointKind,
     Flow,
     FlowState,
+    HttpInfo,
     Nat,
     ObservationPoint,
     Protocol,
@@ -67,7 +70,11 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("tcp_state", _S), ("tcp_flags", pa.list_(pa.string())), ("rtt_us", _F),
     ("verdict", _S), ("drop_reason", _S), ("is_reply", pa.bool_()),
     ("obs_node", _S), ("obs_source", _S), ("obs_original", _S), ("obs_reply", _S),
-    ("cni_profile", _S), ("ingested_at", _F),
+    ("cni_profile", _S), ("ingested_at", _F), ("client_key", _S),
+    ("l7_latency_ns", _B), ("dns_query", _S), ("dns_qtypes", pa.list_(pa.string())),
+    ("dns_rcode", _I), ("dns_ips", pa.list_(pa.string())), ("dns_ttl", _B),
+    ("dns_cnames", pa.list_(pa.string())), ("http_method", _S), ("http_url", _S),
+    ("http_host", _S), ("http_code", _I), ("http_protocol", _S),
 ]
 """Every column of the ``flows`` table, in order, with its Arrow type."""
 
@@ -127,6 +134,35 @@ def _end_values(p: str, e: Endpoint) -> dict[str, Any]:
     }
 
 
+def _l7_values(l7: L7 | None) -> dict[str, Any]:
+    dns = l7.dns if l7 else None
+    http = l7.http if l7 else None
+    return {
+        "l7_latency_ns": l7.latency_ns if l7 else None,
+        "dns_query": dns.query if dns else None,
+        "dns_qtypes": list(dns.qtypes) if dns else None,
+        "dns_rcode": dns.rcode if dns else None, "dns_ips": list(dns.ips) if dns else None,
+        "dns_ttl": dns.ttl if dns else None, "dns_cnames": list(dns.cnames) if dns else None,
+        "http_method": http.method if http else None, "http_url": http.url if http else None,
+        "http_host": http.host if http else None, "http_code": http.code if http else None,
+        "http_protocol": http.protocol if http else None,
+    }
+
+
+def _l7_from(c: Mapping[str, Sequence[Any]], i: int) -> L7 | None:
+    dns = http = None
+    if c["dns_query"][i] is not None:
+        dns = DnsInfo(c["dns_query"][i], tuple(c["dns_qtypes"][i] or ()), c["dns_rcode"][i],
+                      tuple(c["dns_ips"][i] or ()), c["dns_ttl"][i],
+                      tuple(c["dns_cnames"][i] or ()))
+    if c["http_protocol"][i] is not None:
+        http = HttpInfo(c["http_method"][i], c["http_url"][i], c["http_host"][i],
+                        c["http_code"][i], c["http_protocol"][i])
+    if dns is None and http is None and c["l7_latency_ns"][i] is None:
+        return None
+    return L7(dns, http, c["l7_latency_ns"][i])
+
+
 def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
     """One row per observation point (one row if there is none); ValueError if unstorable.
 
@@ -154,7 +190,8 @@ def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
         "rtt_us": None if f.rtt_us is None else float(f.rtt_us),
         "verdict": Verdict(f.verdict).value, "drop_reason": f.drop_reason_desc,
         "is_reply": bool(f.is_reply), "cni_profile": f.cni_profile,
-        "ingested_at": ingested_at,
+        "ingested_at": ingested_at, "client_key": str(f.client_key),
+        **_l7_values(f.l7),
     }
     points: Sequence[ObservationPoint | None] = f.observations or (None,)
     rows = []
@@ -235,7 +272,8 @@ def columns_to_flows(cols: Mapping[str, Sequence[Any]]) -> list[Flow]:
             tcp=None if flags is None else TcpInfo(c["tcp_state"][i], tuple(flags)),
             rtt_us=c["rtt_us"][i], verdict=_VERDICTS[c["verdict"][i]],
             drop_reason_desc=c["drop_reason"][i], is_reply=bool(c["is_reply"][i]),
-            observations=obs, cni_profile=c["cni_profile"][i], flow_id=c["flow_id"][i]))
+            observations=obs, cni_profile=c["cni_profile"][i], flow_id=c["flow_id"][i],
+            client_key=c["client_key"][i] or "", l7=_l7_from(c, i)))
     return out
 
 

@@ -6,11 +6,14 @@ import pytest
 
 from podflow.model.conntrack import CtEntry, CtEventType, CtStatus, CtTuple
 from podflow.model.flow import (
+    L7,
     Address,
     Counters,
+    DnsInfo,
     Endpoint,
     EndpointKind,
     Flow,
+    HttpInfo,
     Nat,
     ObservationPoint,
     Protocol,
@@ -67,3 +70,15 @@ def test_ct_entry_nat_flags_follow_tuples() -> None:
     assert e.is_snat and not e.is_dnat
     assert CtEntry(CtEventType.NEW, orig, orig.reversed(), CtStatus(0)).is_snat is False
     assert str(orig) == "tcp 10.244.0.5:41000 -> 192.168.100.10:5432"
+
+
+def test_l7_and_client_key_round_trip() -> None:
+    import dataclasses
+
+    f = dataclasses.replace(
+        _flow(), client_key="ck",
+        l7=L7(dns=DnsInfo("db.example.com", ("A",), 0, ("192.168.100.10",), 30),
+              http=HttpInfo("GET", "/x?y=1", "backend", 200), latency_ns=1500))
+    d = flow_to_dict(f)
+    assert d["l7"]["dns"]["ips"] == ["192.168.100.10"] and d["l7"]["http"]["code"] == 200
+    assert flow_from_dict(d) == f
