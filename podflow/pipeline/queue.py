@@ -34,6 +34,8 @@ class LossyQueue(Generic[T]):
         """Items dropped because the queue was full."""
         self.dropped_batches = 0
         """Batches dropped because the queue was full."""
+        self.lost_by: dict[str, int] = {}
+        """Items lost per producer (the part of ``kind`` before the first ``/``)."""
 
     def put(self, items: list[T], kind: str) -> bool:
         """Enqueue without blocking; False (and ``lost`` grows) when full."""
@@ -44,6 +46,8 @@ class LossyQueue(Generic[T]):
             with self._lock:
                 self.lost += len(items)
                 self.dropped_batches += 1
+                who = kind.split("/", 1)[0]
+                self.lost_by[who] = self.lost_by.get(who, 0) + len(items)
             return False
 
     def get(self, timeout: float) -> tuple[list[T], str] | None:

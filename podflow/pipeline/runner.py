@@ -1,10 +1,12 @@
 """The agent loop: one node's sources -> decode -> NAT -> enrich -> store.
 
-Sources run in their own threads and hand batches to a :class:`LossyQueue`; this loop is the
-only consumer. It feeds the connection tracker, turns finished connections into Flows with
-the inventory as it was at each connection's start, and hands them to a bounded, retrying
-store writer. Loss anywhere (queue full, store buffer full, netlink overrun) is counted and
-reported, never a crash or a hang.
+Each source (see :mod:`podflow.sources.registry`) runs its I/O in its own thread and hands
+batches to a :class:`LossyQueue`; this loop is the only consumer. It lets the source's
+processor decide what is ready to report, turns reports into Flows with the inventory as it
+was at each connection's start, and hands them to a bounded, retrying store writer. Loss
+anywhere (queue full, store buffer full, netlink overrun) is counted, written to the store as
+the agent's health report every ``status_interval`` seconds, and printed at exit: never a
+crash or a hang.
 
 Example (what ``podflow agent`` does)::
 
@@ -29,13 +31,11 @@ from typing import Any
 from podflow.cni.detect import Detection, detect
 from podflow.cni.snapshot import read_node_snapshot
 from podflow.inventory.snapshot_dir import ClusterStateDir
-from podflow.model.conntrack import CtEntry
 from podflow.model.flow import EndpointKind, Flow
-from podflow.pipeline.cttrack import Completed, ConnectionTracker
-from podflow.pipeline.decode import DecodeContext, conntrack_to_flow
+from podflow.pipeline.decode import DecodeContext
 from podflow.pipeline.queue import LossyQueue
 from podflow.pipeline.writer import BufferedWriter
-from podflow.sources.conntrack import ConntrackSource
+from podflow.sources.registry import SOURCES, Report, SourceOptions, SourcePlugin
 from podflow.store.duckdb import DuckDBStore
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class AgentConfig:
     """DuckDB store file (shared by several agents)."""
     netns: str | None = None
     """Named network namespace of the node (None: the agent's own)."""
+    sources: list[str] | None = None
+    """Sources to run by name (None: the detected CNI profile's defaults)."""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    """Source-specific options (``SourceOptions.extra``)."""
     cni_conf_dir: Path = Path("/etc/cni/net.d")
     """The node's CNI configuration directory (for profile detection)."""
     subnet_env: Path | None = Path("/run/flannel/subnet.env")
@@ -61,12 +65,16 @@ class AgentConfig:
     """Stop by itself after this many seconds (None: until SIGTERM/SIGINT)."""
     resync_interval: float = 2.0
     """Seconds between conntrack table dumps (resync; final counters of closed TCP)."""
+    poll_interval: float = 1.0
+    """Seconds between polls of polling sources (sockets)."""
     flush_interval: float = 1.0
     """Seconds between store writes."""
     inventory_poll: float = 1.0
     """Seconds between cluster-state directory polls."""
+    status_interval: float = 10.0
+    """Seconds between health reports written to the store."""
     queue_batches: int = 4096
-    """Bound of the source -> loop queue, in netlink reads."""
+    """Bound of the sources -> loop queue, in batches."""
     ready_file: Path | None = None
     """Touched once the sources are subscribed (lets a launcher wait for readiness)."""
     identity_grace: float = 5.0
@@ -78,24 +86,25 @@ class AgentConfig:
 
 @dataclass
 class AgentStats:
-    """What the agent did; printed on exit and reported as health."""
+    """What the agent did; written to the store as health and printed on exit."""
 
     node: str
     profile: str = "unknown"
     evidence: list[str] = field(default_factory=list)
-    entries: int = 0
+    sources: list[str] = field(default_factory=list)
+    records: int = 0
     flows: int = 0
     skipped: int = 0
     decode_errors: int = 0
     deferred: int = 0
     deferred_resolved: int = 0
-    queue_lost: int = 0
+    queue_lost: dict[str, int] = field(default_factory=dict)
     store_written: int = 0
+    store_pending: int = 0
     store_lost: int = 0
     store_failures: int = 0
     store_rejected: int = 0
-    source: dict[str, Any] = field(default_factory=dict)
-    tracker: dict[str, Any] = field(default_factory=dict)
+    source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Agent:
@@ -106,19 +115,27 @@ class Agent:
         self.cfg = cfg
         self.stop = threading.Event()
         self.stats = AgentStats(node=cfg.node_name)
-        self.queue: LossyQueue[CtEntry] = LossyQueue(cfg.queue_batches)
-        self.tracker = ConnectionTracker()
+        self.queue: LossyQueue[Any] = LossyQueue(cfg.queue_batches)
         self.cluster = ClusterStateDir(cfg.cluster_state)
         self.writer = BufferedWriter(lambda: DuckDBStore(cfg.store))
-        self._deferred: list[tuple[float, Completed]] = []
+        self.plugins: dict[str, SourcePlugin] = {}
+        self._deferred: list[tuple[float, SourcePlugin, Report]] = []
 
     # -- set-up ------------------------------------------------------------------------
-    def _detect(self) -> Detection:
+    def detect(self) -> Detection:
+        """Detect the node's CNI profile from its kernel state and CNI files."""
         snap = read_node_snapshot(self.cfg.netns, self.cfg.cni_conf_dir, self.cfg.subnet_env)
         det = detect(snap, self.cluster.inventory, node_name=self.cfg.node_name)
         self.stats.profile = det.profile.name
         self.stats.evidence = list(det.evidence)
         return det
+
+    def choose_sources(self, det: Detection) -> list[str]:
+        """The configured sources, else the profile's defaults."""
+        if self.cfg.sources:
+            return list(self.cfg.sources)
+        defaults = getattr(det.profile, "default_sources", None) or ("conntrack",)
+        return [s for s in defaults if s in SOURCES]
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -130,25 +147,45 @@ class Agent:
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
 
+    def _start_sources(self, names: list[str]) -> list[threading.Thread]:
+        opts = SourceOptions(node_name=self.cfg.node_name, netns=self.cfg.netns,
+                             resync_interval=self.cfg.resync_interval,
+                             poll_interval=self.cfg.poll_interval,
+                             extra=dict(self.cfg.source_options))
+        threads = []
+        for name in names:
+            plugin = SOURCES[name].create(opts)
+            self.plugins[name] = plugin
+
+            def sink(records: list[Any], kind: str, _n: str = name) -> bool:
+                return self.queue.put(records, f"{_n}/{kind}")
+
+            t = threading.Thread(target=plugin.run, args=(sink, self.stop), name=name,
+                                 daemon=True)
+            t.start()
+            threads.append(t)
+        self.stats.sources = names
+        return threads
+
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> AgentStats:
         """Collect until stopped; flush everything; return the stats."""
         self._install_signals()
         self.cluster.poll(time.time())
-        det = self._detect()
+        det = self.detect()
         ctx = DecodeContext(node_name=self.cfg.node_name, inventory=self.cluster.inventory,
                             profile=det.profile)
-        log.info("node %s: CNI profile %s (%s)", self.cfg.node_name, det.profile.name,
-                 "; ".join(det.evidence))
-        source = ConntrackSource(self.cfg.netns, resync_interval=self.cfg.resync_interval)
-        thread = threading.Thread(target=source.run, args=(self.queue.put, self.stop),
-                                  name="conntrack", daemon=True)
-        thread.start()
+        names = self.choose_sources(det)
+        log.info("node %s: CNI profile %s (%s); sources %s", self.cfg.node_name,
+                 det.profile.name, "; ".join(det.evidence), ",".join(names))
+        threads = self._start_sources(names)
         if self.cfg.ready_file is not None:
-            self._wait_source_ready(source)
-            self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name}))
+            self._wait_ready()
+            self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,
+                                                       "sources": names}))
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_flush = next_poll = time.time()
+        next_status = time.time() + self.cfg.status_interval
         try:
             while not self.stop.is_set():
                 now = time.time()
@@ -165,45 +202,50 @@ class Agent:
                 if now >= next_flush:
                     self.writer.flush()
                     next_flush = now + self.cfg.flush_interval
+                if now >= next_status:
+                    self._write_status()
+                    next_status = now + self.cfg.status_interval
         finally:
             self.stop.set()
-            thread.join(timeout=5)
+            for t in threads:
+                t.join(timeout=5)
             while (item := self.queue.get(timeout=0)) is not None:
                 self._consume(item[0], item[1], ctx)
-            self._emit(self.tracker.flush(time.time()), ctx)
+            now = time.time()
+            for plugin in self.plugins.values():
+                self._emit(plugin, plugin.flush(now), ctx)
             self.cluster.poll(time.time())
             self._retry_deferred(ctx, changed=True, final=True)
             self.writer.flush()
-            self._finish_stats(source)
+            self._write_status()
         return self.stats
 
-    def _wait_source_ready(self, source: ConntrackSource, timeout: float = 10.0) -> None:
+    def _wait_ready(self, timeout: float = 10.0) -> None:
         end = time.time() + timeout
-        while time.time() < end and not getattr(source, "ready", True):
+        while time.time() < end and not all(p.ready for p in self.plugins.values()):
             time.sleep(0.05)
 
-    def _consume(self, entries: list[CtEntry], kind: str, ctx: DecodeContext) -> None:
-        self.stats.entries += len(entries)
-        done = self.tracker.feed(entries, kind)
-        if kind == "dump":
-            done += self.tracker.end_of_dump(time.time())
-        self._emit(done, ctx)
+    def _consume(self, records: list[Any], kind: str, ctx: DecodeContext) -> None:
+        name, _, sub = kind.partition("/")
+        plugin = self.plugins[name]
+        self.stats.records += len(records)
+        self._emit(plugin, plugin.process(records, sub, time.time()), ctx)
 
-    def _emit(self, completed: list[Completed], ctx: DecodeContext, *,
+    def _emit(self, plugin: SourcePlugin, reports: list[Report], ctx: DecodeContext, *,
               retrying: bool = False) -> None:
         flows: list[Flow] = []
-        for c in completed:
+        for r in reports:
             try:
-                f = conntrack_to_flow(c.entry, ctx, final=c.final)
-            except Exception as exc:  # one bad entry must not stop the node's collection
+                f = plugin.decode(r.record, ctx, r.final)
+            except Exception as exc:  # one bad record must not stop the node's collection
                 self.stats.decode_errors += 1
-                log.warning("could not decode %s: %s", c.entry, exc)
+                log.warning("%s: could not decode %s: %s", plugin.name, r.record, exc)
                 continue
             if f is None:
                 self.stats.skipped += 1
             elif (not retrying and _unresolved(f)
                   and len(self._deferred) < self.cfg.max_deferred):
-                self._deferred.append((time.time() + self.cfg.identity_grace, c))
+                self._deferred.append((time.time() + self.cfg.identity_grace, plugin, r))
                 self.stats.deferred += 1
             else:
                 flows.append(f)
@@ -216,36 +258,38 @@ class Agent:
         if not self._deferred:
             return
         now = time.time()
-        keep: list[tuple[float, Completed]] = []
-        ready: list[Completed] = []
-        for deadline, c in self._deferred:
-            if final or now >= deadline:
-                ready.append(c)
-                continue
-            if changed:
-                f = conntrack_to_flow(c.entry, ctx, final=c.final)
-                if f is None or not _unresolved(f):
-                    self.stats.deferred_resolved += 1
-                    ready.append(c)
-                    continue
-            keep.append((deadline, c))
+        keep: list[tuple[float, SourcePlugin, Report]] = []
+        for deadline, plugin, r in self._deferred:
+            ready = final or now >= deadline
+            if not ready and changed:
+                f = plugin.decode(r.record, ctx, r.final)
+                ready = f is None or not _unresolved(f)
+                self.stats.deferred_resolved += int(ready)
+            if ready:
+                self._emit(plugin, [r], ctx, retrying=True)
+            else:
+                keep.append((deadline, plugin, r))
         self._deferred = keep
-        if ready:
-            self._emit(ready, ctx, retrying=True)
 
-    def _finish_stats(self, source: ConntrackSource) -> None:
+    def health(self) -> dict[str, Any]:
+        """The current stats as a JSON-ready dict (what the store's agent_status keeps)."""
         s = self.stats
-        s.queue_lost = self.queue.lost
-        s.store_written = self.writer.written
-        s.store_lost = self.writer.lost
-        s.store_failures = self.writer.failures
+        s.queue_lost = dict(self.queue.lost_by)
+        s.store_written, s.store_pending = self.writer.written, self.writer.pending
+        s.store_lost, s.store_failures = self.writer.lost, self.writer.failures
         s.store_rejected = self.writer.rejected
-        src = getattr(source, "stats", None)
-        s.source = asdict(src) if src is not None and hasattr(src, "__dataclass_fields__") \
-            else dict(vars(src)) if src is not None else {}
-        tr = getattr(self.tracker, "stats", None)
-        s.tracker = asdict(tr) if tr is not None and hasattr(tr, "__dataclass_fields__") \
-            else {}
+        for name, plugin in self.plugins.items():
+            try:
+                s.source_stats[name] = plugin.stats()
+            except Exception as exc:  # health must never take the agent down
+                s.source_stats[name] = {"error": str(exc)}
+        return asdict(s)
+
+    def _write_status(self) -> None:
+        try:
+            DuckDBStore(self.cfg.store).write_status(self.cfg.node_name, self.health())
+        except Exception as exc:  # a busy store: the next report will do
+            log.debug("status not written: %s", exc)
 
 
 def _unresolved(f: Flow) -> bool:

@@ -36,7 +36,7 @@ from podflow.sources.netns import open_socket, write_sysctl_in_netns
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[list[CtEntry], str], None]
+Sink = Callable[[list[CtEntry], str], object]
 SOL_NETLINK, NETLINK_NO_ENOBUFS = 270, 5
 SO_RCVBUFFORCE = 33
 SYSCTLS = (("net.netfilter.nf_conntrack_acct", "1"),

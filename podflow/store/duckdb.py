@@ -28,9 +28,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from podflow.store.base import (
 )
 from podflow.store.schema import (
     DDL,
+    STATUS_DDL,
     STORE_SCHEMA_VERSION,
     columns_to_flows,
     flow_to_rows,
@@ -158,7 +160,41 @@ class DuckDBStore:
                 f"podflow reads up to {STORE_SCHEMA_VERSION}): upgrade podflow")
         return True
 
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self._has_schema(con):
+            for stmt in DDL:
+                con.execute(stmt)
+            con.execute("INSERT INTO podflow_meta VALUES ('schema_version', ?)",
+                        [str(STORE_SCHEMA_VERSION)])
+        con.execute(STATUS_DDL)
+
     # -- writing ------------------------------------------------------------------------
+    def write_status(self, node: str, status: Mapping[str, Any], at: float | None = None) -> None:
+        """Append an agent's health report (sources, lost events, store backlog) as JSON."""
+        if self.read_only:
+            raise StoreError(f"store {self.path} was opened read-only")
+        with self._connect(write=True) as con:
+            con.execute("BEGIN TRANSACTION")
+            self._ensure_schema(con)
+            con.execute("INSERT INTO agent_status VALUES (?, ?, ?)",
+                        [time.time() if at is None else at, node,
+                         json.dumps(status, default=str, sort_keys=True)])
+            con.execute("COMMIT")
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """The latest health report of every agent: ``{"node", "time", "status": {...}}``."""
+        with self._connect(write=False) as con:
+            if not self._has_schema(con):
+                return []
+            found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                                "'agent_status'").fetchall()
+            if not found[0][0]:
+                return []
+            rows = con.execute(
+                "SELECT node, time, status FROM agent_status QUALIFY row_number() OVER "
+                "(PARTITION BY node ORDER BY time DESC) = 1 ORDER BY node").fetchall()
+        return [{"node": n, "time": t, "status": json.loads(st)} for n, t, st in rows]
+
     def write(self, flows: Sequence[Flow]) -> int:
         """Append one row per observation of each flow in one transaction.
 
@@ -186,11 +222,7 @@ class DuckDBStore:
             table = table.sort_by([("time", "ascending")])
             with self._connect(write=True) as con:
                 con.execute("BEGIN TRANSACTION")
-                if not self._has_schema(con):
-                    for stmt in DDL:
-                        con.execute(stmt)
-                    con.execute("INSERT INTO podflow_meta VALUES ('schema_version', ?)",
-                                [str(STORE_SCHEMA_VERSION)])
+                self._ensure_schema(con)
                 top = con.execute("SELECT coalesce(max(seq), 0) FROM flows").fetchall()
                 base = int(top[0][0])
                 seqs = pa.array(range(base + 1, base + 1 + table.num_rows), type=pa.int64())

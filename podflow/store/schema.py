@@ -96,6 +96,11 @@ row-group min/max (zone maps) already prune time ranges, and inserts stay cheap.
 """
 
 
+STATUS_DDL = ("CREATE TABLE IF NOT EXISTS agent_status (time DOUBLE, node VARCHAR, "
+              "status VARCHAR)")
+"""Agents' health reports (one JSON document per report), read by ``statuses()``."""
+
+
 @lru_cache(maxsize=65536)
 def ip_key(ip: str) -> str:
     """The address as 32 hex digits (IPv4 mapped into ``::ffff:0:0/96``); ValueError if bad.

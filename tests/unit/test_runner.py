@@ -9,13 +9,15 @@ from pathlib import Path
 from podflow.cni.detect import detect
 from podflow.cni.snapshot import NodeSnapshot
 from podflow.model.flow import EndpointKind
-from podflow.pipeline.cttrack import Completed
 from podflow.pipeline.decode import DecodeContext
 from podflow.pipeline.runner import Agent, AgentConfig
+from podflow.sources.conntrack_plugin import ConntrackPlugin
+from podflow.sources.registry import Report, SourceOptions
 from podflow.store.duckdb import DuckDBStore
 from tests.conftest import DATA
 from tests.unit.test_decode import clusterip_entry
 
+PLUGIN = ConntrackPlugin(SourceOptions(node_name="node1"))
 CLIENT = "frontend-6d8f9c7b5-x2k4p"  # 10.244.0.2 in tests/data/k8s/pods.json
 
 
@@ -49,7 +51,7 @@ def _stored(path: Path) -> list[tuple[EndpointKind, str | None]]:
 
 def test_flow_of_a_pod_not_yet_in_the_inventory_waits_and_gets_its_name(tmp_path: Path) -> None:
     agent, ctx = _agent(tmp_path, grace=60)
-    agent._emit([Completed(clusterip_entry(), True)], ctx)
+    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)
     assert agent.stats.deferred == 1 and agent.writer.pending == 0
     agent._retry_deferred(ctx, changed=False)
     assert agent.writer.pending == 0, "nothing changed and time is left: keep waiting"
@@ -64,7 +66,7 @@ def test_flow_of_a_pod_not_yet_in_the_inventory_waits_and_gets_its_name(tmp_path
 
 def test_unresolved_flow_is_stored_as_unknown_when_the_grace_runs_out(tmp_path: Path) -> None:
     agent, ctx = _agent(tmp_path, grace=0)
-    agent._emit([Completed(clusterip_entry(), True)], ctx)
+    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)
     agent._retry_deferred(ctx, changed=False)
     agent.writer.flush()
     assert _stored(tmp_path / "flows.duckdb") == [(EndpointKind.UNKNOWN, None)]

@@ -23,3 +23,15 @@ def test_l7_round_trip(tmp_path: Path) -> None:
     with DuckDBStore(tmp_path / "s.duckdb", read_only=True) as st:
         got = st.flows(merged=False)
     assert got == [dns, http, plain]
+
+
+def test_agent_status_latest_per_node(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as st:
+        st.write_status("node1", {"lost": 0}, at=1.0)
+        st.write_status("node2", {"lost": 5}, at=2.0)
+        st.write_status("node1", {"lost": 3}, at=3.0)
+    with DuckDBStore(path, read_only=True) as st:
+        assert st.statuses() == [{"node": "node1", "time": 3.0, "status": {"lost": 3}},
+                                 {"node": "node2", "time": 2.0, "status": {"lost": 5}}]
+        assert st.flows() == []

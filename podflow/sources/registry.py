@@ -1,0 +1,142 @@
+"""The explicit registry of sources (vantage points) an agent can run.
+
+A source is a plugin in three parts, so the I/O stays at the edge and the rest is pure:
+
+* ``run(sink, stop)``: the I/O loop, in its own thread; hands raw records to ``sink`` in
+  batches (``sink(records, kind) -> bool``; False means the batch was dropped and counted);
+* ``process(records, kind, now)`` and ``flush(now)``: stateful but pure, on the agent's loop;
+  turn raw records into :class:`Report` s (a connection finished, or a snapshot of one that is
+  still open);
+* ``decode(record, ctx, final)``: pure; one reported record to a Flow (or None to skip), with
+  NAT undone and both ends named from the inventory at the connection's start.
+
+Modules are imported only when a source is chosen (no import side effects).
+
+Example::
+
+    >>> sorted(SOURCES)
+    ['conntrack', 'packets', 'sockets']
+    >>> SOURCES["conntrack"].help.split(":")[0]
+    'Kernel connection tracking over netlink'
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from podflow.model.flow import Flow
+    from podflow.pipeline.decode import DecodeContext
+
+Sink = Callable[[list[Any], str], bool]
+"""Where a source's I/O loop hands a batch of raw records, with the batch's kind."""
+
+
+class Report(NamedTuple):
+    """A record ready to become a Flow: ``final`` when the connection is over."""
+
+    record: Any
+    final: bool
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What every source gets from the agent's configuration."""
+
+    node_name: str
+    """The node the agent speaks for."""
+    netns: str | None = None
+    """The node's network namespace (None: the agent's own)."""
+    resync_interval: float = 2.0
+    """Seconds between full resyncs (conntrack dumps)."""
+    poll_interval: float = 1.0
+    """Seconds between polls, for polling sources (sockets)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Source-specific options, e.g. ``{"interfaces": ["cni0"]}`` for packets."""
+
+
+class SourcePlugin(Protocol):
+    """One running source in one agent (see the module docstring)."""
+
+    name: str
+
+    @property
+    def ready(self) -> bool:
+        """True once the source is subscribed / has completed its first pass."""
+        ...
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        """The blocking I/O loop; returns soon after ``stop`` is set."""
+        ...
+
+    def process(self, records: list[Any], kind: str, now: float) -> list[Report]:
+        """Feed a batch from ``run``; return what is ready to be reported."""
+        ...
+
+    def flush(self, now: float) -> list[Report]:
+        """Agent stop: report every still-open connection (non-final)."""
+        ...
+
+    def decode(self, record: Any, ctx: DecodeContext, final: bool) -> Flow | None:
+        """One reported record as a Flow (None: infrastructure, not stored)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for health reports (events, lost, overruns, ...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A registry entry: name, help text, and where the factory lives."""
+
+    name: str
+    """The name used with ``podflow agent --sources``."""
+    help: str
+    """What it sees and what it misses (shown by ``--explain`` and ``--help``)."""
+    factory: str
+    """``module:function`` returning a :class:`SourcePlugin` from :class:`SourceOptions`."""
+
+    def create(self, opts: SourceOptions) -> SourcePlugin:
+        """Import the module and build the plugin."""
+        module, func = self.factory.split(":")
+        made: SourcePlugin = getattr(importlib.import_module(module), func)(opts)
+        return made
+
+
+SOURCES: dict[str, SourceInfo] = {
+    "conntrack": SourceInfo(
+        "conntrack",
+        "Kernel connection tracking over netlink: events plus periodic dumps in the node's "
+        "namespace. Sees both tuples of every NATed connection (service DNAT, masquerade), "
+        "counters and timestamps, short-lived connections. Misses eBPF datapaths, macvlan "
+        "and anything that bypasses netfilter.",
+        "podflow.sources.conntrack_plugin:create"),
+    "sockets": SourceInfo(
+        "sockets",
+        "TCP/UDP sockets in every pod namespace and the host over NETLINK_SOCK_DIAG: the "
+        "connection as each application sees it, RTT, retransmits, owning process. Works "
+        "with any CNI; misses connections shorter than the poll interval.",
+        "podflow.sources.sockets:create"),
+    "packets": SourceInfo(
+        "packets",
+        "AF_PACKET capture with a kernel BPF filter on host interfaces (or inside pod "
+        "namespaces): DNS and HTTP at L7, TCP flags, refused/unreachable/timed-out "
+        "connections, VXLAN inner headers.",
+        "podflow.sources.packets:create"),
+}
+"""Every source, by name (plugins are registered here explicitly)."""
+
+
+def parse_sources(text: str) -> list[str]:
+    """``"conntrack,sockets"`` -> names, validated; ValueError naming the known ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names:
+        raise ValueError(f"unknown source(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known: {', '.join(sorted(SOURCES))}")
+    return list(dict.fromkeys(names))
