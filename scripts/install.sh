@@ -13,8 +13,14 @@ cd "$(dirname "$0")/.."
 #   tcpdump                      debugging captures (classic BPF compiler for later issues)
 #   procps kmod                  sysctl, ps; modprobe where modules exist
 #   python3-venv                 the virtualenv below
+#   bird2                        BGP daemons of the calico-bgp lab datapath
+#   softflowd nfdump             C flow meter / collector: reference peers in bench/ and tests
+#   prometheus                   a real Prometheus scraping podflow's /metrics in tests
+#   chromium                     headless browser for the web UI tests (driven by Playwright)
+#   nodejs npm                   build the web UI (only when the machine has no npm yet)
 APT_PACKAGES=(iproute2 containernetworking-plugins iptables nftables conntrack tcpdump procps kmod
-              python3-venv)
+              python3-venv bird2 softflowd nfdump prometheus chromium)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +29,16 @@ done
 if ((${#missing[@]})); then
   echo "podflow: installing system packages: ${missing[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Debian would start bird/prometheus/nfcapd as services in the machine's own namespace:
+  # podflow runs them itself, inside its lab, so service start-up is refused while installing.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
+    [ "$created_policy" = 1 ] && rm -f "$policy"; exit 1; }
+  [ "$created_policy" = 1 ] && rm -f "$policy"
 fi
 
 PY=${PODFLOW_PYTHON:-python3}
@@ -37,4 +52,14 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   rm -f .venv/.podflow-lock-*
   touch "$stamp"
+fi
+
+# Front-end packages for the web UI, from the committed lock file (nothing at run time).
+if [ -f web/package-lock.json ]; then
+  stamp=web/node_modules/.podflow-lock-$(sha256sum web/package-lock.json | cut -c1-16)
+  if [ ! -e "$stamp" ]; then
+    echo "podflow: installing front-end packages (web/package-lock.json)" >&2
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
+    touch "$stamp"
+  fi
 fi
