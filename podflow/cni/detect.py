@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podflow.cni import flannel
+from podflow.cni import calico, flannel, hostgw, macvlan
 from podflow.cni.profile import Detection, generic_profile
 from podflow.cni.snapshot import NodeSnapshot
 from podflow.inventory.history import Inventory
@@ -42,6 +42,10 @@ class ProfileDetector:
 
 PROFILES: dict[str, ProfileDetector] = {
     flannel.NAME: ProfileDetector(flannel.NAME, flannel.HELP, flannel.detect),
+    hostgw.NAME: ProfileDetector(hostgw.NAME, hostgw.HELP, hostgw.detect),
+    calico.BGP: ProfileDetector(calico.BGP, calico.HELP_BGP, calico.detect_bgp),
+    calico.VXLAN: ProfileDetector(calico.VXLAN, calico.HELP_VXLAN, calico.detect_vxlan),
+    macvlan.NAME: ProfileDetector(macvlan.NAME, macvlan.HELP, macvlan.detect),
 }
 """Every known CNI profile, by name."""
 

@@ -70,6 +70,12 @@ class CniProfile:
     """Sources to run on this datapath unless the user says otherwise."""
     masquerade: bool = False
     """Pod egress to outside the cluster range is masqueraded to the node IP."""
+    control_ports: tuple[tuple[int, int], ...] = ()
+    """(IP protocol, port) of the datapath's control sessions between nodes, e.g. BGP
+    ``(6, 179)``: infrastructure, like a tunnel's underlay."""
+    pod_gateway: str | None = None
+    """The address pods use as their default gateway when it is no host at all (Calico's
+    169.254.1.1, answered by proxy ARP): never an endpoint, never a node."""
     _pod_nets: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
     _all_nets: tuple[IPNetwork, ...] = field(init=False, repr=False, compare=False)
     _local: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -94,6 +100,8 @@ class CniProfile:
             ...     "10.244.3.0", Inventory(), 0.0) is None   # no node has that podCIDR
             True
         """
+        if ip == self.pod_gateway:
+            return None
         local = self._local.get(ip)
         if local is not None:
             return local
@@ -118,15 +126,19 @@ class CniProfile:
     def is_infrastructure(self, entry: CtEntry, inv: Inventory, at: float) -> bool:
         """Whether a conntrack entry is the datapath's own plumbing, not a flow to report.
 
-        True for entries entirely on loopback, and for the tunnel underlay: a tunnel's
-        protocol and destination port between two addresses that are not pod addresses
-        (node underlay IPs).
+        True for entries entirely on loopback, for the tunnel underlay (a tunnel's protocol
+        and destination port) and for control sessions (``control_ports``, e.g. BGP), both
+        between two addresses that are not pod addresses (node underlay IPs).
         """
         o, r = entry.orig, entry.reply
         if all(_is_loopback(a) for a in (o.src, o.dst, r.src, r.dst)):
             return True
         for t in self.tunnels:
             if o.proto == t.proto and t.port in (o.dport, r.sport) and not (
+                    self.is_pod_address(o.src, inv, at) or self.is_pod_address(o.dst, inv, at)):
+                return True
+        for proto, port in self.control_ports:
+            if o.proto == proto and port in (o.dport, o.sport) and not (
                     self.is_pod_address(o.src, inv, at) or self.is_pod_address(o.dst, inv, at)):
                 return True
         return False
@@ -165,3 +177,18 @@ def generic_profile(node_name: str) -> CniProfile:
         'generic'
     """
     return CniProfile("generic", node_name)
+
+
+def inventory_cluster_cidrs(inventory: Inventory | None) -> tuple[str, ...]:
+    """The cluster's pod range as the union of every node's podCIDR in ``inventory``.
+
+    Example::
+
+        >>> inventory_cluster_cidrs(None)
+        ()
+    """
+    if inventory is None:
+        return ()
+    nets = [ipaddress.IPv4Network(c, strict=False) for r in inventory.nodes()
+            for c in r.pod_cidrs if ":" not in c]
+    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))

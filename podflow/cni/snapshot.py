@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 RTNH_F_ONLINK = 4
 """``RTNH_F_ONLINK`` from linux/rtnetlink.h: the gateway is on-link even without a subnet."""
+RTPROT_BIRD = 12
+"""``rtm_protocol`` of routes BIRD installs (``proto bird``)."""
+RTN_BLACKHOLE = 6
+"""``rtm_type`` of a blackhole route."""
 SNAPSHOT_VERSION = 1
 """Version of the JSON form."""
 
@@ -77,6 +81,11 @@ class RouteInfo:
     """Preferred source address."""
     scope: int = 0
     """Route scope (0 universe, 253 link, 254 host)."""
+    protocol: int = 0
+    """``rtm_protocol``: 2 kernel, 3 boot, 4 static, 12 bird, 80 Calico's felix (0: unknown,
+    in snapshots recorded before the field existed)."""
+    type: int = 1
+    """``rtm_type``: 1 unicast, 6 blackhole (Calico's block routes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,23 @@ class NodeSnapshot:
     def links_of_kind(self, kind: str) -> list[LinkInfo]:
         """All links whose ``kind`` is ``kind`` (e.g. ``"vxlan"``)."""
         return [x for x in self.links if x.kind == kind]
+
+    def conf_plugins(self) -> list[tuple[str, dict[str, Any]]]:
+        """(file name, plugin config) of every plugin of every CNI config file."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for name, conf in sorted(self.cni_conf.items()):
+            plugins = conf.get("plugins") if isinstance(conf, dict) else None
+            for p in plugins if isinstance(plugins, list) else [conf]:
+                if isinstance(p, dict):
+                    out.append((name, p))
+        return out
+
+    def underlay_address(self) -> str | None:
+        """The node's own address on the device of its default route (its InternalIP)."""
+        dev = next((r.dev for r in self.routes if r.dst == "0.0.0.0/0" and r.dev), None)
+        link = self.link(dev) if dev else None
+        v4 = [a.split("/")[0] for a in (link.addresses if link else ()) if ":" not in a]
+        return v4[0] if v4 else None
 
     def to_json(self) -> str:
         """Serialise to indented JSON (stable key order)."""
@@ -202,6 +228,7 @@ def _links_and_routes(netns: str | None) -> tuple[tuple[LinkInfo, ...], tuple[Ro
             dst=f"{dst}/{r['dst_len']}", dev=names.get(int(oif)) if oif is not None else None,
             gateway=r.get_attr("RTA_GATEWAY"), onlink=bool(r["flags"] & RTNH_F_ONLINK),
             prefsrc=r.get_attr("RTA_PREFSRC"), scope=int(r["scope"]),
+            protocol=int(r["proto"]), type=int(r["type"]),
         ))
     return tuple(links), tuple(routes)
 

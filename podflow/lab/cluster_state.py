@@ -2,8 +2,11 @@
 
 The agent reads this directory instead of an API server. Each file is a ``List`` of one kind:
 pods, replicasets, deployments, services, endpointslices, nodes, namespaces, configmaps
-(one ConfigMap ``podflow/external-names`` naming the lab's external hosts). Files are written
-atomically and only when their content changed; a deleted pod simply vanishes from
+(``podflow/external-names`` naming the lab's external hosts, and ``kube-system/coredns-hosts``
+whose ``hosts`` key lists ``<ip> <name>`` lines for the externals' DNS names, read by the
+lab's DNS server). Node annotations follow the datapath (flannel's backend, Calico's address
+and VXLAN tunnel), host-network pods carry ``spec.hostNetwork`` and the node IP. Files are
+written atomically and only when their content changed; a deleted pod simply vanishes from
 ``pods.json``, as from a real API list.
 
 Example::
@@ -26,6 +29,8 @@ from podflow.lab.traffic import parse_port
 
 EXTERNAL_NAMES = ("podflow", "external-names")
 """Namespace and name of the ConfigMap mapping display names to external IPs/CIDRs."""
+COREDNS_HOSTS = ("kube-system", "coredns-hosts")
+"""Namespace and name of the ConfigMap with the cluster DNS's extra names (key ``hosts``)."""
 
 _UID_NS = uuid.UUID("6f1c2a52-6a0e-4b8e-9d3c-2f7a4c1b9e01")
 _IMAGE = "podflow/lab-workload:latest"
@@ -94,7 +99,8 @@ def pod_object(state: LabState, pod: PodState) -> dict[str, Any]:
                           ownerReferences=[_owner("ReplicaSet", pod.namespace, rs)]),
         "spec": {"nodeName": pod.node, "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
                  "containers": [{"name": pod.workload, "image": _IMAGE,
-                                 "ports": _container_ports(pod.ports)}]},
+                                 "ports": _container_ports(pod.ports)}],
+                 **({"hostNetwork": True} if pod.host_network else {})},
         "status": {"phase": "Running", "conditions": cond, "hostIP": node_ip,
                    "hostIPs": [{"ip": node_ip}], "podIP": pod.ip, "podIPs": [{"ip": pod.ip}],
                    "startTime": rfc3339(created), "qosClass": "BestEffort"},
@@ -189,13 +195,28 @@ def _endpointslice(state: LabState, svc: ServiceState) -> dict[str, Any]:
             "addressType": "IPv4", "endpoints": eps, "ports": ports}
 
 
-def _node(state: LabState, node: NodeState) -> dict[str, Any]:
+def node_annotations(state: LabState, node: NodeState) -> dict[str, str]:
+    """The annotations the datapath's agent (flanneld, calico/node) puts on a Node."""
+    if state.cni.startswith("calico-"):
+        plen = state.underlay.rsplit("/", 1)[-1]
+        ann = {"projectcalico.org/IPv4Address": f"{node.ip}/{plen}"}
+        if state.cni == "calico-vxlan" and node.vtep_ip:
+            ann["projectcalico.org/IPv4VXLANTunnelAddr"] = node.vtep_ip
+            ann["projectcalico.org/VXLANTunnelMACAddr"] = node.vtep_mac or ""
+        return ann
+    if not state.cni.startswith("flannel-"):
+        return {}
     ann = {"flannel.alpha.coreos.com/public-ip": node.ip,
-           "flannel.alpha.coreos.com/backend-type": "vxlan",
+           "flannel.alpha.coreos.com/backend-type": state.cni.removeprefix("flannel-"),
            "flannel.alpha.coreos.com/kube-subnet-manager": "true"}
-    if node.vtep_mac:
+    if node.vtep_mac and state.cni == "flannel-vxlan":
         ann["flannel.alpha.coreos.com/backend-data"] = json.dumps(
             {"VNI": 1, "VtepMAC": node.vtep_mac}, separators=(",", ":"))
+    return ann
+
+
+def _node(state: LabState, node: NodeState) -> dict[str, Any]:
+    ann = node_annotations(state, node)
     labels = {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
               "kubernetes.io/arch": "amd64"}
     return {"apiVersion": "v1", "kind": "Node",
@@ -220,10 +241,17 @@ def _namespaces(state: LabState) -> list[dict[str, Any]]:
 def _configmaps(state: LabState) -> list[dict[str, Any]]:
     ns, name = EXTERNAL_NAMES
     data = {e.name: e.ip for e in sorted(state.externals, key=lambda e: e.name)}
+    hosts = "".join(f"{e.ip} {' '.join(e.dns_names)}\n"
+                    for e in sorted(state.externals, key=lambda e: e.name) if e.dns_names)
+    hns, hname = COREDNS_HOSTS
     return [{"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": _meta("ConfigMap", ns, name, state.created,
                                labels={"app.kubernetes.io/part-of": "podflow"}),
-             "data": data}]
+             "data": data},
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": _meta("ConfigMap", hns, hname, state.created,
+                               labels={"app.kubernetes.io/part-of": "podflow"}),
+             "data": {"hosts": hosts}}]
 
 
 def cluster_objects(state: LabState) -> dict[str, list[dict[str, Any]]]:

@@ -1,19 +1,19 @@
 """CNI plugin invocation, the way a container runtime and Flannel's CNI plugin do it.
 
-Per node the lab writes what kube-flannel deploys (``cni/net.d/10-flannel.conflist``) and
-what flanneld writes (``run/flannel/subnet.env``); a pod is wired by running the real
-``bridge`` plugin (with ``host-local`` IPAM) inside the node netns with the delegate config
-Flannel's plugin would generate from those two files.
+:func:`invoke` runs any reference plugin (``/usr/lib/cni``) inside a node netns with the
+runtime's environment. For flannel (both backends) the lab writes per node what kube-flannel
+deploys (``cni/net.d/10-flannel.conflist``, ``flannel/net-conf.json``) and what flanneld
+writes (``run/flannel/subnet.env``); a pod is wired by running the real ``bridge`` plugin
+(with ``host-local`` IPAM) with the delegate config Flannel's plugin would generate from them.
 
 Example::
 
     write_node_files(node_dir, "10.244.0.0/16", "10.244.1.0/24")
-    ip = cni_add(node_dir, "pf-shop-node2", container_id, "pf-shop-p-1a2b3c4d", ...)
+    ip = cni_add(node_dir, "pf-shop-node2", container_id, "pf-shop-p-1a2b3c4d")
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
@@ -21,18 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from podflow.lab.netns import (
-    NETNS_DIR,
-    LabError,
-    add_netns,
-    delete_netns,
-    in_netns,
-    ip_batch,
-    kill_pids,
-    netns_exists,
-    netns_pids,
-    run,
-)
+from podflow.lab.netns import NETNS_DIR, LabError, in_netns, run
 
 CNI_BIN = Path("/usr/lib/cni")
 """Debian's containernetworking-plugins."""
@@ -56,21 +45,34 @@ def conflist() -> dict[str, Any]:
     }
 
 
-def subnet_env(network: str, node_cidr: str) -> str:
+def subnet_env(network: str, node_cidr: str, mtu: int = FLANNEL_MTU) -> str:
     """``/run/flannel/subnet.env`` as flanneld writes it for a node's lease."""
     net = ipaddress.IPv4Network(node_cidr)
     return (f"FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={net.network_address + 1}/"
-            f"{net.prefixlen}\nFLANNEL_MTU={FLANNEL_MTU}\nFLANNEL_IPMASQ=true\n")
+            f"{net.prefixlen}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n")
 
 
-def write_node_files(node_dir: Path, network: str, node_cidr: str) -> None:
-    """Write a node's CNI config dir and flannel subnet file under ``node_dir``."""
+def net_conf(network: str, backend: str) -> dict[str, Any]:
+    """kube-flannel's ``/etc/kube-flannel/net-conf.json`` (from its ConfigMap)."""
+    return {"Network": network, "EnableNFTables": False, "Backend": {"Type": backend}}
+
+
+def write_node_files(node_dir: Path, network: str, node_cidr: str,
+                     backend: str = "vxlan") -> None:
+    """Write a node's CNI config dir, flannel net-conf and subnet file under ``node_dir``.
+
+    ``backend`` is ``vxlan`` (MTU 1450) or ``host-gw`` (no encapsulation: MTU 1500).
+    """
     netd = node_dir / "cni" / "net.d"
     netd.mkdir(parents=True, exist_ok=True)
     (netd / "10-flannel.conflist").write_text(json.dumps(conflist(), indent=2) + "\n")
+    conf_dir = node_dir / "flannel"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "net-conf.json").write_text(json.dumps(net_conf(network, backend), indent=2))
     run_dir = node_dir / "run" / "flannel"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "subnet.env").write_text(subnet_env(network, node_cidr))
+    mtu = FLANNEL_MTU if backend == "vxlan" else 1500
+    (run_dir / "subnet.env").write_text(subnet_env(network, node_cidr, mtu))
 
 
 def read_subnet_env(node_dir: Path) -> dict[str, str]:
@@ -112,8 +114,10 @@ def container_id(pod_uid: str) -> str:
     return hashlib.sha256(pod_uid.encode()).hexdigest()
 
 
-def _invoke(command: str, node_dir: Path, node_netns: str, cid: str,
-            pod_netns: str, config: dict[str, Any]) -> str:
+def invoke(command: str, node_netns: str, cid: str, pod_netns: str,
+           config: dict[str, Any]) -> str:
+    """Run plugin ``config["type"]`` in ``node_netns`` for CNI ``command`` (ADD/DEL) on the
+    sandbox ``pod_netns``; its stdout (the result JSON). LabError with the plugin's message."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_COMMAND": command,
@@ -144,7 +148,12 @@ def cni_add(node_dir: Path, node_netns: str, cid: str, pod_netns: str) -> str:
     saved = node_dir / "cni" / "flannel"
     saved.mkdir(parents=True, exist_ok=True)
     (saved / cid).write_text(json.dumps(config))
-    result = json.loads(_invoke("ADD", node_dir, node_netns, cid, pod_netns, config))
+    return result_ip(invoke("ADD", node_netns, cid, pod_netns, config), pod_netns)
+
+
+def result_ip(stdout: str, pod_netns: str) -> str:
+    """The first IP of a CNI ADD result (``ips[0].address`` without its prefix length)."""
+    result = json.loads(stdout)
     ips = result.get("ips") or []
     if not ips:
         raise LabError(f"CNI ADD of {pod_netns} returned no IP: {result}")
@@ -161,21 +170,5 @@ def cni_del(node_dir: Path, node_netns: str, cid: str, pod_netns: str) -> None:
             config = delegate_config(node_dir)
         except (OSError, KeyError):
             return
-    _invoke("DEL", node_dir, node_netns, cid, pod_netns, config)
+    invoke("DEL", node_netns, cid, pod_netns, config)
     saved.unlink(missing_ok=True)
-
-
-def create_sandbox(node_dir: Path, node_netns: str, pod_netns: str, pod_uid: str) -> str:
-    """Make a pod's sandbox as a runtime does (new netns, lo up) and CNI ADD it; its IP."""
-    add_netns([pod_netns])
-    ip_batch(pod_netns, ["link set lo up"])
-    return cni_add(node_dir, node_netns, container_id(pod_uid), pod_netns)
-
-
-def remove_sandbox(node_dir: Path, node_netns: str, pod_netns: str, pod_uid: str) -> None:
-    """Kill what runs in a pod's netns, CNI DEL it (if its node still exists), delete it."""
-    kill_pids(netns_pids(pod_netns))
-    if netns_exists(node_netns):
-        with contextlib.suppress(LabError):
-            cni_del(node_dir, node_netns, container_id(pod_uid), pod_netns)
-    delete_netns(pod_netns)

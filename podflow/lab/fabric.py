@@ -2,9 +2,10 @@
 
 The fabric netns plays the top-of-rack switch and the router to the outside: an ``underlay``
 bridge (gateway = last usable underlay address) that every node's eth0 plugs into, and one
-bridge per external /24 with its own gateway address. It forwards and never NATs. Nothing is
-created in the root netns: veth pairs are created in the fabric netns with the peer moved
-straight into the node or external netns.
+bridge per external /24 with its own gateway address. It forwards and never NATs (and sends
+no ICMP redirects). Nothing is created in the root netns: veth pairs are created in the
+fabric netns with the peer moved straight into the node or external netns. What a CNI adds
+on the nodes (tunnels, routes, BGP) is the datapath's (:mod:`podflow.lab.datapath`).
 
 Example::
 
@@ -17,8 +18,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from podflow.lab import flannel
-from podflow.lab.netns import add_netns, bridge_batch, ip_batch, ip_json, sysctl
+from podflow.lab.datapath import Datapath
+from podflow.lab.netns import add_netns, ip_batch, sysctl
 from podflow.lab.spec import LabSpec
 from podflow.lab.state import LAB_PREFIX, ExternalState, LabState, NodeState
 
@@ -59,6 +60,8 @@ class Topology:
     underlay: str
     nodes: list[NodeLink] = field(default_factory=list)
     externals: list[ExternalLink] = field(default_factory=list)
+    fabric_extra: list[str] = field(default_factory=list)
+    """More ``ip -batch`` lines for the fabric (e.g. gateways in macvlan pod subnets)."""
 
     def gateway(self) -> str:
         """The fabric's underlay address (last usable)."""
@@ -74,23 +77,21 @@ class Topology:
                 for net, used in sorted(taken.items())}
 
 
-def build(topo: Topology) -> dict[str, str]:
-    """Create every namespace and link of ``topo``; returns node netns -> flannel.1 MAC."""
+def build(topo: Topology) -> None:
+    """Create every namespace and link of ``topo``."""
     add_netns([topo.fabric] + [n.netns for n in topo.nodes] + [e.netns for e in topo.externals])
     _build_fabric(topo)
     gw = topo.gateway()
     plen = ipaddress.IPv4Network(topo.underlay).prefixlen
     for n in topo.nodes:
         ip_batch(n.netns, ["link set lo up", f"addr add {n.ip}/{plen} dev eth0",
-                           "link set eth0 up", f"route add default via {gw} dev eth0",
-                           *flannel.vxlan_commands(n.ip, flannel.vtep_ip(n.node_cidr))])
+                           "link set eth0 up", f"route add default via {gw} dev eth0"])
         sysctl(n.netns, NODE_SYSCTLS)
     subnets = topo.external_subnets()
     for e in topo.externals:
         net = ipaddress.IPv4Network((e.ip, 24), strict=False)
         ip_batch(e.netns, ["link set lo up", f"addr add {e.ip}/24 dev eth0", "link set eth0 up",
                            f"route add default via {subnets[net]} dev eth0"])
-    return {n.netns: vxlan_mac(n.netns) for n in topo.nodes}
 
 
 def _build_fabric(topo: Topology) -> None:
@@ -109,46 +110,35 @@ def _build_fabric(topo: Topology) -> None:
         br = bridges[ipaddress.IPv4Network((e.ip, 24), strict=False)]
         cmds += [f"link add x{e.index} type veth peer name eth0 netns {e.netns}",
                  f"link set x{e.index} master {br}", f"link set x{e.index} up"]
-    ip_batch(topo.fabric, cmds)
-    sysctl(topo.fabric, {"net.ipv4.ip_forward": "1",
+    ip_batch(topo.fabric, cmds + topo.fabric_extra)
+    sysctl(topo.fabric, {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.send_redirects": "0",
+                         "net.ipv4.conf.default.send_redirects": "0",
                          "net.bridge.bridge-nf-call-iptables": "0"})
 
 
-def vxlan_mac(netns: str) -> str:
-    """The MAC the kernel gave flannel.1 in ``netns``."""
-    links = ip_json(netns, "link", "show", "dev", flannel.VXLAN_DEV)
-    return str(links[0]["address"])
-
-
-def program_peers(netns: str, peers: list[flannel.Peer]) -> None:
-    """Write flanneld's per-peer neighbour, FDB and route entries on one node."""
-    ip_batch(netns, flannel.peer_ip_commands(peers))
-    bridge_batch(netns, flannel.peer_fdb_commands(peers))
-
-
-def build_network(state: LabState, spec: LabSpec) -> None:
-    """Build the fabric, nodes (with flannel.1 and its peers) and externals of ``spec``,
+def build_network(state: LabState, spec: LabSpec, dp: Datapath) -> None:
+    """Build the fabric, nodes and externals of ``spec`` and then ``dp``'s node datapath,
     recording them in ``state``; saved before anything is made so ``down`` finds it all."""
     prefix = f"{LAB_PREFIX}{spec.name}-"
     topo = Topology(fabric=f"{prefix}fabric", underlay=spec.underlay)
     for k in range(1, spec.nodes + 1):
         cidr = str(spec.node_cidr(k))
+        vtep = None if dp.tunnel_offset is None else \
+            str(spec.node_cidr(k).network_address + dp.tunnel_offset)
         node = NodeState(name=f"node{k}", index=k, netns=f"{prefix}node{k}",
-                         ip=spec.node_ip(k), podCIDR=cidr, vtep_ip=flannel.vtep_ip(cidr))
+                         ip=spec.node_ip(k), podCIDR=cidr, vtep_ip=vtep)
         state.nodes.append(node)
         topo.nodes.append(NodeLink(k, node.netns, node.ip, cidr))
     for i, e in enumerate(spec.externals):
         ext = ExternalState(name=e.name, ip=e.ip, netns=f"{prefix}ext-{e.name}",
-                            ports=[str(p) for p in e.ports])
+                            ports=[str(p) for p in e.ports], dns_names=list(e.dns))
         state.externals.append(ext)
         topo.externals.append(ExternalLink(i, ext.netns, ext.ip))
     state.extra_netns = [topo.fabric]
+    topo.fabric_extra = dp.fabric_commands(state)
     state.save()
-    macs = build(topo)
+    build(topo)
     for n in state.nodes:
-        n.vtep_mac = macs[n.netns]
-    for n in state.nodes:
-        program_peers(n.netns, [flannel.Peer(m.ip, str(m.vtep_ip), str(m.vtep_mac),
-                                                    m.podCIDR)
-                                       for m in state.nodes if m is not n])
+        dp.write_node_files(state, n)
+    dp.setup_nodes(state)
     state.save()

@@ -5,6 +5,9 @@ a permanent ARP entry VTEP_IP(M) -> VTEP_MAC(M), an FDB entry VTEP_MAC(M) -> NOD
 and a route to M's pod subnet via VTEP_IP(M) ``onlink``. Its masquerade rules live in the
 nat table chain FLANNEL-POSTRTG.
 
+:class:`FlannelVxlan` is the lab datapath ``cni: flannel-vxlan``: those objects on every
+node, pods on ``cni0`` through the real ``bridge`` plugin (:mod:`podflow.lab.cniplugin`).
+
 Example::
 
     ip_batch(ns, vxlan_commands("172.18.0.1", "10.244.0.0"))
@@ -15,6 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+
+from podflow.lab import cniplugin
+from podflow.lab.datapath import Datapath, node_dir
+from podflow.lab.netns import bridge_batch, ip_batch, ip_json
+from podflow.lab.state import LabState, NodeState, PodState
 
 VXLAN_DEV = "flannel.1"
 """Flannel's VXLAN device (``flannel.<VNI>``)."""
@@ -94,3 +102,48 @@ def masq_rules(network: str, node_cidr: str) -> list[str]:
         f"-A {chain} -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully",
         f"-A {chain} ! -s {network} -d {network} {c} -j MASQUERADE --random-fully",
     ]
+
+
+def link_mac(netns: str, dev: str) -> str:
+    """The MAC the kernel gave ``dev`` in ``netns``."""
+    return str(ip_json(netns, "link", "show", "dev", dev)[0]["address"])
+
+
+class FlannelVxlan(Datapath):
+    """``cni: flannel-vxlan``: cni0 bridge + flannel.1 with flanneld's per-peer entries."""
+
+    name = "flannel-vxlan"
+    tunnel_offset: int | None = 0
+    backend = "vxlan"
+    """kube-flannel's ``Backend.Type``."""
+
+    def write_node_files(self, state: LabState, node: NodeState) -> None:
+        """10-flannel.conflist, net-conf.json and subnet.env of the node's lease."""
+        cniplugin.write_node_files(node_dir(state, node), state.podCIDR, node.podCIDR,
+                                   self.backend)
+
+    def setup_nodes(self, state: LabState) -> None:
+        """flannel.1 on every node, then every peer's neighbour, FDB and route entries."""
+        for n in state.nodes:
+            ip_batch(n.netns, vxlan_commands(n.ip, vtep_ip(n.podCIDR)))
+            n.vtep_mac = link_mac(n.netns, VXLAN_DEV)
+        state.save()
+        for n in state.nodes:
+            peers = [Peer(m.ip, vtep_ip(m.podCIDR), str(m.vtep_mac), m.podCIDR)
+                     for m in state.nodes if m is not n]
+            ip_batch(n.netns, peer_ip_commands(peers))
+            bridge_batch(n.netns, peer_fdb_commands(peers))
+
+    def add_pod(self, state: LabState, node: NodeState, pod: PodState) -> str:
+        """The bridge plugin with flannel's delegate config."""
+        return cniplugin.cni_add(node_dir(state, node), node.netns,
+                                 cniplugin.container_id(pod.uid), pod.netns)
+
+    def del_pod(self, state: LabState, node: NodeState, pod: PodState) -> None:
+        """Replay the saved delegate config with DEL."""
+        cniplugin.cni_del(node_dir(state, node), node.netns, cniplugin.container_id(pod.uid),
+                          pod.netns)
+
+    def nat_rules(self, state: LabState, node: NodeState) -> list[str]:
+        """flanneld's FLANNEL-POSTRTG masquerade chain."""
+        return masq_rules(state.podCIDR, node.podCIDR)

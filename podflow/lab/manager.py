@@ -1,9 +1,11 @@
 """The lab manager: build, inspect, change and remove an emulated cluster.
 
-``up`` builds, in order: fabric and nodes (underlay, flannel.1 and its peers) -> pods (netns
-wired by the CNI bridge plugin) -> services (ClusterIPs, kube-proxy and flannel iptables on
-every node) -> cluster state -> agents -> workload processes. ``state.json`` is saved before
-each object is made, so ``down`` can remove a half-built lab; a failing ``up`` does so itself.
+``up`` builds, in order: fabric and nodes (underlay, then the spec's datapath: tunnels and
+peers, routes or BGP, see :mod:`podflow.lab.datapath`) -> pods (netns wired by the
+datapath's CNI; host-network pods just join their node) -> services (ClusterIPs, kube-proxy
+and the datapath's masquerade on every node) -> cluster DNS resolv.conf files -> cluster
+state -> agents -> workload processes. ``state.json`` is saved before each object is made,
+so ``down`` can remove a half-built lab; a failing ``up`` does so itself.
 
 Example::
 
@@ -15,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -24,12 +27,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
-from podflow.lab import fabric, flannel, kubeproxy
+from podflow.lab import fabric, kubeproxy
 from podflow.lab import netns as nsu
 from podflow.lab import state as st
-from podflow.lab.cniplugin import create_sandbox, remove_sandbox, write_node_files
+from podflow.lab.datapath import (
+    create_pod_network,
+    datapath_for,
+    remove_all_resolv_confs,
+    remove_pod_network,
+    update_dns,
+)
 from podflow.lab.netns import LabError
 from podflow.lab.spec import LAB_NAME_PATTERN, LabSpec
 from podflow.lab.state import LabState, NodeState, PodState
@@ -47,10 +55,6 @@ def _prefix(name: str) -> str:
 
 def _safe(seed: bytes, n: int) -> str:
     return "".join(_SAFE[b % len(_SAFE)] for b in hashlib.sha256(seed).digest()[:n])
-
-
-def _node_dir(name: str, node: str) -> Path:
-    return st.lab_dir(name) / "nodes" / node
 
 
 def _require_root() -> None:
@@ -72,14 +76,13 @@ def up(spec: LabSpec, *, agents: bool = True, workloads: bool = True,
     step = "starting"
     try:
         step = "building the fabric and nodes"
-        fabric.build_network(state, spec)
-        for n in state.nodes:
-            write_node_files(_node_dir(state.name, n.name), state.podCIDR, n.podCIDR)
+        fabric.build_network(state, spec, datapath_for(spec.cni))
         step = "creating pods"
         _create_pods(state, spec)
         step = "programming services"
         _allocate_services(state, spec)
         _apply_iptables(state)
+        update_dns(state)
         state.save()
         step = "writing the cluster state"
         _write_cluster_state(state)
@@ -115,24 +118,29 @@ def _create_pods(state: LabState, spec: LabSpec) -> None:
             else:
                 node = state.nodes[w.node - 1]
             _new_pod(state, w.namespace, w.name, dict(w.labels), [str(p) for p in w.ports],
-                     node)
+                     node, host_network=w.hostNetwork)
 
 
 def _new_pod(state: LabState, namespace: str, workload: str, labels: dict[str, str],
-             ports: list[str], node: NodeState, index: int | None = None) -> PodState:
-    """Create one pod the way kubelet + a runtime + CNI do, and record it in ``state``."""
+             ports: list[str], node: NodeState, index: int | None = None,
+             host_network: bool = False) -> PodState:
+    """Create one pod the way kubelet + a runtime + CNI do, and record it in ``state``.
+
+    A host-network pod gets no netns of its own: it lives in the node's, with the node IP.
+    """
     rs = f"{workload}-{_safe(f'{namespace}/{workload}/{sorted(labels.items())}'.encode(), 10)}"
     taken = {p.name for p in state.pods}
     name = f"{rs}-{''.join(secrets.choice(_SAFE) for _ in range(5))}"
     while name in taken:
         name = f"{rs}-{''.join(secrets.choice(_SAFE) for _ in range(5))}"
     tag = hashlib.sha1(f"{namespace}/{name}".encode()).hexdigest()[:8]
+    netns = node.netns if host_network else f"{_prefix(state.name)}p-{tag}"
     pod = PodState(namespace=namespace, name=name, workload=workload, node=node.name, ip="",
-                   netns=f"{_prefix(state.name)}p-{tag}", labels=labels,
-                   uid=str(uuid.uuid4()), replicaset=rs, ports=ports, created=time.time())
+                   netns=netns, labels=labels, uid=str(uuid.uuid4()), replicaset=rs,
+                   ports=ports, created=time.time(), host_network=host_network)
     state.pods.insert(len(state.pods) if index is None else index, pod)
     state.save()
-    pod.ip = create_sandbox(_node_dir(state.name, node.name), node.netns, pod.netns, pod.uid)
+    pod.ip = create_pod_network(state, node, pod, datapath_for(state.cni))
     state.save()
     return pod
 
@@ -146,17 +154,20 @@ def _allocate_services(state: LabState, spec: LabSpec) -> None:
         ports = [st.ServicePortState(p.name, p.port, p.targetPort, p.protocol, p.nodePort)
                  for p in s.ports]
         state.services.append(st.ServiceState(
-            namespace=s.namespace, name=s.name, type=s.type, clusterIP=str(next(free)),
+            namespace=s.namespace, name=s.name, type=s.type,
+            clusterIP=s.clusterIP or str(next(free)),
             selector=dict(s.selector), ports=ports, externalTrafficPolicy=s.externalTrafficPolicy,
             uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.name}/{s.namespace}/{s.name}"))))
 
 
 def _apply_iptables(state: LabState) -> None:
-    """(Re-)program every node's nat and filter tables: kube-proxy's chains + flannel's."""
+    """(Re-)program every node's nat and filter tables: kube-proxy's chains + the datapath's
+    masquerade."""
     restore = "iptables-nft-restore" if shutil.which("iptables-nft-restore") \
         else "iptables-restore"
+    dp = datapath_for(state.cni)
     for n in state.nodes:
-        text = kubeproxy.render(state, n.name, flannel.masq_rules(state.podCIDR, n.podCIDR))
+        text = kubeproxy.render(state, n.name, dp.nat_rules(state, n))
         nsu.run(nsu.in_netns(n.netns, [restore]), input=text)
 
 
@@ -198,22 +209,22 @@ def down(name: str, *, keep_store: bool = False) -> None:
         recorded += [p for ext in state.externals for p in ext.pids]
         recorded += [n.agent_pid for n in state.nodes if n.agent_pid]
         nsu.kill_pids(recorded, since=state.created)
+        with contextlib.suppress(Exception):   # the netns kill below covers what is left
+            datapath_for(state.cni).stop(state)
     namespaces = nsu.list_netns(prefix)
     nsu.kill_pids([p for ns in namespaces for p in nsu.netns_pids(ns)])
     if state is not None:
+        try:
+            dp = datapath_for(state.cni)
+        except LabError:
+            dp = None
         for pod in state.pods:
-            _pod_cni_del(state, pod)
+            if dp is not None and pod.netns.startswith(prefix):
+                remove_pod_network(state, pod, dp)
     for ns in sorted(namespaces, key=lambda n: ("-p-" not in n, n)):
         nsu.delete_netns(ns)
+    remove_all_resolv_confs(name)
     _remove_files(name, keep_store)
-
-
-def _pod_cni_del(state: LabState, pod: PodState) -> None:
-    try:
-        node = state.node(pod.node)
-    except KeyError:
-        return
-    remove_sandbox(_node_dir(state.name, node.name), node.netns, pod.netns, pod.uid)
 
 
 def _remove_files(name: str, keep_store: bool) -> None:
@@ -301,12 +312,13 @@ def restart_pod(name: str, namespace: str, pod: str) -> PodState:
         raise LabError(f"no pod {namespace}/{pod} in lab {name!r}") from None
     index = state.pods.index(old)
     nsu.kill_pids(old.pids, since=state.created)
-    _pod_cni_del(state, old)
+    remove_pod_network(state, old, datapath_for(state.cni))
     state.pods.remove(old)
     state.save()
     new = _new_pod(state, old.namespace, old.workload, dict(old.labels), list(old.ports),
-                   state.node(old.node), index)
+                   state.node(old.node), index, host_network=old.host_network)
     _apply_iptables(state)
+    update_dns(state)
     state.save()
     _write_cluster_state(state)
     if state.workloads_started:

@@ -1,7 +1,11 @@
 """Lab specs: YAML -> typed, validated, frozen dataclasses.
 
 Every error names the place it comes from, e.g.
-``workloads[1].ports[0]: expected "tcp/PORT" or "udp/PORT", got "8080"``.
+``workloads[1].ports[0]: expected "tcp/PORT" or "udp/PORT", got "8080"``. The value classes
+and field parsers live in :mod:`podflow.lab.specfields`; this module assembles the sections,
+adds the built-in cluster DNS (``dns: true``, the default: workload ``kube-system/coredns`` and
+Service ``kube-system/kube-dns`` at serviceCIDR + 10) and checks what a datapath cannot do
+(``cni: macvlan`` has no ClusterIP/NodePort services: its pods bypass the node).
 
 Example::
 
@@ -11,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -20,101 +25,46 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SUPPORTED_CNIS", "ExternalSpec", "LabSpec", "PortSpec", "ServicePortSpec",
-           "ServiceSpec", "SpecError", "TrafficSpec", "WorkloadSpec", "load_default_spec",
-           "load_spec", "parse_spec"]
+from podflow.lab.specfields import (
+    ExternalSpec,
+    PortSpec,
+    ServicePortSpec,
+    ServiceSpec,
+    SpecError,
+    TrafficSpec,
+    WorkloadSpec,
+    _bool,
+    _cidr,
+    _dns_names,
+    _integer,
+    _labels,
+    _mapping,
+    _name,
+    _ports,
+    _seq,
+    _show,
+    _string,
+    _traffic,
+    _unique,
+)
 
-SUPPORTED_CNIS = ("flannel-vxlan",)
+__all__ = ["DNS_LABELS", "SUPPORTED_CNIS", "ExternalSpec", "LabSpec", "PortSpec",
+           "ServicePortSpec", "ServiceSpec", "SpecError", "TrafficSpec", "WorkloadSpec",
+           "load_default_spec", "load_spec", "parse_spec"]
+
+SUPPORTED_CNIS = ("flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan")
 """CNI datapaths the lab can build."""
+NO_SERVICE_CNIS = ("macvlan",)
+"""Datapaths whose pods bypass the node's stack, so kube-proxy cannot serve them."""
 
 LAB_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 """Lab names: short, so netns and interface names stay short and prefixes never overlap."""
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
 RESERVED_NAMESPACES = ("external", "node", "service", "nodeport", "pod")
 """Namespace names that would make ``NS/NAME`` targets ambiguous."""
-
-
-class SpecError(ValueError):
-    """An invalid lab spec; the message starts with the path of the offending field."""
-
-
-@dataclass(frozen=True)
-class PortSpec:
-    """A listening port, ``tcp/8080``."""
-
-    protocol: str
-    """``tcp`` or ``udp``."""
-    port: int
-    """Port number."""
-
-    def __str__(self) -> str:
-        return f"{self.protocol}/{self.port}"
-
-
-@dataclass(frozen=True)
-class WorkloadSpec:
-    """A Deployment: ``replicas`` pods with the same labels and ports."""
-
-    namespace: str
-    name: str
-    replicas: int
-    labels: dict[str, str]
-    ports: tuple[PortSpec, ...]
-    node: int | None = None
-    """1-based node index all replicas are pinned to (None: round robin)."""
-
-
-@dataclass(frozen=True)
-class ServicePortSpec:
-    """One Service port."""
-
-    name: str | None
-    port: int
-    targetPort: int
-    protocol: str = "TCP"
-    nodePort: int | None = None
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """A ClusterIP or NodePort Service."""
-
-    namespace: str
-    name: str
-    type: str
-    selector: dict[str, str]
-    ports: tuple[ServicePortSpec, ...]
-    externalTrafficPolicy: str = "Cluster"
-
-
-@dataclass(frozen=True)
-class ExternalSpec:
-    """A host outside the cluster."""
-
-    name: str
-    ip: str
-    ports: tuple[PortSpec, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrafficSpec:
-    """``from`` connects to ``to`` every ``every`` seconds.
-
-    ``source_kind`` is ``workload`` or ``external``; ``target_kind`` is ``service``,
-    ``nodeport``, ``external`` or ``pod``; ``target_namespace`` is "" where it has no meaning.
-    """
-
-    source: str
-    target: str
-    every: float
-    source_kind: str
-    source_namespace: str
-    source_name: str
-    target_kind: str
-    target_namespace: str
-    target_name: str
-    target_port: int
+DNS_NAMESPACE, DNS_WORKLOAD, DNS_SERVICE = "kube-system", "coredns", "kube-dns"
+"""Where the built-in cluster DNS lives."""
+DNS_LABELS = {"k8s-app": "kube-dns"}
+"""Labels of the cluster DNS pods (the workload launcher starts the DNS server for them)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +82,8 @@ class LabSpec:
     services: tuple[ServiceSpec, ...] = ()
     externals: tuple[ExternalSpec, ...] = ()
     traffic: tuple[TrafficSpec, ...] = ()
+    dns: bool = True
+    """Whether the built-in cluster DNS (coredns workload, kube-dns Service) was added."""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The input document (for reference only)."""
 
@@ -148,123 +100,43 @@ class LabSpec:
         """The fabric's address on the underlay: the last usable one."""
         return str(ipaddress.IPv4Network(self.underlay).broadcast_address - 1)
 
+    def dns_ip(self) -> str:
+        """The kube-dns ClusterIP: serviceCIDR + 10."""
+        return str(ipaddress.IPv4Network(self.serviceCIDR).network_address + 10)
+
     def to_dict(self) -> dict[str, Any]:
         """The validated spec as a plain, normalised dict (``every`` in seconds)."""
         def ports(ps: tuple[PortSpec, ...]) -> list[str]:
             return [str(p) for p in ps]
         return {
             "name": self.name, "cni": self.cni, "nodes": self.nodes, "podCIDR": self.podCIDR,
-            "serviceCIDR": self.serviceCIDR, "underlay": self.underlay,
+            "serviceCIDR": self.serviceCIDR, "underlay": self.underlay, "dns": self.dns,
             "namespaces": list(self.namespaces),
             "workloads": [{"namespace": w.namespace, "name": w.name, "replicas": w.replicas,
-                           "labels": dict(w.labels), "ports": ports(w.ports), "node": w.node}
+                           "labels": dict(w.labels), "ports": ports(w.ports), "node": w.node,
+                           "hostNetwork": w.hostNetwork}
                           for w in self.workloads],
             "services": [{"namespace": s.namespace, "name": s.name, "type": s.type,
-                          "selector": dict(s.selector),
+                          "selector": dict(s.selector), "clusterIP": s.clusterIP,
                           "externalTrafficPolicy": s.externalTrafficPolicy,
                           "ports": [{"name": p.name, "port": p.port, "targetPort": p.targetPort,
                                      "protocol": p.protocol, "nodePort": p.nodePort}
                                     for p in s.ports]}
                          for s in self.services],
-            "externals": [{"name": e.name, "ip": e.ip, "ports": ports(e.ports)}
+            "externals": [{"name": e.name, "ip": e.ip, "ports": ports(e.ports),
+                           "dns": list(e.dns)}
                           for e in self.externals],
             "traffic": [{"from": t.source, "to": t.target, "every": t.every,
                          "source": {"kind": t.source_kind, "namespace": t.source_namespace,
                                     "name": t.source_name},
                          "target": {"kind": t.target_kind, "namespace": t.target_namespace,
-                                    "name": t.target_name, "port": t.target_port}}
+                                    "name": t.target_name, "port": t.target_port},
+                         **({"http": t.http} if t.http is not None else {})}
                         for t in self.traffic],
         }
 
 
-# -- field parsers: each takes the value and its path, returns the typed value ---------------
-def _mapping(v: Any, path: str, required: tuple[str, ...] = (),
-             optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise SpecError(f"{path}: expected a mapping, got {_show(v)}")
-    allowed = required + optional
-    for k in v:
-        if k not in allowed:
-            raise SpecError(f"{path}: unknown field {k!r} (allowed: {', '.join(allowed)})")
-    for k in required:
-        if k not in v:
-            raise SpecError(f"{path}: missing required field {k!r}")
-    return {str(k): x for k, x in v.items()}
-
-
-def _show(v: Any) -> str:
-    return f'"{v}"' if isinstance(v, str) else f"{type(v).__name__} {v!r}"
-
-
-def _seq(v: Any, path: str) -> list[Any]:
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise SpecError(f"{path}: expected a list, got {_show(v)}")
-    return v
-
-
-def _string(v: Any, path: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise SpecError(f"{path}: expected a non-empty string, got {_show(v)}")
-    return v
-
-
-def _integer(v: Any, path: str, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise SpecError(f"{path}: expected an integer, got {_show(v)}")
-    if not lo <= v <= hi:
-        raise SpecError(f"{path}: must be between {lo} and {hi}, got {v}")
-    return int(v)
-
-
-def _name(v: Any, path: str) -> str:
-    s = _string(v, path)
-    if not _DNS_LABEL.match(s):
-        raise SpecError(f"{path}: not a valid DNS label (lowercase letters, digits, '-'): {s!r}")
-    return s
-
-
-def _labels(v: Any, path: str) -> dict[str, str]:
-    if not isinstance(v, dict):
-        raise SpecError(f"{path}: expected a mapping of label: value, got {_show(v)}")
-    out = {}
-    for k, x in v.items():
-        if not isinstance(k, str) or not isinstance(x, (str, int)) or isinstance(x, bool):
-            raise SpecError(f"{path}.{k}: label keys and values must be strings")
-        out[k] = str(x)
-    return out
-
-
-def _port(v: Any, path: str) -> PortSpec:
-    m = re.fullmatch(r"(tcp|udp)/(\d{1,5})", v) if isinstance(v, str) else None
-    if not m or not 1 <= int(m.group(2)) <= 65535:
-        raise SpecError(f'{path}: expected "tcp/PORT" or "udp/PORT", got {_show(v)}')
-    return PortSpec(m.group(1), int(m.group(2)))
-
-
-def _ports(v: Any, path: str) -> tuple[PortSpec, ...]:
-    out = tuple(_port(p, f"{path}[{i}]") for i, p in enumerate(_seq(v, path)))
-    _unique(out, path, "port")
-    return out
-
-
-def _unique(items: Any, path: str, what: str) -> None:
-    seen: set[Any] = set()
-    for x in items:
-        if x in seen:
-            shown = "/".join(map(str, x)) if isinstance(x, tuple) else str(x)
-            raise SpecError(f"{path}: duplicate {what} {shown}")
-        seen.add(x)
-
-
-def _cidr(v: Any, path: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(_string(v, path))
-    except ValueError as e:
-        raise SpecError(f"{path}: not an IPv4 network: {e}") from e
-
-
+# -- sections ------------------------------------------------------------------------------
 def _cidrs(top: dict[str, Any], nodes: int) -> tuple[ipaddress.IPv4Network, ...]:
     pod = _cidr(top.get("podCIDR", "10.244.0.0/16"), "podCIDR")
     svc = _cidr(top.get("serviceCIDR", "10.96.0.0/16"), "serviceCIDR")
@@ -301,7 +173,8 @@ def _in_namespace(v: Any, path: str, namespaces: tuple[str, ...]) -> str:
 
 
 def _workload(v: Any, path: str, namespaces: tuple[str, ...], nodes: int) -> WorkloadSpec:
-    d = _mapping(v, path, ("namespace", "name"), ("replicas", "labels", "ports", "node"))
+    d = _mapping(v, path, ("namespace", "name"),
+                 ("replicas", "labels", "ports", "node", "hostNetwork"))
     node = d.get("node")
     return WorkloadSpec(
         namespace=_in_namespace(d["namespace"], f"{path}.namespace", namespaces),
@@ -309,7 +182,8 @@ def _workload(v: Any, path: str, namespaces: tuple[str, ...], nodes: int) -> Wor
         replicas=_integer(d.get("replicas", 1), f"{path}.replicas", 0, 100),
         labels=_labels(d.get("labels", {"app": d["name"]}), f"{path}.labels"),
         ports=_ports(d.get("ports", []), f"{path}.ports"),
-        node=None if node is None else _integer(node, f"{path}.node", 1, nodes))
+        node=None if node is None else _integer(node, f"{path}.node", 1, nodes),
+        hostNetwork=_bool(d.get("hostNetwork", False), f"{path}.hostNetwork"))
 
 
 def _service_port(v: Any, path: str, svc_type: str) -> ServicePortSpec:
@@ -371,8 +245,7 @@ def _services(v: Any, namespaces: tuple[str, ...],
             ports = tuple(p if p.nodePort else
                           ServicePortSpec(p.name, p.port, p.targetPort, p.protocol, next(free))
                           for p in s.ports)
-            out[i] = ServiceSpec(s.namespace, s.name, s.type, s.selector, ports,
-                                 s.externalTrafficPolicy)
+            out[i] = dataclasses.replace(s, ports=ports)
     return tuple(out)
 
 
@@ -380,7 +253,7 @@ def _externals(v: Any, nets: tuple[ipaddress.IPv4Network, ...]) -> tuple[Externa
     out = []
     for i, e in enumerate(_seq(v, "externals")):
         path = f"externals[{i}]"
-        d = _mapping(e, path, ("name", "ip"), ("ports",))
+        d = _mapping(e, path, ("name", "ip"), ("ports", "dns"))
         try:
             ip = ipaddress.IPv4Address(_string(d["ip"], f"{path}.ip"))
         except ValueError as err:
@@ -392,69 +265,52 @@ def _externals(v: Any, nets: tuple[ipaddress.IPv4Network, ...]) -> tuple[Externa
             if around.overlaps(net):
                 raise SpecError(f"{path}.ip: {ip} (its /24 {around}) overlaps {what} {net}")
         out.append(ExternalSpec(_name(d["name"], f"{path}.name"), str(ip),
-                                _ports(d.get("ports", []), f"{path}.ports")))
+                                _ports(d.get("ports", []), f"{path}.ports"),
+                                _dns_names(d.get("dns", []), f"{path}.dns")))
     _unique([x.name for x in out], "externals", "external name")
     _unique([x.ip for x in out], "externals", "external ip")
     return tuple(out)
 
 
-def _duration(v: Any, path: str) -> float:
-    m = _DURATION.match(v) if isinstance(v, str) else None
-    if not m:
-        raise SpecError(f'{path}: expected a duration like "1s", "500ms" or "2m", got {_show(v)}')
-    secs = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2)]
-    if secs < 0.1:
-        raise SpecError(f"{path}: {v} is below the minimum of 100ms")
-    return secs
+def _dns_builtin(cni: str, namespaces: tuple[str, ...], workloads: tuple[WorkloadSpec, ...],
+                 svc_net: ipaddress.IPv4Network
+                 ) -> tuple[tuple[str, ...], WorkloadSpec, ServiceSpec | None]:
+    """The namespaces with kube-system, the coredns workload and (unless the datapath has
+    no services) the kube-dns Service, as a kubeadm cluster has them."""
+    if any((w.namespace, w.name) == (DNS_NAMESPACE, DNS_WORKLOAD) for w in workloads):
+        raise SpecError(f"workloads: {DNS_NAMESPACE}/{DNS_WORKLOAD} is built in with dns: true "
+                        "(set dns: false to bring your own)")
+    ns = namespaces if DNS_NAMESPACE in namespaces else (*namespaces, DNS_NAMESPACE)
+    wl = WorkloadSpec(DNS_NAMESPACE, DNS_WORKLOAD, 1, dict(DNS_LABELS),
+                      (PortSpec("udp", 53), PortSpec("tcp", 53)))
+    if cni in NO_SERVICE_CNIS:
+        return ns, wl, None
+    svc = ServiceSpec(DNS_NAMESPACE, DNS_SERVICE, "ClusterIP", dict(DNS_LABELS),
+                      (ServicePortSpec("dns", 53, 53, "UDP"),
+                       ServicePortSpec("dns-tcp", 53, 53, "TCP")),
+                      clusterIP=str(svc_net.network_address + 10))
+    return ns, wl, svc
 
 
-def _traffic(v: Any, path: str, workloads: tuple[WorkloadSpec, ...],
-             services: tuple[ServiceSpec, ...],
-             externals: tuple[ExternalSpec, ...]) -> TrafficSpec:
-    d = _mapping(v, path, ("from", "to"), ("every",))
-    src, dst = _string(d["from"], f"{path}.from"), _string(d["to"], f"{path}.to")
-    every = _duration(d.get("every", "1s"), f"{path}.every")
-    ext = {e.name: e for e in externals}
-    wl = {(w.namespace, w.name): w for w in workloads}
-    parts = src.split("/")
-    if len(parts) != 2:
-        raise SpecError(f'{path}.from: expected "NS/WORKLOAD" or "external/NAME", got "{src}"')
-    if parts[0] == "external":
-        if parts[1] not in ext:
-            raise SpecError(f"{path}.from: no external named {parts[1]!r}")
-        skind, sns = "external", ""
-    else:
-        if tuple(parts) not in wl:
-            raise SpecError(f"{path}.from: no workload {src!r}")
-        skind, sns = "workload", parts[0]
-    m = re.fullmatch(r"(service|pod)/([^/:]+)/([^/:]+):(\d+)|(external)/([^/:]+):(\d+)"
-                     r"|(nodeport)/(\d+)", dst)
-    if not m:
-        raise SpecError(f'{path}.to: expected "service/NS/NAME:PORT", "nodeport/PORT", '
-                        f'"external/NAME:PORT" or "pod/NS/WORKLOAD:PORT", got "{dst}"')
-    if m.group(1):
-        tkind, tns, tname, port = m.group(1), m.group(2), m.group(3), int(m.group(4))
-    elif m.group(5):
-        tkind, tns, tname, port = "external", "", m.group(6), int(m.group(7))
-    else:
-        tkind, tns, tname, port = "nodeport", "", "", int(m.group(9))
-    ok = {
-        "service": lambda: any(s.namespace == tns and s.name == tname and
-                               any(p.port == port for p in s.ports) for s in services),
-        "pod": lambda: (tns, tname) in wl and any(p.port == port for p in wl[tns, tname].ports),
-        "external": lambda: tname in ext and any(p.port == port for p in ext[tname].ports),
-        "nodeport": lambda: any(p.nodePort == port for s in services for p in s.ports),
-    }[tkind]()
-    if not ok:
-        raise SpecError(f"{path}.to: {dst!r} does not exist (no such {tkind} with port {port})")
-    return TrafficSpec(src, dst, every, skind, sns, parts[1], tkind, tns, tname, port)
+def _check_datapath(cni: str, top: dict[str, Any]) -> None:
+    """Reject what the datapath cannot carry, before anything else refers to it."""
+    if cni not in NO_SERVICE_CNIS:
+        return
+    why = (f"cni {cni} has no ClusterIP/NodePort services (pods bypass the node's stack, so "
+           "kube-proxy never sees their traffic); target pods by IP (pod/NS/WORKLOAD:PORT)")
+    if _seq(top.get("services", []), "services"):
+        raise SpecError(f"services: {why}")
+    for i, t in enumerate(_seq(top.get("traffic", []), "traffic")):
+        to = t.get("to") if isinstance(t, dict) else None
+        if isinstance(to, str) and to.startswith(("service/", "nodeport/")):
+            raise SpecError(f"traffic[{i}].to: {to!r}: {why}")
 
 
 def parse_spec(doc: Any) -> LabSpec:
     """Validate a parsed YAML document and build a :class:`LabSpec`; SpecError if invalid."""
     top = _mapping(doc, "spec", required=("name", "nodes"),
-                     optional=("cni", "podCIDR", "serviceCIDR", "underlay", "namespaces",
-                               "workloads", "services", "externals", "traffic"))
+                   optional=("cni", "podCIDR", "serviceCIDR", "underlay", "namespaces",
+                             "workloads", "services", "externals", "traffic", "dns"))
     name = _string(top["name"], "name")
     if not LAB_NAME_PATTERN.match(name):
         raise SpecError(f"name: must match ^[a-z][a-z0-9]{{0,11}}$ (lowercase letters and "
@@ -462,20 +318,30 @@ def parse_spec(doc: Any) -> LabSpec:
     cni = _string(top.get("cni", "flannel-vxlan"), "cni")
     if cni not in SUPPORTED_CNIS:
         raise SpecError(f"cni: unsupported {cni!r}; supported: {', '.join(SUPPORTED_CNIS)}")
+    _check_datapath(cni, top)
     nodes = _integer(top["nodes"], "nodes", 1, 64)
     nets = _cidrs(top, nodes)
+    dns = _bool(top.get("dns", True), "dns")
     namespaces = _namespaces(top.get("namespaces", ["default"]))
     workloads = tuple(_workload(w, f"workloads[{i}]", namespaces, nodes)
                       for i, w in enumerate(_seq(top.get("workloads", []), "workloads")))
     _unique([(w.namespace, w.name) for w in workloads], "workloads", "workload")
     services = _services(top.get("services", []), namespaces, workloads)
+    for i, s in enumerate(services):
+        if dns and (s.namespace, s.name) == (DNS_NAMESPACE, DNS_SERVICE):
+            raise SpecError(f"services[{i}]: {DNS_NAMESPACE}/{DNS_SERVICE} is built in with "
+                            "dns: true")
+    if dns:
+        namespaces, wl, svc = _dns_builtin(cni, namespaces, workloads, nets[1])
+        workloads = (*workloads, wl)
+        services = services if svc is None else (*services, svc)
     externals = _externals(top.get("externals", []), nets)
     traffic = tuple(_traffic(t, f"traffic[{i}]", workloads, services, externals)
                     for i, t in enumerate(_seq(top.get("traffic", []), "traffic")))
     return LabSpec(name=name, cni=cni, nodes=nodes, podCIDR=str(nets[0]),
                    serviceCIDR=str(nets[1]), underlay=str(nets[2]), namespaces=namespaces,
                    workloads=workloads, services=services, externals=externals,
-                   traffic=traffic, raw=dict(top))
+                   traffic=traffic, dns=dns, raw=dict(top))
 
 
 def load_spec(path: Path | str) -> LabSpec:

@@ -52,9 +52,10 @@ class NodeState:
     podCIDR: str
     """The node's /24 pod CIDR."""
     vtep_ip: str | None = None
-    """flannel.1 address (the .0 of the pod CIDR) for flannel-vxlan."""
+    """Tunnel address (the .0 of the pod CIDR): flannel.1 (flannel-vxlan) or vxlan.calico
+    (calico-vxlan); None on datapaths without a tunnel."""
     vtep_mac: str | None = None
-    """flannel.1 MAC address."""
+    """flannel.1 / vxlan.calico MAC address."""
     agent_pid: int | None = None
     """PID of the podflow agent started for this node, if any."""
 
@@ -87,6 +88,9 @@ class PodState:
     """Unix seconds when the pod was created (metadata.creationTimestamp)."""
     pids: list[int] = field(default_factory=list)
     """PIDs of processes the lab started in this pod (server, clients)."""
+    host_network: bool = False
+    """``spec.hostNetwork``: the pod runs in its node's netns with the node IP (``netns`` is
+    the node's; teardown must never delete it)."""
 
 
 @dataclass
@@ -141,6 +145,8 @@ class ExternalState:
     """Listening ports as in the spec."""
     pids: list[int] = field(default_factory=list)
     """PIDs of processes the lab started there."""
+    dns_names: list[str] = field(default_factory=list)
+    """DNS names the cluster DNS answers with ``ip`` (ConfigMap ``kube-system/coredns-hosts``)."""
 
 
 @dataclass
@@ -175,6 +181,9 @@ class LabState:
     """The validated spec as a plain dict (traffic section included)."""
     workloads_started: bool = False
     """True once ``up`` started workload processes (``restart-pod`` then starts the new pod's)."""
+    dns_ip: str | None = None
+    """The nameserver pods use (the kube-dns ClusterIP, or the DNS pod's IP on datapaths
+    without services); None when the lab has no cluster DNS."""
 
     # -- lookups -----------------------------------------------------------------------
     def node(self, name: str) -> NodeState:

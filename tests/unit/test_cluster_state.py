@@ -51,7 +51,8 @@ def lab_state() -> LabState:
                      [ServicePortState("api", 9000, 9000)]),
         ServiceState("data", "cache", "ClusterIP", "10.96.0.12", {"app": "cache"},
                      [ServicePortState("redis", 6379, 6379)])]
-    externals = [ExternalState("db", "192.168.100.10", "pf-shop-ext-db", ["tcp/5432"]),
+    externals = [ExternalState("db", "192.168.100.10", "pf-shop-ext-db", ["tcp/5432"],
+                               dns_names=["db.example.com", "postgres.example.com"]),
                  ExternalState("visitor", "192.168.100.20", "pf-shop-ext-visitor")]
     spec = {"namespaces": ["shop", "data"], "traffic": TRAFFIC,
             "workloads": [{"namespace": "shop", "name": "frontend", "replicas": 2,
@@ -153,10 +154,38 @@ def test_nodes_namespaces_configmap(tmp_path: Path) -> None:
         "annotations"]
     ns = {n["metadata"]["name"] for n in _load(tmp_path, "namespaces.json")}
     assert {"shop", "data", "podflow", "default"} <= ns
-    (cm,) = _load(tmp_path, "configmaps.json")
+    cm, hosts = _load(tmp_path, "configmaps.json")
     assert cm["kind"] == "ConfigMap"
     assert (cm["metadata"]["namespace"], cm["metadata"]["name"]) == ("podflow", "external-names")
     assert cm["data"] == {"db": "192.168.100.10", "visitor": "192.168.100.20"}
+    assert (hosts["metadata"]["namespace"], hosts["metadata"]["name"]) == ("kube-system",
+                                                                           "coredns-hosts")
+    assert hosts["data"] == {"hosts": "192.168.100.10 db.example.com postgres.example.com\n"}
+
+
+def test_datapath_annotations_and_host_network_pods(tmp_path: Path) -> None:
+    state = lab_state()
+    state.cni = "calico-vxlan"
+    node = state.nodes[0]
+    state.pods.append(PodState("shop", "agent-x", "agent", "node1", node.ip, node.netns,
+                               {"app": "agent"}, uid="u-agent", host_network=True))
+    write_cluster_state(state, tmp_path)
+    ann = _load(tmp_path, "nodes.json")[0]["metadata"]["annotations"]
+    assert ann == {"projectcalico.org/IPv4Address": "172.18.0.2/24",
+                   "projectcalico.org/IPv4VXLANTunnelAddr": "10.244.0.0",
+                   "projectcalico.org/VXLANTunnelMACAddr": "aa:bb:cc:00:00:01"}
+    pod = next(p for p in _load(tmp_path, "pods.json")
+               if p["metadata"]["name"] == "agent-x")
+    assert pod["spec"]["hostNetwork"] is True
+    assert pod["status"]["podIP"] == pod["status"]["hostIP"] == "172.18.0.2"
+    state.cni = "flannel-host-gw"
+    write_cluster_state(state, tmp_path)
+    ann = _load(tmp_path, "nodes.json")[0]["metadata"]["annotations"]
+    assert ann["flannel.alpha.coreos.com/backend-type"] == "host-gw"
+    assert "flannel.alpha.coreos.com/backend-data" not in ann
+    state.cni = "macvlan"
+    write_cluster_state(state, tmp_path)
+    assert "annotations" not in _load(tmp_path, "nodes.json")[0]["metadata"]
 
 
 def test_stable_and_only_changed_files_rewritten(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_detect_flannel_vxlan_from_golden_snapshot() -> None:
     assert (p.node_name, p.pod_cidrs, p.cluster_cidrs) == ("node1", ("10.244.0.0/24",),
                                                            ("10.244.0.0/16",))
     assert [(t.proto, t.port, t.device) for t in p.tunnels] == [(17, 8472, "flannel.1")]
-    assert p.masquerade and p.default_sources == ("conntrack",)
+    assert p.masquerade and p.default_sources == ("conntrack", "sockets")
     text = "\n".join(d.evidence)
     for needle in ("vxlan link flannel.1 (VNI 1, UDP port 8472", "bridge cni0 with 10.244.0.1/24",
                    "2 onlink route(s)", "FLANNEL_NETWORK=10.244.0.0/16",
@@ -59,14 +59,17 @@ def test_node_name_inferred_from_inventory() -> None:
 def test_unknown_datapath_gets_generic_profile() -> None:
     d = detect(snapshot("plain-host.json"), node_name="x")
     assert d.profile.name == "generic"
-    assert d.evidence[0].startswith("no known CNI datapath recognised (tried: flannel-vxlan)")
+    assert d.evidence[0].startswith("no known CNI datapath recognised (tried: flannel-vxlan, "
+                                    "flannel-host-gw, calico-bgp, calico-vxlan, macvlan)")
     assert "ul-node1(veth)" in d.evidence[0]
     assert d.profile.gateway_offsets == () and d.profile.tunnels == ()
 
 
 def test_registry_is_explicit_with_help() -> None:
-    assert set(PROFILES) == {"flannel-vxlan"}
+    assert set(PROFILES) == {"flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan",
+                             "macvlan"}
     assert "VXLAN" in PROFILES["flannel-vxlan"].help
+    assert all(p.help and p.name == n for n, p in PROFILES.items())
     assert detect(snapshot(), node_name="n", only="flannel-vxlan").profile.name == "flannel-vxlan"
     with pytest.raises(KeyError):
         detect(snapshot(), only="calico")
@@ -117,3 +120,83 @@ def test_infrastructure_entries() -> None:
 def test_parse_subnet_env() -> None:
     env = parse_subnet_env('# flannel\nFLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_IPMASQ="true"\n\n')
     assert env == {"FLANNEL_NETWORK": "10.244.0.0/16", "FLANNEL_IPMASQ": "true"}
+
+
+GOLDEN = {"flannel-vxlan": "flannel-vxlan-node1.json",
+          "flannel-host-gw": "flannel-host-gw-node1.json",
+          "calico-bgp": "calico-bgp-node1.json", "calico-vxlan": "calico-vxlan-node1.json",
+          "macvlan": "macvlan-node1.json"}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_each_golden_lab_node_detected_as_its_datapath(name: str) -> None:
+    snap = snapshot(GOLDEN[name])
+    assert NodeSnapshot.from_json(snap.to_json()) == snap
+    d = detect(snap, node_name="node1")
+    assert d.profile.name == name and d.profile.node_name == "node1"
+    assert d.profile.pod_cidrs[0] == "10.244.0.0/24"
+    # detection is exclusive: no other detector claims the node
+    others = [n for n, p in PROFILES.items() if n != name and p.detect(snap, "node1", None)]
+    assert others == []
+    want = ("sockets",) if name == "macvlan" else ("conntrack", "sockets")
+    assert d.profile.default_sources == want
+    assert dict(d.profile.local_addresses)["172.18.0.1"] == "node1"
+
+
+def test_flannel_host_gw_profile() -> None:
+    d = detect(snapshot(GOLDEN["flannel-host-gw"]), inventory())
+    p = d.profile
+    assert (p.node_name, p.gateway_offsets, p.tunnels, p.masquerade) == ("node1", (1,), (), True)
+    assert "1 route(s) to other nodes' pod subnets via their node IPs (host-gw): " \
+        "10.244.1.0/24 via 172.18.0.2" in d.evidence
+    inv = inventory()
+    assert p.node_for_address("10.244.1.1", inv, 1.8e9) == "node2"
+    assert p.node_for_address("10.244.1.0", inv, 1.8e9) is None   # no VTEP on host-gw
+
+
+def _entry(src: str, dst: str, proto: int, sport: int, dport: int) -> CtEntry:
+    return CtEntry(CtEventType.NEW, CtTuple(src, dst, proto, sport, dport),
+                   CtTuple(dst, src, proto, dport, sport))
+
+
+def test_calico_bgp_profile() -> None:
+    d = detect(snapshot(GOLDEN["calico-bgp"]), node_name="node1")
+    p, text = d.profile, "\n".join(d.evidence)
+    for needle in ("cali* pod veth(s)", "MAC ee:ee:ee:ee:ee:ee", "gateway 169.254.1.1",
+                   "10-calico.conflist uses plugin type calico (ipam calico-ipam)",
+                   "blackhole route(s) for this node's IPAM block(s): 10.244.0.0/24",
+                   "1 route(s) learned over BGP (proto bird): 10.244.1.0/24 via 172.18.0.2"):
+        assert needle in text
+    assert (p.tunnels, p.gateway_offsets, p.control_ports) == ((), (), ((6, 179),))
+    assert p.cluster_cidrs == ("10.244.0.0/23",) and p.masquerade
+    inv = Inventory()
+    assert p.is_infrastructure(_entry("172.18.0.1", "172.18.0.2", 6, 40123, 179), inv, 0.0)
+    assert p.is_infrastructure(_entry("172.18.0.2", "172.18.0.1", 6, 179, 40123), inv, 0.0)
+    assert not p.is_infrastructure(_entry("10.244.0.2", "10.244.1.2", 6, 40000, 179), inv, 0.0)
+    assert p.node_for_address("169.254.1.1", inv, 0.0) is None
+    assert p.node_for_address("172.18.0.1", inv, 0.0) == "node1"
+
+
+def test_calico_vxlan_profile() -> None:
+    d = detect(snapshot(GOLDEN["calico-vxlan"]), inventory())
+    p, text = d.profile, "\n".join(d.evidence)
+    assert "vxlan link vxlan.calico (VNI 4096, UDP port 4789, local 172.18.0.1) with tunnel " \
+        "address 10.244.0.0/32" in text
+    assert "10.244.1.0/24 via 10.244.1.0" in text
+    assert [(t.proto, t.port, t.device) for t in p.tunnels] == [(17, 4789, "vxlan.calico")]
+    assert p.gateway_offsets == (0,) and p.pod_gateway == "169.254.1.1"
+    inv = inventory()
+    assert p.node_for_address("10.244.0.0", Inventory(), 0.0) == "node1"   # local tunnel
+    assert p.node_for_address("10.244.1.0", inv, 1.8e9) == "node2"         # remote tunnel
+    assert p.node_for_address("10.244.1.1", inv, 1.8e9) is None
+    assert p.is_infrastructure(_entry("172.18.0.1", "172.18.0.2", 17, 51000, 4789), inv, 0.0)
+    assert not p.is_infrastructure(_entry("10.244.0.2", "10.244.1.2", 17, 5, 4789), inv, 0.0)
+
+
+def test_macvlan_profile() -> None:
+    d = detect(snapshot(GOLDEN["macvlan"]), node_name="node1")
+    p = d.profile
+    assert d.evidence[0].startswith("CNI config 10-macvlan.conflist uses plugin type macvlan "
+                                    "(master eth0, mode bridge, ipam host-local 10.244.0.0/24)")
+    assert "bypasses the node's stack" in d.evidence[1]
+    assert (p.masquerade, p.tunnels, p.gateway_offsets) == (False, (), ())

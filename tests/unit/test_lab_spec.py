@@ -127,11 +127,70 @@ def test_defaults_and_nodeport_allocation() -> None:
     doc["services"].append({"namespace": "shop", "name": "api", "type": "NodePort",
                             "selector": {"app": "backend"}, "ports": [{"port": 9000}]})
     spec = parse_spec(doc)
-    api = spec.services[-1]
+    api = next(s for s in spec.services if s.name == "api")
     assert api.ports[0].nodePort == 30000 and api.ports[0].targetPort == 9000
     minimal = parse_spec({"name": "tiny", "nodes": 1})
     assert (minimal.cni, minimal.podCIDR, minimal.namespaces) == (
-        "flannel-vxlan", "10.244.0.0/16", ("default",))
+        "flannel-vxlan", "10.244.0.0/16", ("default", "kube-system"))
+
+
+def test_builtin_cluster_dns() -> None:
+    spec = parse_spec({"name": "tiny", "nodes": 1, "serviceCIDR": "10.100.0.0/16",
+                       "traffic": [{"from": "kube-system/coredns",
+                                    "to": "service/kube-system/kube-dns:53"}]})
+    (wl,) = spec.workloads
+    assert (wl.namespace, wl.name, wl.replicas, wl.labels) == (
+        "kube-system", "coredns", 1, {"k8s-app": "kube-dns"})
+    assert [str(p) for p in wl.ports] == ["udp/53", "tcp/53"]
+    (svc,) = spec.services
+    assert (svc.name, svc.clusterIP, svc.selector) == ("kube-dns", "10.100.0.10",
+                                                       {"k8s-app": "kube-dns"})
+    assert [(p.name, p.port, p.protocol) for p in svc.ports] == [("dns", 53, "UDP"),
+                                                                 ("dns-tcp", 53, "TCP")]
+    assert spec.dns_ip() == "10.100.0.10" and spec.to_dict()["dns"] is True
+    off = parse_spec({"name": "tiny", "nodes": 1, "dns": False})
+    assert off.workloads == () and off.services == () and off.namespaces == ("default",)
+    with pytest.raises(SpecError, match="dns: expected true or false"):
+        parse_spec({"name": "tiny", "nodes": 1, "dns": "yes"})
+    with pytest.raises(SpecError, match="kube-system/coredns is built in"):
+        parse_spec({"name": "tiny", "nodes": 1, "namespaces": ["kube-system"],
+                    "workloads": [{"namespace": "kube-system", "name": "coredns"}]})
+
+
+def test_macvlan_has_no_services() -> None:
+    doc = _doc()
+    doc["cni"] = "macvlan"
+    with pytest.raises(SpecError, match="services: cni macvlan has no ClusterIP/NodePort"):
+        parse_spec(doc)
+    doc["services"] = []
+    with pytest.raises(SpecError, match=r"traffic\[0\].to: 'service/shop/backend:9000': cni "
+                                        "macvlan has no"):
+        parse_spec(doc)
+    doc["traffic"] = [{"from": "shop/frontend", "to": "pod/shop/backend:9000"},
+                      {"from": "shop/backend", "to": "external/db:5432"}]
+    spec = parse_spec(doc)
+    assert spec.cni == "macvlan" and spec.services == ()   # no kube-dns Service either
+    assert any(w.name == "coredns" for w in spec.workloads)
+
+
+def test_every_datapath_host_network_and_external_dns() -> None:
+    for cni in ("flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan"):
+        assert parse_spec({**_doc(), "cni": cni}).cni == cni
+    doc = _doc()
+    doc["workloads"].append({"namespace": "shop", "name": "agent", "hostNetwork": True,
+                             "node": 2})
+    doc["externals"][0]["dns"] = ["DB.example.com.", "pg.example.com"]
+    spec = parse_spec(doc)
+    agent = next(w for w in spec.workloads if w.name == "agent")
+    assert agent.hostNetwork and spec.to_dict()["workloads"][-2]["hostNetwork"] is True
+    assert spec.externals[0].dns == ("db.example.com", "pg.example.com")
+    doc["workloads"][-1]["hostNetwork"] = "yes"
+    with pytest.raises(SpecError, match=r"workloads\[3\].hostNetwork: expected true or false"):
+        parse_spec(doc)
+    doc["workloads"][-1]["hostNetwork"] = True
+    doc["externals"][0]["dns"] = ["db.cluster.local"]
+    with pytest.raises(SpecError, match=r"externals\[0\].dns\[0\]: not a valid DNS name"):
+        parse_spec(doc)
 
 
 def test_load_spec_prefixes_the_file(tmp_path: Path) -> None:
@@ -144,3 +203,20 @@ def test_load_spec_prefixes_the_file(tmp_path: Path) -> None:
         load_spec(bad)
     with pytest.raises(SpecError, match="cannot read"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_dns_targets_and_http_sections_are_accepted_and_kept() -> None:
+    from podflow.lab.spec import SpecError, parse_spec
+
+    base = {"name": "l7", "nodes": 1, "namespaces": ["a"],
+            "workloads": [{"namespace": "a", "name": "w", "labels": {"app": "w"},
+                           "ports": ["tcp/80"]}]}
+    spec = parse_spec({**base, "traffic": [
+        {"from": "a/w", "to": "dns/w-svc.a.svc.cluster.local:80",
+         "http": {"method": "POST", "path": "/status/500", "expect": 500}}]})
+    t = spec.to_dict()["traffic"][0]
+    assert t["target"]["kind"] == "dns" and t["http"]["path"] == "/status/500"
+    with pytest.raises(SpecError, match=r"traffic\[0\]\.http"):
+        parse_spec({**base, "traffic": [{"from": "a/w", "to": "dns/x:80", "http": "GET"}]})
+    with pytest.raises(SpecError, match=r"traffic\[0\]\.to"):
+        parse_spec({**base, "traffic": [{"from": "a/w", "to": "dns/:80"}]})
