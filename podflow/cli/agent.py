@@ -8,9 +8,12 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from podflow.pipeline.runner import Agent
 
 AGENT_HELP = """Collect the connections of one node and write them to a flow store.
 
@@ -25,10 +28,21 @@ or not. It sets net.netfilter.nf_conntrack_acct, nf_conntrack_timestamp and
 nf_conntrack_events to 1 in the node's namespace (without them counters, timestamps and
 DESTROY events are missing).
 
+Sources (--sources, comma-separated; default: the detected CNI profile's defaults):
+conntrack (the node's connection tracking: NAT, short-lived connections), sockets (TCP/UDP
+sockets of every pod namespace of the node and of host-network processes, over inet_diag:
+the application's view, RTT, retransmits, owning process; polled every --poll-interval,
+so it misses connections shorter than that), packets (AF_PACKET: L7, failed connections).
+`--explain` prints the detected profile with its evidence and the chosen sources, then
+exits without collecting.
+
 Examples:
 
   podflow agent --node node1 --netns pf-shop-node1 \\
       --cluster-state /var/lib/podflow/labs/shop/cluster-state --store flows.duckdb
+
+  podflow agent --node node1 --netns pf-shop-node1 --sources conntrack,sockets \\
+      --cluster-state /var/lib/podflow/labs/shop/cluster-state --store flows.duckdb --explain
 
   # on a real node, with a directory kept current by `kubectl get ... -o json`:
   podflow agent --node $(hostname) --cluster-state /var/run/podflow/state --store /data/f.duckdb
@@ -59,6 +73,15 @@ def agent(
     resync_interval: Annotated[float, typer.Option(
         "--resync-interval", min=0.2, help="Seconds between conntrack dumps (resync, and how "
         "soon a closed TCP connection is reported with its final counters).")] = 2.0,
+    sources: Annotated[str | None, typer.Option(
+        "--sources", help="Sources to run, comma-separated (conntrack, sockets, packets); "
+        "default: the detected CNI profile's defaults.")] = None,
+    poll_interval: Annotated[float, typer.Option(
+        "--poll-interval", min=0.05, help="Seconds between polls of the sockets source "
+        "(connections shorter than this are missed by it).")] = 1.0,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Print the detected CNI profile, its evidence, the chosen sources "
+        "and why, then exit without collecting.")] = False,
     ready_file: Annotated[Path | None, typer.Option("--ready-file", hidden=True)] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="debug, info, warning or error.")] = "info",
@@ -67,6 +90,13 @@ def agent(
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format=f"%(asctime)s agent[{node}] %(levelname)s %(message)s",
                         stream=sys.stderr)
+    from podflow.sources.registry import parse_sources
+
+    try:
+        chosen = parse_sources(sources) if sources is not None else None
+    except ValueError as exc:
+        typer.echo(f"podflow agent: --sources: {exc}", err=True)
+        raise typer.Exit(2) from None
     if os.geteuid() != 0:
         typer.echo("podflow agent: needs root (netlink conntrack, network namespaces)",
                    err=True)
@@ -82,9 +112,36 @@ def agent(
 
     cfg = AgentConfig(node_name=node, cluster_state=cluster_state, store=store, netns=netns,
                       cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,
-                      resync_interval=resync_interval, ready_file=ready_file)
+                      resync_interval=resync_interval, ready_file=ready_file, sources=chosen,
+                      poll_interval=poll_interval)
+    if explain:
+        typer.echo(explain_text(Agent(cfg), chosen is not None))
+        return
     stats = Agent(cfg).run()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
+
+
+def explain_text(agent: Agent, user_chosen: bool) -> str:
+    """What ``--explain`` prints: the profile and its evidence, the sources and why."""
+    import time
+
+    from podflow.sources.registry import SOURCES
+
+    agent.cluster.poll(time.time())
+    det = agent.detect()
+    names = agent.choose_sources(det)
+    node = agent.cfg.node_name + (f" (netns {agent.cfg.netns})" if agent.cfg.netns else "")
+    lines = [f"node: {node}", f"CNI profile: {det.profile.name}", "evidence:"]
+    lines += [f"  - {e}" for e in det.evidence]
+    defaults = ",".join(getattr(det.profile, "default_sources", ()) or ("conntrack",))
+    why = "chosen with --sources" if user_chosen else \
+        f"the {det.profile.name} profile's defaults ({defaults})"
+    lines.append(f"sources: {','.join(names)} ({why})")
+    for n in names:
+        lines.append(f"  - {n}: {SOURCES[n].help}")
+    if "sockets" in names:
+        lines.append(f"  sockets poll interval: {agent.cfg.poll_interval:g}s")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,20 +1,34 @@
 """Join the observations of one connection made at several vantage points into one Flow.
 
-Every agent records what its node saw. Observations of one connection share ``flow_id``
-(derived from the connection as the server sees it), so they are grouped by it; a group whose
-start times drift apart by more than :data:`SPLIT_GAP` seconds is split (a reused port is a
-new connection). Within a group the *primary* record is the one that knows the most:
+Every agent records what each of its sources saw. A record carries up to two keys of the
+connection, both :func:`~podflow.pipeline.decode.flow_id_for` values in one namespace:
+``flow_id`` (the connection as the server sees it) and ``client_key`` (as the client sent it).
+A server socket knows only ``flow_id``, a client socket only ``client_key``, a packet both
+(the key of the tuple it saw), conntrack both (reply and original tuple): with NAT its two
+keys differ and it is the *bridge* between the client's view and the server's.
 
-1. one that undid NAT (it has ``destination_service`` or a non-empty ``nat``), else
-2. one whose source is a real endpoint (not kind node or unknown), else
-3. the earliest (then by observing node, then input order).
+Grouping: records are one connection when they share a key value and start within
+:data:`SPLIT_GAP` seconds. Concretely each record gets a group key: the canonical key
+(the smaller of its two) of the nearest bridge within ``SPLIT_GAP`` that shares a key with
+it, else its own ``flow_id``, else its ``client_key``; records with neither stay alone.
+Records of one group key are sorted by start and split where consecutive starts drift apart
+by more than ``SPLIT_GAP`` (a reused port is a new connection).
 
-The merged flow takes source, destination, service, NAT, CNI profile and RTT from the
-primary; observations are the union ordered by node; counters are the maximum per
-direction (a later record of an active connection supersedes an earlier one); ``time`` is
-the earliest start, ``end_time`` the latest; the state is ENDED if any record ended; the
-verdict is the worst seen (DROPPED > ERROR > FORWARDED > UNKNOWN). The store applies the
-same rules in SQL, so filters see the same merged flow either way.
+Merging a group takes:
+
+- destination, service, NAT, CNI profile, ``flow_id`` from the *primary* record: one that
+  undid NAT (``destination_service`` or a non-empty ``nat``), else one that knows the server
+  side (a ``flow_id``), else one whose source is real, then the earliest (node, input order);
+- the source from the best source view: one that undid NAT, else a real source (not a node or
+  unknown address: the server's socket sees the SNAT address), else one that knows the client
+  side (``client_key``), then as above; a socket-only connection (macvlan) thus gets its
+  source from the client socket and its destination from the server socket;
+- observations: the union ordered by node; counters: the maximum per direction; ``time`` the
+  earliest start, ``end_time`` the latest; ENDED if any record ended; the worst verdict
+  (DROPPED > ERROR > FORWARDED > UNKNOWN); ``rtt_us`` the first measured one, client-side
+  views first, then by start; ``l7`` the first record's that has one, by start.
+
+The store applies the same rules in SQL, so filters see the same merged flow either way.
 
 Example (a NodePort connection seen on the ingress node and on the backend's node)::
 
@@ -68,36 +82,72 @@ def source_known(f: Flow) -> bool:
 
 
 def primary_index(observations: Sequence[Flow]) -> int:
-    """Index of the record the merged flow takes its identity from (see module doc)."""
+    """Index of the record the merged flow takes destination, service, NAT from."""
 
-    def key(i: int) -> tuple[int, int, float, str, int]:
+    def key(i: int) -> tuple[int, int, int, float, str, int]:
         f = observations[i]
-        return (0 if undid_nat(f) else 1, 0 if source_known(f) else 1, f.time,
-                f.node_name or "", i)
+        return (0 if undid_nat(f) else 1, 0 if f.flow_id else 1, 0 if source_known(f) else 1,
+                f.time, f.node_name or "", i)
 
     return min(range(len(observations)), key=key)
+
+
+def source_index(observations: Sequence[Flow]) -> int:
+    """Index of the record the merged flow takes its source from."""
+
+    def key(i: int) -> tuple[int, int, int, float, str, int]:
+        f = observations[i]
+        return (0 if undid_nat(f) else 1, 0 if source_known(f) else 1,
+                0 if f.client_key else 1, f.time, f.node_name or "", i)
+
+    return min(range(len(observations)), key=key)
+
+
+def is_bridge(f: Flow) -> bool:
+    """A record that knows both keys and they differ (conntrack of a NATed connection)."""
+    return bool(f.flow_id and f.client_key and f.flow_id != f.client_key)
+
+
+def group_keys(observations: Sequence[Flow]) -> list[str | None]:
+    """The group key of each record (see the module doc); None: a record of its own."""
+    bridges: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for i, f in enumerate(observations):
+        if is_bridge(f):
+            canon = min(f.flow_id, f.client_key)
+            bridges[f.flow_id].append((f.time, i, canon))
+            bridges[f.client_key].append((f.time, i, canon))
+    out: list[str | None] = []
+    for f in observations:
+        best: tuple[float, float, int, str] | None = None
+        for k in dict.fromkeys(x for x in (f.flow_id, f.client_key) if x):
+            for t, i, canon in bridges.get(k, ()):
+                dt = abs(t - f.time)
+                if dt <= SPLIT_GAP and (best is None or (dt, t, i) < best[:3]):
+                    best = (dt, t, i, canon)
+        out.append(best[3] if best else (f.flow_id or f.client_key or None))
+    return out
 
 
 def group(observations: Sequence[Flow]) -> list[list[Flow]]:
     """Observations of the same connection together, in order of their first start time.
 
-    Records with an empty ``flow_id`` are never joined with anything.
+    Records with neither a ``flow_id`` nor a ``client_key`` are never joined with anything.
 
     >>> from podflow.model.flow import Endpoint, Protocol
     >>> e = Endpoint("10.0.0.1", 1)
     >>> [len(g) for g in group([Flow(0, e, e, Protocol.TCP, flow_id="a"),
     ...                         Flow(30, e, e, Protocol.TCP, flow_id="a"),
-    ...                         Flow(1, e, e, Protocol.TCP, flow_id="a")])]
+    ...                         Flow(1, e, e, Protocol.TCP, client_key="a")])]
     [2, 1]
     """
-    by_id: dict[str, list[Flow]] = defaultdict(list)
+    by_key: dict[str, list[Flow]] = defaultdict(list)
     groups: list[list[Flow]] = []
-    for f in observations:
-        if f.flow_id:
-            by_id[f.flow_id].append(f)
-        else:
+    for f, key in zip(observations, group_keys(observations), strict=True):
+        if key is None:
             groups.append([f])
-    for members in by_id.values():
+        else:
+            by_key[key].append(f)
+    for members in by_key.values():
         members = sorted(members, key=lambda f: f.time)  # stable: keeps input order on ties
         current = [members[0]]
         for f in members[1:]:
@@ -106,7 +156,7 @@ def group(observations: Sequence[Flow]) -> list[list[Flow]]:
                 current = []
             current.append(f)
         groups.append(current)
-    groups.sort(key=lambda g: (min(f.time for f in g), g[0].flow_id))
+    groups.sort(key=lambda g: (min(f.time for f in g), g[0].flow_id or g[0].client_key))
     return groups
 
 
@@ -141,11 +191,19 @@ def merge(observations: Sequence[Flow]) -> Flow:
             flags.update(dict.fromkeys(f.tcp.flags))
         assert latest.tcp is not None
         tcp = TcpInfo(latest.tcp.state, tuple(flags))
-    rtt = primary.rtt_us
-    if rtt is None:
-        rtt = next((f.rtt_us for f in observations if f.rtt_us is not None), None)
+    by_start = sorted(range(len(observations)), key=lambda i: observations[i].time)
+    rtt = next((observations[i].rtt_us for i in sorted(
+        by_start, key=lambda i: 0 if not observations[i].flow_id else 1)
+        if observations[i].rtt_us is not None), None)
+    l7 = next((observations[i].l7 for i in by_start if observations[i].l7 is not None), None)
+    source = observations[source_index(observations)]
     return replace(
         primary,
+        source=source.source,
+        flow_id=primary.flow_id or next((f.flow_id for f in observations if f.flow_id), ""),
+        client_key=primary.client_key or source.client_key or next(
+            (f.client_key for f in observations if f.client_key), ""),
+        l7=l7,
         time=min(f.time for f in observations),
         end_time=max(ends) if ends else None,
         state=FlowState.ENDED if any(f.state is FlowState.ENDED for f in observations)

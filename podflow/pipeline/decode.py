@@ -12,6 +12,12 @@ i.e. of the reply tuple: every node that sees the connection (the ingress node w
 DNAT/SNAT, the backend node without) computes the same id. Use :func:`flow_id_for` to
 compute it from another source's view of the server side.
 
+``client_key`` is the same function of the original tuple as the client sent it
+(``flow_id_for(proto, orig.dst, orig.dport, orig.src, orig.sport)``): what a client-side view
+(the client's socket, which sees the service VIP) computes. Without NAT both keys are equal;
+with NAT a conntrack flow is the bridge that joins the client's view and the server's view
+(:mod:`podflow.pipeline.correlate`).
+
 Example::
 
     >>> from podflow.cni.profile import CniProfile
@@ -84,6 +90,12 @@ def flow_id(entry: CtEntry) -> str:
     return flow_id_for(r.proto, r.src, r.sport, r.dst, r.dport)
 
 
+def client_key(entry: CtEntry) -> str:
+    """The client key of a conntrack entry: :func:`flow_id_for` of its original tuple."""
+    o = entry.orig
+    return flow_id_for(o.proto, o.dst, o.dport, o.src, o.sport)
+
+
 def conntrack_to_flow(entry: CtEntry, ctx: DecodeContext,
                       final: bool | None = None) -> Flow | None:
     """The Flow for one conntrack entry, or None for infrastructure (tunnel, loopback).
@@ -120,4 +132,5 @@ def conntrack_to_flow(entry: CtEntry, ctx: DecodeContext,
                                        str(entry.reply)),),
         cni_profile=profile.name,
         flow_id=flow_id(entry),
+        client_key=client_key(entry),
     )

@@ -9,8 +9,8 @@ commit order so followers can ask for what landed after the last row they saw.
 
 Reads merge the observations of each connection in SQL with the rules of
 :mod:`podflow.pipeline.correlate` (group by ``flow_id``, split on >10 s gaps, pick the
-primary record), filter the merged flows, then fetch only the selected groups' rows and merge
-them in Python with :func:`~podflow.pipeline.correlate.merge`.
+primary record), filter the merged flows, then fetch only the selected groups' rows (by
+``seq``) and merge them in Python with :func:`~podflow.pipeline.correlate.merge`.
 
 Example::
 
@@ -60,33 +60,68 @@ from podflow.store.schema import (
 )
 
 _UNDID = "(svc_name IS NOT NULL OR nat_orig_dst_ip IS NOT NULL OR nat_snat_ip IS NOT NULL)"
-_FKEY = "CASE WHEN flow_id = '' THEN 'seq:' || seq ELSE flow_id END"
+_SRC_KNOWN = "(src_kind NOT IN ('node', 'unknown'))"
+_SRC_COLS = ("src_ip", "src_ipkey", "src_port", "src_kind", "src_namespace", "src_pod",
+             "src_workload_kind", "src_workload", "src_labels", "src_node", "src_name")
+_L7_COLS = ("l7_latency_ns", "dns_query", "dns_qtypes", "dns_rcode", "dns_ips", "dns_ttl",
+            "dns_cnames", "http_method", "http_url", "http_host", "http_code", "http_protocol")
+_L7_PRESENT = "(dns_query IS NOT NULL OR http_protocol IS NOT NULL OR l7_latency_ns IS NOT NULL)"
+_GAP = float(SPLIT_GAP)
 _GROUPED = f"""
-keyed AS (SELECT *, {_FKEY} AS fkey FROM flows /*KEYS*/),
+bridges AS (SELECT flow_id, client_key, least(flow_id, client_key) AS canon, time AS btime,
+                   seq AS bseq FROM flows
+            WHERE flow_id <> '' AND client_key <> '' AND flow_id <> client_key),
+bkeys AS (SELECT flow_id AS k, canon, btime, bseq FROM bridges
+          UNION ALL SELECT client_key AS k, canon, btime, bseq FROM bridges),
+rkeys AS (SELECT seq AS rseq, time AS rtime, flow_id AS k FROM flows WHERE flow_id <> ''
+          UNION ALL SELECT seq, time, client_key FROM flows
+          WHERE client_key <> '' AND client_key <> flow_id),
+hit AS (SELECT rseq, arg_min(canon, (abs(rtime - btime), btime, bseq)) AS canon
+        FROM rkeys JOIN bkeys USING (k) WHERE abs(rtime - btime) <= {_GAP} GROUP BY rseq),
+allkeyed AS (SELECT flows.*, coalesce(hit.canon, nullif(flow_id, ''), nullif(client_key, ''),
+                                      'seq:' || seq) AS fkey
+             FROM flows LEFT JOIN hit ON hit.rseq = flows.seq),
 marked AS (SELECT *, CASE WHEN time - lag(time) OVER (PARTITION BY fkey ORDER BY time, seq)
-                          > {SPLIT_GAP} THEN 1 ELSE 0 END AS brk FROM keyed),
-grouped AS (SELECT * EXCLUDE (brk), sum(brk) OVER (PARTITION BY fkey ORDER BY time, seq
+                          > {_GAP} THEN 1 ELSE 0 END AS brk FROM allkeyed),
+grouped AS MATERIALIZED (SELECT * EXCLUDE (brk), sum(brk) OVER (PARTITION BY fkey ORDER BY time, seq
                                    ROWS UNBOUNDED PRECEDING) AS grp FROM marked),
 agg AS (SELECT fkey, grp, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m_seq,
+               list(seq) AS m_seqs,
                list(DISTINCT obs_node) FILTER (WHERE obs_node IS NOT NULL) AS obs_nodes,
                max(packets_to_dst) AS m_pd, max(bytes_to_dst) AS m_bd,
                max(packets_to_src) AS m_ps, max(bytes_to_src) AS m_bs,
                bool_or(state = 'ended') AS m_ended,
                max(CASE verdict WHEN 'DROPPED' THEN 3 WHEN 'ERROR' THEN 2
-                   WHEN 'FORWARDED' THEN 1 ELSE 0 END) AS m_vrank
+                   WHEN 'FORWARDED' THEN 1 ELSE 0 END) AS m_vrank,
+               max(nullif(flow_id, '')) AS m_fid, max(nullif(client_key, '')) AS m_ckey,
+               arg_min(rtt_us, (flow_id <> '', time, seq)) FILTER (WHERE rtt_us IS NOT NULL)
+                   AS m_rtt,
+               arg_min(struct_pack({", ".join(f"{c} := {c}" for c in _L7_COLS)}), (time, seq))
+                   FILTER (WHERE {_L7_PRESENT}) AS m_l7
         FROM grouped GROUP BY fkey, grp),
 prim AS (SELECT * FROM grouped QUALIFY row_number() OVER (
-           PARTITION BY fkey, grp ORDER BY {_UNDID} DESC,
-           (src_kind NOT IN ('node', 'unknown')) DESC, time, coalesce(obs_node, ''), seq) = 1),
+           PARTITION BY fkey, grp ORDER BY {_UNDID} DESC, (flow_id <> '') DESC,
+           {_SRC_KNOWN} DESC, time, coalesce(obs_node, ''), seq) = 1),
+sprim AS (SELECT fkey, grp, client_key AS s_ckey, {", ".join(f"{c} AS s_{c}" for c in _SRC_COLS)}
+          FROM grouped QUALIFY row_number() OVER (
+           PARTITION BY fkey, grp ORDER BY {_UNDID} DESC, {_SRC_KNOWN} DESC,
+           (client_key <> '') DESC, time, coalesce(obs_node, ''), seq) = 1),
 merged AS (SELECT prim.* REPLACE (
              agg.m_time AS time, agg.m_end AS end_time, agg.m_pd AS packets_to_dst,
              agg.m_bd AS bytes_to_dst, agg.m_ps AS packets_to_src, agg.m_bs AS bytes_to_src,
              CASE WHEN agg.m_ended THEN 'ended' ELSE 'active' END AS state,
              CASE agg.m_vrank WHEN 3 THEN 'DROPPED' WHEN 2 THEN 'ERROR' WHEN 1 THEN 'FORWARDED'
-                  ELSE 'UNKNOWN' END AS verdict),
-             agg.obs_nodes, agg.m_seq
-           FROM prim JOIN agg USING (fkey, grp))"""
-"""CTEs turning observation rows into one ``merged`` row per connection (primary's columns)."""
+                  ELSE 'UNKNOWN' END AS verdict,
+             coalesce(nullif(prim.flow_id, ''), agg.m_fid, '') AS flow_id,
+             coalesce(nullif(prim.client_key, ''), nullif(sprim.s_ckey, ''), agg.m_ckey, '')
+                 AS client_key,
+             agg.m_rtt AS rtt_us,
+             {", ".join(f"sprim.s_{c} AS {c}" for c in _SRC_COLS)},
+             {", ".join(f"agg.m_l7.{c} AS {c}" for c in _L7_COLS)}),
+             agg.obs_nodes, agg.m_seq, agg.m_seqs
+           FROM prim JOIN agg USING (fkey, grp) JOIN sprim USING (fkey, grp))"""
+"""CTEs turning observation rows into one ``merged`` row per connection (see
+:mod:`podflow.pipeline.correlate`: group keys through bridges, primary, source view)."""
 
 
 class DuckDBStore:
@@ -288,22 +323,16 @@ class DuckDBStore:
                 out = columns_to_flows(self._columns(con, sql, params))
                 return out[::-1] if last is not None else out
             sel = con.execute(
-                f"WITH {_GROUPED.replace('/*KEYS*/', '')} SELECT fkey, grp FROM merged "
-                f"WHERE {where} ORDER BY time {order}, fkey {order}, grp {order}{lim}",
-                params).fetchall()
+                f"WITH {_GROUPED} SELECT m_seqs FROM merged WHERE {where} "
+                f"ORDER BY time {order}, fkey {order}, grp {order}{lim}", params).fetchall()
             if last is not None:
                 sel.reverse()
             if not sel:
                 return []
-            keys = [k for k, _ in sel]
-            narrowed = _GROUPED.replace("/*KEYS*/", f"WHERE {_FKEY} IN (SELECT unnest(?))")
-            cols = self._columns(
-                con, f"WITH {narrowed} SELECT * FROM grouped ORDER BY fkey, grp, seq", [keys])
-        groups: dict[tuple[str, int], list[Flow]] = {}
-        for fkey, grp, flow in zip(cols["fkey"], cols["grp"], columns_to_flows(cols),
-                                   strict=True):
-            groups.setdefault((fkey, int(grp)), []).append(flow)
-        return [merge(groups[(k, int(g))]) for k, g in sel]
+            cols = self._columns(con, "SELECT * FROM flows WHERE seq IN (SELECT unnest(?)) "
+                                 "ORDER BY seq", [[q for (seqs,) in sel for q in seqs]])
+        by_seq = dict(zip(cols["seq"], columns_to_flows(cols), strict=True))
+        return [merge([by_seq[q] for q in sorted(seqs)]) for (seqs,) in sel]
 
     def last_rowid(self) -> int:
         """The ``seq`` of the newest row (0 when empty): pass it as ``after_rowid`` later."""

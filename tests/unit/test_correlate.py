@@ -94,3 +94,63 @@ def test_active_updates_and_verdicts() -> None:
     assert merge([early]) is early
     with pytest.raises(ValueError):
         merge([])
+
+
+# -- several vantage points: sockets, conntrack, packets ---------------------------------
+def test_clusterip_three_views_are_one_flow() -> None:
+    from tests.unit.test_sockdecode import clusterip_views
+
+    views = clusterip_views()
+    client, ct1, ct2, server = views
+    assert client.flow_id == "" and server.client_key == ""
+    assert ct1.client_key == client.client_key and ct1.flow_id == server.flow_id
+    for order in (views, views[::-1], [server, client, ct2, ct1]):
+        [g] = group(order)
+        m = merge(g)
+        assert m.source == ct1.source and m.destination == ct1.destination
+        assert m.destination.pod_name == "backend-5c7d8b9f4-d3e4f"
+        assert m.destination_service == ct1.destination_service and m.nat == ct1.nat
+        assert (m.flow_id, m.client_key) == (ct1.flow_id, ct1.client_key)
+        assert [(o.node_name, o.source) for o in m.observations] == [
+            ("node1", "conntrack"), ("node1", "sockets"), ("node2", "conntrack"),
+            ("node2", "sockets")]
+        assert m.rtt_us == client.rtt_us
+        assert m.traffic.to_source == ct1.traffic.to_source   # the maximum per direction
+        assert m.traffic.to_destination == Counters(10, 5000)
+
+
+def test_nodeport_snat_server_socket_joins_the_ingress_node() -> None:
+    from tests.unit.test_sockdecode import nodeport_views
+
+    server, ct1 = nodeport_views()
+    assert server.source.kind is EndpointKind.NODE
+    [m] = merge_all([server, ct1])
+    assert m.source.name == "visitor" and m.destination == server.destination
+    assert m.nat == ct1.nat and m.rtt_us == server.rtt_us
+
+
+def test_macvlan_two_sockets_only() -> None:
+    from tests.unit.test_sockdecode import macvlan_views
+
+    server, client = macvlan_views()
+    [m] = merge_all([server, client])
+    assert m.source == client.source and m.destination == server.destination
+    assert m.flow_id == server.flow_id == client.client_key and m.client_key == m.flow_id
+    assert m.time == server.time and m.rtt_us == 250.0    # the client's view of the RTT
+    assert {o.node_name for o in m.observations} == {"node1", "node2"}
+
+
+def test_bridges_respect_time_and_packets_bring_l7() -> None:
+    from podflow.model.flow import L7, HttpInfo
+    from tests.unit.test_sockdecode import clusterip_views
+
+    client, ct1, ct2, server = clusterip_views()
+    later = [replace(f, time=f.time + 600) for f in (client, ct1, server)]
+    pkt = replace(ct2, flow_id=ct1.client_key, client_key=ct1.client_key, time=ct1.time + 0.01,
+                  observations=(ObservationPoint("node1", "packets"),),
+                  l7=L7(http=HttpInfo("GET", "/x", code=200)))
+    flows = merge_all([client, ct1, ct2, server, pkt, *later])
+    assert [len(f.observations) for f in flows] == [5, 3]
+    assert flows[0].l7 == pkt.l7 and flows[1].l7 is None
+    lone = replace(server, time=server.time + 30)        # same key, too far from any bridge
+    assert len(merge_all([client, ct1, lone])) == 2

@@ -182,3 +182,17 @@ def test_generic_profile_still_decodes() -> None:
     f = conntrack_to_flow(e, ctx)
     assert f is not None and f.source.kind is EndpointKind.UNKNOWN
     assert snapshot().link("cni0") is not None
+
+
+def test_client_key_is_the_original_tuple() -> None:
+    from podflow.pipeline.decode import client_key, flow_id_for
+
+    e = clusterip_entry()
+    f = conntrack_to_flow(e, CTX)
+    assert f is not None
+    assert f.client_key == client_key(e) == flow_id_for(6, "10.96.45.7", 9000, "10.244.0.2",
+                                                        41000)
+    assert f.client_key != f.flow_id
+    plain = dataclasses.replace(e, orig=CtTuple("10.244.0.2", "10.244.1.3", 6, 41000, 9000))
+    g = conntrack_to_flow(plain, CTX)
+    assert g is not None and g.client_key == g.flow_id

@@ -171,3 +171,24 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     assert sorted(f.flow_id for f in s.flows(merged=False)) == sorted(
         f"{n}-{i}" for n in ("node1", "node2") for i in range(2000))
     assert s.last_rowid() == 4000
+
+
+def test_multi_vantage_merge_in_store(tmp_path: Path) -> None:
+    from podflow.model.flow import L7, DnsInfo
+    from tests.unit.test_sockdecode import clusterip_views, macvlan_views, nodeport_views
+
+    views = [*clusterip_views(), *nodeport_views(), *macvlan_views()]
+    views = [replace(f, time=f.time + 100 * i) for i, f in enumerate(views)] + views
+    pkt = replace(views[-1], observations=(ObservationPoint("node9", "packets"),),
+                  l7=L7(dns=DnsInfo("db.example", ("A",))))
+    views.append(pkt)
+    s = DuckDBStore(tmp_path / "s.duckdb")
+    for f in views:          # every agent writes separately, in any order
+        s.write([f])
+    got = s.flows()
+    assert got == merge_all(views)
+    assert sorted(len(f.observations) for f in got)[-3:] == [2, 3, 4]
+    assert sum(f.l7 is not None for f in got) == 1
+    edges = s.map_edges()
+    assert sum(e.connections for e in edges) == len(got)
+    assert s.stats()["connections"] == len(got)

@@ -1,0 +1,199 @@
+"""Which network namespaces belong to this node, decided from the kernel alone.
+
+Candidates are every namespace the kernel shows us: the names under ``/var/run/netns`` and
+the ``/proc/PID/ns/net`` of every process, deduplicated by the namespace's inode. A
+candidate belongs to the node whose namespace is N when it *is* N, or when one of its links
+has its other end in N: a ``veth`` whose peer lives in N (a bridged or routed pod), or a
+``macvlan``/``ipvlan`` whose parent lives in N (a pod on the underlay). rtnetlink says where
+a link's other end lives with ``IFLA_LINK_NETNSID`` (``ip -d link`` shows it as
+``link-netnsid``), an id that is local to the candidate; ``RTM_GETNSID`` asked in the
+candidate with a descriptor of N says which id N has there. On a real node every namespace
+passes; in a lab where several emulated nodes share one kernel, only that node's pods do.
+
+Parsing and the decision are pure (:func:`parse_links`, :func:`parse_nsid`, :func:`belongs`);
+:func:`candidates` reads /proc and /var/run/netns; :func:`probe` talks to a route socket that
+:mod:`podflow.sources.netns` opened inside the candidate (the agent never moves).
+
+Example::
+
+    >>> belongs([Link(2, "eth0", "veth", 0)], node_nsid=0)
+    (True, 'veth eth0: other end in the node namespace (nsid 0)')
+    >>> belongs([Link(2, "eth0", "veth", 1)], node_nsid=0)[0]
+    False
+    >>> belongs([Link(2, "n1", "veth", 0), Link(3, "n2", "veth", 1)], node_nsid=0)[0]
+    False
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NETNS_DIR = Path("/var/run/netns")
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWNSID, RTM_GETNSID = 16, 18, 88, 90
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_LINK_NETNSID = 3, 18, 1, 37
+NETNSA_NSID, NETNSA_FD = 1, 3
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+PEER_KINDS = ("veth", "macvlan", "ipvlan", "macvtap", "ipvtap")
+"""Link kinds whose other end (peer or parent) may live in another namespace."""
+
+_NLHDR = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")
+_ATTR = struct.Struct("=HH")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One network device of a candidate namespace, as far as membership needs."""
+
+    index: int
+    """ifindex."""
+    name: str
+    """Device name."""
+    kind: str | None
+    """IFLA_INFO_KIND (``veth``, ``macvlan`` ...), None for devices without one."""
+    link_netnsid: int | None
+    """IFLA_LINK_NETNSID: the id, local to this namespace, of where the other end lives."""
+
+
+@dataclass
+class Candidate:
+    """A namespace the kernel shows, by inode, with how to open it and who runs in it."""
+
+    inode: int
+    """The namespace's inode (its identity)."""
+    path: str
+    """A path that names it (``/run/netns/NAME`` preferred, else ``/proc/PID/ns/net``)."""
+    name: str
+    """``NAME`` from /var/run/netns, else ``pid:PID``."""
+    pids: list[int] = field(default_factory=list)
+    """Processes running in it (for inode -> owner lookups)."""
+
+
+def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    while off + _ATTR.size <= end:
+        alen, atype = _ATTR.unpack_from(data, off)
+        if alen < _ATTR.size:
+            break
+        out.setdefault(atype & 0x3FFF, data[off + _ATTR.size:off + alen])
+        off += (alen + 3) & ~3
+    return out
+
+
+def _messages(data: bytes) -> list[tuple[int, bytes]]:
+    out, off = [], 0
+    while off + _NLHDR.size <= len(data):
+        length, mtype, _f, _s, _p = _NLHDR.unpack_from(data, off)
+        if length < _NLHDR.size or off + length > len(data):
+            break
+        out.append((mtype, data[off + _NLHDR.size:off + length]))
+        off += (length + 3) & ~3
+    return out
+
+
+def build_getlink(seq: int = 1) -> bytes:
+    """An RTM_GETLINK dump request (every device of the namespace)."""
+    body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return _NLHDR.pack(_NLHDR.size + len(body), RTM_GETLINK, 0x301, seq, 0) + body
+
+
+def build_getnsid(fd: int, seq: int = 1) -> bytes:
+    """An RTM_GETNSID request: which id has the namespace open as ``fd`` here?"""
+    body = struct.pack("=B3x", socket.AF_UNSPEC) + _ATTR.pack(8, NETNSA_FD) + \
+        struct.pack("=I", fd)
+    return _NLHDR.pack(_NLHDR.size + len(body), RTM_GETNSID, 0x1, seq, 0) + body
+
+
+def parse_links(data: bytes) -> tuple[list[Link], bool]:
+    """Links in received RTM_NEWLINK messages, and whether the dump is done."""
+    links: list[Link] = []
+    for mtype, body in _messages(data):
+        if mtype in (NLMSG_DONE, NLMSG_ERROR):
+            return links, True
+        if mtype != RTM_NEWLINK or len(body) < _IFINFO.size:
+            continue
+        _fam, _type, index, _flags, _change = _IFINFO.unpack_from(body)
+        attrs = _attrs(body, _IFINFO.size, len(body))
+        name = attrs.get(IFLA_IFNAME, b"").split(b"\0")[0].decode(errors="replace")
+        info = attrs.get(IFLA_LINKINFO)
+        kind_raw = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND) if info else None
+        kind = kind_raw.split(b"\0")[0].decode() if kind_raw else None
+        nsid_raw = attrs.get(IFLA_LINK_NETNSID)
+        nsid = struct.unpack("=i", nsid_raw[:4])[0] if nsid_raw else None
+        links.append(Link(index, name, kind, nsid))
+    return links, False
+
+
+def parse_nsid(data: bytes) -> int | None:
+    """The id in an RTM_NEWNSID reply (None when not assigned or on error)."""
+    for mtype, body in _messages(data):
+        if mtype == RTM_NEWNSID:
+            raw = _attrs(body, 4, len(body)).get(NETNSA_NSID)
+            nsid = struct.unpack("=i", raw[:4])[0] if raw else -1
+            return nsid if nsid >= 0 else None
+    return None
+
+
+def belongs(links: list[Link], node_nsid: int | None) -> tuple[bool, str]:
+    """Whether a namespace with ``links`` belongs to the node that has id ``node_nsid`` in it,
+    with the evidence (the first link whose other end lives in the node's namespace)."""
+    if node_nsid is None:
+        return False, "the node namespace has no id here: no link leads to it"
+    peers = [x for x in links if x.kind in PEER_KINDS and x.link_netnsid is not None]
+    elsewhere = [x for x in peers if x.link_netnsid != node_nsid]
+    if elsewhere:
+        x = elsewhere[0]
+        return False, (f"{x.kind} {x.name} leads to another namespace (nsid {x.link_netnsid}): "
+                       "shared plumbing, not a pod of this node")
+    for link in peers:
+        return True, (f"{link.kind} {link.name}: other end in the node namespace "
+                      f"(nsid {node_nsid})")
+    return False, "no veth/macvlan/ipvlan link leads to the node namespace"
+
+
+def probe(route: socket.socket, node_fd: int) -> tuple[bool, str]:
+    """Ask a route socket opened inside a candidate whether it belongs to the node whose
+    namespace is open as ``node_fd`` in this process (see the module doc)."""
+    route.send(build_getlink())
+    links: list[Link] = []
+    while True:
+        got, done = parse_links(route.recv(1 << 16))
+        links += got
+        if done:
+            break
+    route.send(build_getnsid(node_fd, seq=2))
+    return belongs(links, parse_nsid(route.recv(1 << 16)))
+
+
+def ns_inode(path: str) -> int | None:
+    """The inode of the namespace ``path`` names (None if it is gone)."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def candidates(proc: Path = Path("/proc"), netns_dir: Path = NETNS_DIR) -> dict[int, Candidate]:
+    """Every network namespace visible from here, by inode (see the module doc)."""
+    found: dict[int, Candidate] = {}
+    if netns_dir.is_dir():
+        for entry in sorted(netns_dir.iterdir()):
+            ino = ns_inode(str(entry))
+            if ino is not None and ino not in found:
+                found[ino] = Candidate(ino, str(entry), entry.name)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        path = f"{entry}/ns/net"
+        ino = ns_inode(path)
+        if ino is None:
+            continue
+        cand = found.get(ino)
+        if cand is None:
+            cand = found[ino] = Candidate(ino, path, f"pid:{entry.name}")
+        cand.pids.append(int(entry.name))
+    return found
