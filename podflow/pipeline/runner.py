@@ -33,6 +33,7 @@ from podflow.cni.snapshot import read_node_snapshot
 from podflow.inventory.snapshot_dir import ClusterStateDir
 from podflow.model.flow import EndpointKind, Flow
 from podflow.pipeline.decode import DecodeContext
+from podflow.pipeline.dnsnames import DnsNameCache
 from podflow.pipeline.queue import LossyQueue
 from podflow.pipeline.writer import BufferedWriter
 from podflow.sources.registry import SOURCES, Report, SourceOptions, SourcePlugin
@@ -119,6 +120,7 @@ class Agent:
         self.cluster = ClusterStateDir(cfg.cluster_state)
         self.writer = BufferedWriter(lambda: DuckDBStore(cfg.store))
         self.plugins: dict[str, SourcePlugin] = {}
+        self.dnsnames = DnsNameCache()
         self._deferred: list[tuple[float, SourcePlugin, Report]] = []
 
     # -- set-up ------------------------------------------------------------------------
@@ -249,6 +251,10 @@ class Agent:
                 self.stats.deferred += 1
             else:
                 flows.append(f)
+        for f in flows:  # learn what pods resolved before naming external ends with it
+            if f.l7 is not None and f.l7.dns is not None:
+                self.dnsnames.observe(f)
+        flows = [self.dnsnames.apply(f) for f in flows]
         self.stats.flows += len(flows)
         if flows:
             self.writer.add(flows)

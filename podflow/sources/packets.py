@@ -1,0 +1,391 @@
+"""The packet source: AF_PACKET capture with a kernel BPF filter, plus NFLOG drops.
+
+Modes (``SourceOptions.extra``, all optional):
+
+* bypass (default): capture in the node's namespace. ``interfaces: "auto"`` (default) is one
+  socket bound to no interface, which sees every device of the namespace, pod veths added
+  later included (``lo`` is skipped); a list (``["cni0", "flannel.1", "eth0"]``) opens one
+  socket per device. VXLAN on the underlay is decoded (inner headers).
+* sidecar (``sidecar: true``): capture on ``sidecar_interface`` (default ``eth0``) inside
+  every pod namespace of this node, for datapaths the host never sees (macvlan/ipvlan).
+  Namespaces come from :mod:`podflow.sources.nsdiscovery` (a link whose other end is in
+  the node's namespace), rescanned every ``rescan_interval`` s; namespaces holding a bridge
+  (a switch, like the lab's fabric, not a pod) are skipped, and ``sidecar_netns`` (a list
+  of names/paths) replaces discovery.
+
+Other keys: ``nflog_group`` (int: also read drops logged to that NFLOG group, see
+:mod:`podflow.sources.nflog`), ``syn_timeout``/``dns_timeout`` (s), ``snaplen`` (bytes kept
+per packet, default 4096), ``pcap`` (a path: also write every captured packet there).
+
+Each socket is created inside its namespace by a forked helper (:mod:`podflow.sources.netns`),
+gets a drop-all filter, is bound, drained, then gets the real filter
+(:data:`podflow.sources.bpf.agent_expression`), so nothing unfiltered is ever read. Kernel
+timestamps come with each packet (``SO_TIMESTAMPNS``), the original length with
+``PACKET_AUXDATA``; kernel drops (``PACKET_STATISTICS``) are summed in :meth:`stats`.
+
+Example::
+
+    plugin = create(SourceOptions("node1", netns="pf-shop-node1",
+                                  extra={"nflog_group": 5}))
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from podflow.model.flow import (
+    Address,
+    Counters,
+    Flow,
+    FlowState,
+    ObservationPoint,
+    Protocol,
+    TcpInfo,
+    Traffic,
+)
+from podflow.pcap import PcapWriter, open_writer
+from podflow.pipeline.decode import PROTOCOLS, DecodeContext, flow_id_for
+from podflow.pipeline.enrich import endpoint
+from podflow.pipeline.pktparse import parse, parse_ip
+from podflow.pipeline.pkttrack import PacketFlow, PacketTracker, TrackerConfig
+from podflow.sources import bpf, nflog
+from podflow.sources.netns import open_socket
+from podflow.sources.registry import Report, Sink, SourceOptions
+
+log = logging.getLogger(__name__)
+
+ETH_P_ALL = 0x0003
+SOL_PACKET, PACKET_AUXDATA, PACKET_STATISTICS = 263, 8, 6
+SO_TIMESTAMPNS, SO_RCVBUFFORCE = 35, 33
+PACKET_OUTGOING = 4
+_AUX = struct.Struct("=IIIHHHH")
+_TS = struct.Struct("=qq")
+_BATCH, _BATCH_SECONDS = 512, 0.05
+_libc = ctypes.CDLL(None, use_errno=True)
+
+Raw = tuple[float, str, bytes]
+"""A captured packet: (timestamp, where: ``netns/ifname``, frame bytes)."""
+
+
+def open_packet_socket(netns: str | None, ifname: str | None, program: bpf.Program,
+                       rcvbuf: int = 8 << 20) -> socket.socket:
+    """An AF_PACKET socket in ``netns`` on ``ifname`` (None: every device), filtered.
+
+    The drop-all filter goes on before bind and the real one after draining, so no packet
+    that ``program`` would reject is ever queued to user space.
+    """
+    sock = open_socket(netns, socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        bpf.attach(sock, bpf.DROP_ALL)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if ifname is None:
+            _bind_any(sock)
+        else:
+            sock.bind((ifname, ETH_P_ALL))
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.recv(65536)
+            except BlockingIOError:
+                break
+        bpf.attach(sock, program)
+        packet_stats(sock)  # reset the counters
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _bind_any(sock: socket.socket) -> None:
+    """Bind to ifindex 0 (every device): Python's ``bind`` insists on a device name, so the
+    raw ``sockaddr_ll`` goes through libc."""
+    addr = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(ETH_P_ALL), 0, 0, 0, 0,
+                       bytes(8))
+    if _libc.bind(sock.fileno(), addr, len(addr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind(AF_PACKET, any device): {os.strerror(err)}")
+
+
+def packet_stats(sock: socket.socket) -> tuple[int, int]:
+    """(packets, drops) since the last call (``PACKET_STATISTICS`` resets on read)."""
+    raw = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    packets, drops = struct.unpack("=II", raw)
+    return packets, drops
+
+
+def read_packets(sock: socket.socket, where: str, out: list[Raw], limit: int,
+                 skip_lo: bool = False) -> int:
+    """Read up to ``limit`` waiting packets into ``out``; how many were read."""
+    n = 0
+    while n < limit:
+        try:
+            data, anc, _flags, addr = sock.recvmsg(65536, 256)
+        except BlockingIOError:
+            break
+        ifname = addr[0]
+        if ifname == "lo" and (skip_lo or addr[2] == PACKET_OUTGOING):
+            continue  # loopback shows each packet twice (sent, received): keep one
+        ts = 0.0
+        for level, kind, cdata in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TS.unpack_from(cdata)
+                ts = sec + nsec / 1e9
+        out.append((ts or time.time(), f"{where}/{ifname}", data))
+        n += 1
+    return n
+
+
+class PacketsPlugin:
+    """See the module docstring."""
+
+    name = "packets"
+
+    def __init__(self, opts: SourceOptions) -> None:
+        """Read the options (nothing is opened until :meth:`run`)."""
+        x = opts.extra
+        self.opts = opts
+        self.interfaces: str | list[str] = x.get("interfaces", "auto")
+        self.sidecar = bool(x.get("sidecar", False))
+        self.sidecar_interface = str(x.get("sidecar_interface", "eth0"))
+        self.sidecar_netns: list[str] | None = x.get("sidecar_netns")
+        self.sidecar_exclude: list[str] = list(x.get("sidecar_exclude", []))
+        self.rescan_interval = float(x.get("rescan_interval", 5.0))
+        self.nflog_group: int | None = x.get("nflog_group")
+        self.snaplen = int(x.get("snaplen", 4096))
+        self.tracker = PacketTracker(TrackerConfig(
+            syn_timeout=float(x.get("syn_timeout", 5.0)),
+            dns_timeout=float(x.get("dns_timeout", 5.0))))
+        self.pcap_path = Path(x["pcap"]) if x.get("pcap") else None
+        self._pcap: PcapWriter | None = None
+        self._ready = threading.Event()
+        self._socks: dict[str, socket.socket] = {}
+        self._counts = {"captured": 0, "kernel_seen": 0, "kernel_drops": 0, "nflog": 0,
+                        "open_errors": 0}
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """True once every socket is open, filtered and bound."""
+        return self._ready.is_set()
+
+    # -- I/O -----------------------------------------------------------------------------
+    def _targets(self) -> list[tuple[str | None, str | None]]:
+        if not self.sidecar:
+            if self.interfaces == "auto":
+                return [(self.opts.netns, None)]
+            return [(self.opts.netns, i) for i in self.interfaces]
+        names = self.sidecar_netns if self.sidecar_netns is not None else \
+            discover_pod_namespaces(self.opts.netns)
+        return [(n, self.sidecar_interface) for n in names
+                if not any(fnmatch.fnmatch(n, pat) for pat in self.sidecar_exclude)]
+
+    def _open_new(self, sel: selectors.BaseSelector, program: bpf.Program) -> None:
+        for netns, ifname in self._targets():
+            where = f"{netns or '-'}/{ifname or '*'}"
+            if where in self._socks:
+                continue
+            try:
+                sock = open_packet_socket(netns, ifname, program)
+            except OSError as exc:
+                self._counts["open_errors"] += 1
+                log.warning("packets: cannot capture on %s: %s", where, exc)
+                continue
+            self._socks[where] = sock
+            sel.register(sock, selectors.EVENT_READ, (netns or "-", ifname is None))
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        """Capture until ``stop``; hands ``pkt`` and ``nflog`` batches and 1-s ``tick`` s."""
+        program = bpf.compile_filter(bpf.agent_expression(), self.snaplen)
+        sel = selectors.DefaultSelector()
+        try:
+            self._open_new(sel, program)
+            if self.nflog_group is not None:
+                nl = nflog.open_nflog(self.opts.netns, int(self.nflog_group))
+                self._socks["nflog"] = nl
+                sel.register(nl, selectors.EVENT_READ, None)
+            self._ready.set()
+            self._loop(sel, sink, stop, program)
+        finally:
+            self._ready.set()
+            self._collect_kernel_stats()
+            for s in self._socks.values():
+                s.close()
+            sel.close()
+
+    def _loop(self, sel: selectors.BaseSelector, sink: Sink, stop: threading.Event,
+              program: bpf.Program) -> None:
+        batch: list[Raw] = []
+        drops: list[tuple[float, str, bytes]] = []
+        last_send = next_tick = next_scan = time.time()
+        while not stop.is_set():
+            for key, _ in sel.select(timeout=0.1):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if key.data is None:
+                    for m in nflog.parse_messages(_recv_all(sock)):
+                        drops.append((m.ts, m.prefix, m.payload))
+                else:
+                    read_packets(sock, key.data[0], batch, _BATCH, skip_lo=key.data[1])
+            now = time.time()
+            if batch and (len(batch) >= _BATCH or now - last_send >= _BATCH_SECONDS):
+                self._counts["captured"] += len(batch)
+                sink(batch, "pkt")
+                batch, last_send = [], now
+            if drops:
+                self._counts["nflog"] += len(drops)
+                sink(drops, "nflog")
+                drops = []
+            if now >= next_tick:
+                sink([], "tick")
+                next_tick = now + 1.0
+            if self.sidecar and self.sidecar_netns is None and now >= next_scan:
+                self._open_new(sel, program)
+                next_scan = now + self.rescan_interval
+        if batch:
+            self._counts["captured"] += len(batch)
+            sink(batch, "pkt")
+
+    def _collect_kernel_stats(self) -> None:
+        for where, s in list(self._socks.items()):
+            if where == "nflog":
+                continue
+            try:
+                seen, dropped = packet_stats(s)
+            except OSError:
+                continue
+            with self._lock:
+                self._counts["kernel_seen"] += seen
+                self._counts["kernel_drops"] += dropped
+
+    # -- processing ----------------------------------------------------------------------
+    def process(self, records: list[Any], kind: str, now: float) -> list[Report]:
+        """Parse and track a batch; report finished (and long-open) connections."""
+        t = self.tracker
+        if kind == "pkt":
+            if self.pcap_path is not None and self._pcap is None:
+                self._pcap = open_writer(self.pcap_path, self.snaplen)
+            for ts, _where, data in records:
+                t.feed(parse(data, ts))
+                if self._pcap is not None:
+                    self._pcap.write(ts, data)
+        elif kind == "nflog":
+            for ts, prefix, payload in records:
+                p = parse_ip(payload, ts)
+                if p is not None:
+                    t.drop(p, prefix or "dropped (NFLOG)")
+        t.expire(now)
+        return [Report(f, final) for f, final in t.take_reports()]
+
+    def flush(self, now: float) -> list[Report]:
+        """Every open connection, non-final (and close the pcap, if any)."""
+        self.tracker.expire(now)
+        if self._pcap is not None:
+            self._pcap.out.close()
+            self._pcap = None
+        return [Report(f, final) for f, final in self.tracker.flush()]
+
+    def decode(self, record: Any, ctx: DecodeContext, final: bool) -> Flow | None:
+        """One tracked connection as a Flow."""
+        assert isinstance(record, PacketFlow)
+        return packet_flow_to_flow(record, ctx, final)
+
+    def stats(self) -> dict[str, Any]:
+        """Capture, kernel-drop and tracker counters."""
+        self._collect_kernel_stats()
+        with self._lock:
+            out: dict[str, Any] = dict(self._counts)
+        out["sockets"] = len(self._socks)
+        out.update({f"tracker_{k}": v for k, v in vars(self.tracker.stats).items()})
+        return out
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunks.append(sock.recv(1 << 16))
+        except BlockingIOError:
+            return b"".join(chunks)
+        except OSError as exc:  # ENOBUFS: the kernel dropped log messages
+            log.warning("nflog: %s", exc)
+            return b"".join(chunks)
+
+
+def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow | None:
+    """A tracked connection as a Flow: ends named at its start, keys of the tuple seen.
+
+    ``flow_id`` and ``client_key`` are both :func:`flow_id_for` of the tuple as seen, so a
+    conntrack record of the same connection (whose reply tuple or original tuple it is)
+    merges with it in the store. Loopback-only connections are skipped.
+    """
+    if r.client.startswith("127.") and r.server.startswith("127."):
+        return None
+    inv, prof, at = ctx.inventory, ctx.profile, r.start
+    fid = flow_id_for(r.proto, r.server, r.server_port, r.client, r.client_port)
+    proto = PROTOCOLS.get(r.proto, Protocol.OTHER)
+    p = proto.value.lower()
+    return Flow(
+        time=r.start, end_time=r.end,
+        source=endpoint(Address(r.client, r.client_port), inv, prof, at),
+        destination=endpoint(Address(r.server, r.server_port), inv, prof, at),
+        protocol=proto, state=FlowState.ENDED if final else FlowState.ACTIVE,
+        traffic=Traffic(Counters(*r.to_server), Counters(*r.to_client)),
+        tcp=TcpInfo(state=r.state, flags=r.flags) if proto is Protocol.TCP else None,
+        verdict=r.verdict, drop_reason_desc=r.reason,
+        observations=(ObservationPoint(
+            ctx.node_name, "packets",
+            f"{p} {r.client}:{r.client_port} -> {r.server}:{r.server_port}"),),
+        cni_profile=prof.name, flow_id=fid, client_key=fid, l7=r.l7)
+
+
+def discover_pod_namespaces(node_netns: str | None) -> list[str]:
+    """Paths of the pod namespaces of this node (see the module docstring)."""
+    from podflow.sources import nsdiscovery as nd
+
+    node_path = "/proc/self/ns/net" if node_netns is None else (
+        node_netns if "/" in node_netns else f"/run/netns/{node_netns}")
+    node_ino = nd.ns_inode(node_path)
+    found = []
+    with open(node_path, "rb") as nodef:
+        for cand in nd.candidates().values():
+            if cand.inode == node_ino:
+                continue
+            try:
+                route = open_socket(cand.path, socket.AF_NETLINK, socket.SOCK_RAW, 0)
+            except OSError:
+                continue
+            with route:
+                route.settimeout(2.0)
+                try:
+                    ok, _why = nd.probe(route, nodef.fileno())
+                    route.send(nd.build_getlink(seq=3))
+                    links: list[nd.Link] = []
+                    done = False
+                    while not done:
+                        got, done = nd.parse_links(route.recv(1 << 16))
+                        links += got
+                except OSError:
+                    continue
+            if ok and not any(link.kind == "bridge" for link in links):
+                found.append(cand.path)
+    return found
+
+
+def create(opts: SourceOptions) -> PacketsPlugin:
+    """Registry factory."""
+    return PacketsPlugin(opts)
