@@ -65,6 +65,18 @@ ToPort = Annotated[_Ints, _opt("PORT", "Destination port (the backend's, after N
 Proto = Annotated[_Strs, _opt("PROTO", "TCP, UDP, ICMP, ICMPv6, SCTP.")]
 Node = Annotated[_Strs, _opt("NODE", "Observed on this node.")]
 Verd = Annotated[_Strs, _opt("VERDICT", "FORWARDED, DROPPED, ERROR, UNKNOWN.")]
+Fqdn = Annotated[_Strs, _opt("NAME", "Either end named NAME (* wildcard: *.example.com), or "
+                             "the DNS query or Service FQDN of the destination.")]
+FromFqdn = Annotated[_Strs, _opt("NAME", "Source endpoint named NAME (* wildcard).")]
+ToFqdn = Annotated[_Strs, _opt("NAME", "Destination named NAME, DNS query for NAME, or via "
+                               "the Service NAME.NS.svc.cluster.local (* wildcard).")]
+HttpStatus = Annotated[_Strs, _opt("CODE", "HTTP status code (404) or prefix (5+, 40+).")]
+HttpMethod = Annotated[_Strs, _opt("METHOD", "HTTP method (GET, POST ...).")]
+HttpPath = Annotated[_Strs, _opt("REGEX", "HTTP path matches REGEX (searched; ^/api/ for a "
+                                 "prefix; the query string is not matched).")]
+Rcode = Annotated[_Strs, _opt("RCODE", "DNS response code: NOERROR, NXDOMAIN, ... or a number.")]
+EvType = Annotated[_Strs, _opt("TYPE", "drop (verdict DROPPED), l7 (has DNS/HTTP), trace "
+                               "(every other flow), as hubble's event types.", "--type", "-t")]
 Since = Annotated[str | None, _opt("TIME", "Flows alive since TIME: RFC3339, Unix seconds, or a "
                                    "duration ago (30s, 5m, 2h, 1d).")]
 Until = Annotated[str | None, _opt("TIME", "Flows started until TIME (same forms).")]
@@ -145,7 +157,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command(epilog="Examples:\n\n  podflow observe --lab shop\n\n"
                  "  podflow observe --lab shop --to-service shop/backend --since 5m -o json\n\n"
-                 "  podflow observe --store flows.duckdb -n data --protocol tcp -f")
+                 "  podflow observe --store flows.duckdb -n data --protocol tcp -f\n\n"
+                 "  podflow observe --lab shop --to-fqdn '*.example.com' --http-status 5+\n\n"
+                 "  podflow observe --lab shop --type drop -o compact")
     def observe(
         store: Store = None, lab: Lab = None,
         namespace: Ns = None, from_namespace: FromNs = None, to_namespace: ToNs = None,
@@ -156,6 +170,9 @@ def register(app: typer.Typer) -> None:
         ip: Ip = None, from_ip: FromIp = None, to_ip: ToIp = None,
         port: Port = None, from_port: FromPort = None, to_port: ToPort = None,
         protocol: Proto = None, node: Node = None, verdict: Verd = None,
+        fqdn: Fqdn = None, from_fqdn: FromFqdn = None, to_fqdn: ToFqdn = None,
+        http_status: HttpStatus = None, http_method: HttpMethod = None,
+        http_path: HttpPath = None, dns_rcode: Rcode = None, type: EvType = None,
         since: Since = None, until: Until = None,
         last: Annotated[int | None, typer.Option(
             metavar="N", min=1,
@@ -201,6 +218,9 @@ def register(app: typer.Typer) -> None:
         ip: Ip = None, from_ip: FromIp = None, to_ip: ToIp = None,
         port: Port = None, from_port: FromPort = None, to_port: ToPort = None,
         protocol: Proto = None, node: Node = None, verdict: Verd = None,
+        fqdn: Fqdn = None, from_fqdn: FromFqdn = None, to_fqdn: ToFqdn = None,
+        http_status: HttpStatus = None, http_method: HttpMethod = None,
+        http_path: HttpPath = None, dns_rcode: Rcode = None, type: EvType = None,
         since: Since = None, until: Until = None,
         output: Annotated[str, typer.Option("--output", "-o", metavar="FORMAT",
                                                 help="table or json.")] = "table",

@@ -1,10 +1,13 @@
 """Traffic spec parsing and the client side of the lab's workload processes.
 
-A traffic entry is ``{from: NS/WORKLOAD | external/NAME, to: TARGET, every: 1s}`` where
-TARGET is ``service/NS/NAME:PORT``, ``nodeport/PORT``, ``external/NAME:PORT`` or
-``pod/NS/WORKLOAD:PORT``. :func:`resolve` turns a target into the address to connect to,
-given the current :class:`~podflow.lab.state.LabState`; :func:`attempt` makes one connection
-and returns its ground-truth record.
+A traffic entry is ``{from: NS/WORKLOAD | external/NAME, to: TARGET, every: 1s, http: {...}}``
+where TARGET is ``service/NS/NAME:PORT``, ``nodeport/PORT``, ``external/NAME:PORT``,
+``pod/NS/WORKLOAD:PORT`` or ``dns/NAME:PORT`` (a name the client resolves through the cluster
+DNS first, see :mod:`podflow.lab.named`). :func:`resolve` turns a target into the address to
+connect to, given the current :class:`~podflow.lab.state.LabState`; :func:`target_for_ip`
+names the target an address stands for; :func:`attempt` makes one connection (TCP ones speak
+HTTP as the entry's optional ``http`` section says, see :mod:`podflow.lab.httpwire`) and
+returns its ground-truth record.
 
 Example::
 
@@ -12,19 +15,24 @@ Example::
     (0.5, 2.0, 3.0)
     >>> parse_target("service/shop/backend:9000")
     Target(kind='service', namespace='shop', name='backend', port=9000)
+    >>> parse_target("dns/db.example.com:5432").name
+    'db.example.com'
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from podflow.lab.httpwire import HttpSpec, build_request, parse_status
 from podflow.lab.state import LabState
 from podflow.lab.truth import CATEGORIES_BY_TARGET
+from podflow.model.flow import Address
 
 MIN_EVERY = 0.1
 """Lower bound on a client's period (bounded load)."""
@@ -62,31 +70,47 @@ class Target:
     """A parsed traffic target."""
 
     kind: str
-    """``service``, ``nodeport``, ``external`` or ``pod``."""
+    """``service``, ``nodeport``, ``external``, ``pod`` or ``dns``."""
     namespace: str | None
     """Namespace for service and pod targets."""
     name: str | None
-    """Service, external or workload name (None for nodeport)."""
+    """Service, external or workload name, or the DNS name (None for nodeport)."""
     port: int
     """Service port, nodePort, external port or container port."""
 
     @property
     def category(self) -> str:
-        """Connection category: clusterip, nodeport, egress or podip."""
-        return CATEGORIES_BY_TARGET[self.kind]
+        """Connection category: clusterip, nodeport, egress or podip (``dns``: unknown yet)."""
+        return CATEGORIES_BY_TARGET.get(self.kind, "dns")
+
+    @property
+    def text(self) -> str:
+        """The target in spec syntax, e.g. ``service/shop/backend:9000``."""
+        if self.kind in ("service", "pod"):
+            return f"{self.kind}/{self.namespace}/{self.name}:{self.port}"
+        if self.kind == "nodeport":
+            return f"nodeport/{self.port}"
+        return f"{self.kind}/{self.name}:{self.port}"
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_DNS_NAME = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 
 
 def parse_target(text: str) -> Target:
     """Parse a spec target string (ValueError with the accepted forms if malformed)."""
     m = re.fullmatch(r"(service|pod)/([^/:]+)/([^/:]+):(\d+)|external/([^/:]+):(\d+)"
-                     r"|nodeport/(\d+)", text.strip())
-    if not m:
+                     rf"|nodeport/(\d+)|dns/({_DNS_NAME}):(\d+)", text.strip())
+    if not m or int(m.group(4) or m.group(6) or m.group(7) or m.group(9)) > 65535:
         raise ValueError(f"bad traffic target {text!r}: use service/NS/NAME:PORT, "
-                         "nodeport/PORT, external/NAME:PORT or pod/NS/WORKLOAD:PORT")
+                         "nodeport/PORT, external/NAME:PORT, pod/NS/WORKLOAD:PORT or "
+                         "dns/NAME:PORT")
     if m.group(1):
         return Target(m.group(1), m.group(2), m.group(3), int(m.group(4)))
     if m.group(5):
         return Target("external", None, m.group(5), int(m.group(6)))
+    if m.group(8):
+        return Target("dns", None, m.group(8), int(m.group(9)))
     return Target("nodeport", None, None, int(m.group(7)))
 
 
@@ -126,6 +150,28 @@ def resolve(state: LabState, target: Target, turn: int) -> Resolved | None:
     return Resolved(pod.ip, target.port, proto)
 
 
+def target_for_ip(state: LabState, ip: str, port: int) -> Target | None:
+    """The canonical target connecting to ``ip:port`` means now, or None if not a lab address.
+
+    A ClusterIP with that service port -> ``service``, a pod IP -> ``pod`` (its workload),
+    an external host -> ``external``, a node IP with that nodePort -> ``nodeport``.
+    """
+    for svc in state.services:
+        if svc.clusterIP == ip and any(sp.port == port for sp in svc.ports):
+            return Target("service", svc.namespace, svc.name, port)
+    for pod in state.pods:
+        if pod.ip == ip:
+            return Target("pod", pod.namespace, pod.workload, port)
+    for ext in state.externals:
+        if ext.ip == ip:
+            return Target("external", None, ext.name, port)
+    if any(n.ip == ip for n in state.nodes):
+        with contextlib.suppress(KeyError):
+            nodeport_service(state, port)
+            return Target("nodeport", None, None, port)
+    return None
+
+
 def nodeport_service(state: LabState, node_port: int) -> tuple[Any, Any]:
     """The (ServiceState, ServicePortState) owning ``node_port``; KeyError if none."""
     for svc in state.services:
@@ -135,29 +181,34 @@ def nodeport_service(state: LabState, node_port: int) -> tuple[Any, Any]:
     raise KeyError(f"no service has nodePort {node_port}")
 
 
-async def _tcp(ip: str, port: int, rec: dict[str, Any]) -> None:
+async def _tcp(ip: str, port: int, rec: dict[str, Any], http: HttpSpec, host: str) -> None:
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
+    rec["http_method"], rec["http_path"], rec["http_expect"] = (http.method, http.path,
+                                                                http.expect)
     try:
         sock.bind(("0.0.0.0", 0))
         rec["local_port"] = sock.getsockname()[1]
         await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), CONNECT_TIMEOUT)
         rec["local_ip"], rec["local_port"] = sock.getsockname()[:2]
-        request = f"GET /podflow-lab HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n"
-        await loop.sock_sendall(sock, request.encode())
-        deadline = time.monotonic() + CONNECT_TIMEOUT
+        await loop.sock_sendall(sock, build_request(http, host))
+        sent = time.monotonic()
+        deadline = sent + CONNECT_TIMEOUT
         response = b""
         while True:
             remaining = deadline - time.monotonic()
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), max(remaining, 0.01))
             if not chunk:
                 break
+            if not response:
+                rec["http_latency"] = round(time.monotonic() - sent, 6)
             response += chunk
-        if response.startswith(b"HTTP/1.1 200"):
-            rec["outcome"] = "ok"
-        else:
+        rec["http_status"] = status = parse_status(response)
+        if status is None:
             rec["outcome"], rec["error"] = "error", f"bad response {response[:40]!r}"
+        else:
+            rec["outcome"] = "ok"
     finally:
         sock.close()
 
@@ -192,10 +243,13 @@ async def _udp(ip: str, port: int, rec: dict[str, Any]) -> None:
 
 
 async def attempt(target_text: str, category: str, dest: Resolved,
-                  client: dict[str, Any]) -> dict[str, Any]:
+                  client: dict[str, Any], http: HttpSpec | None = None,
+                  host: str | None = None) -> dict[str, Any]:
     """Make one connection to ``dest``; return the ``connect`` truth record.
 
     ``client`` holds ``client``, ``client_ip``, ``workload`` and ``node`` for the record.
+    TCP connections send ``http`` (default ``GET /podflow-lab``) with ``Host: host`` (default
+    ``ip:port``); any HTTP response is outcome ``ok``, its status goes in ``http_status``.
     """
     rec: dict[str, Any] = {"type": "connect", "time": time.time(), **client,
                            "target": target_text, "category": category, "proto": dest.proto,
@@ -204,7 +258,11 @@ async def attempt(target_text: str, category: str, dest: Resolved,
                            "error": None, "duration": 0.0}
     start = time.monotonic()
     try:
-        await (_tcp if dest.proto == "tcp" else _udp)(dest.ip, dest.port, rec)
+        if dest.proto == "tcp":
+            await _tcp(dest.ip, dest.port, rec, http or HttpSpec(),
+                       host or str(Address(dest.ip, dest.port)))
+        else:
+            await _udp(dest.ip, dest.port, rec)
     except ConnectionRefusedError as exc:
         rec["outcome"], rec["error"] = "refused", str(exc)
     except TimeoutError:

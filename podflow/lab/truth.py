@@ -2,13 +2,21 @@
 
 Every workload process (one per pod, one per external host) appends JSON lines to its own
 file under ``<lab dir>/truth/``, flushed after each record, so a crash loses at most one line.
-Three record types:
+Record types:
 
 - ``start``: the process started; says which pod/external it serves, with its IP, node and
   labels (a history of pods that survives restarts, which ``state.json`` does not keep);
-- ``connect``: one client connection attempt, with the local address it used and its outcome;
+- ``connect``: one client connection attempt, with the local address it used and its outcome.
+  ``target`` is always in one of the canonical forms (``service/NS/NAME:PORT`` ...): for a
+  target written by name (``dns/NAME:PORT``) it is what the name resolved to, and
+  ``spec_target`` keeps the name form. Resolving a name is itself a ``connect`` record with
+  ``purpose`` ``dns`` (a UDP exchange with the cluster DNS, e.g. target
+  ``service/kube-system/kube-dns:53``). TCP attempts carry their HTTP exchange;
 - ``accept``: one accepted TCP connection or received UDP datagram, with the peer as the
-  server saw it (after any NAT).
+  server saw it (after any NAT);
+- ``dns``: one query the cluster DNS server answered;
+- ``unresolved``: an attempt at a name target that did not resolve to a lab address (no
+  connection was made).
 
 Example::
 
@@ -90,6 +98,86 @@ class ConnectRecord:
     """``NS/WORKLOAD`` of the client pod (``external/NAME`` for externals)."""
     node: str | None = None
     """Node of the client pod (None for externals)."""
+    purpose: str = "traffic"
+    """``traffic`` (a spec entry's connection) or ``dns`` (the resolution of a name target)."""
+    spec_target: str | None = None
+    """The target as written when it was a name (``dns/backend:9000``), else None."""
+    dns_query: str | None = None
+    """The name that answered (``backend.shop.svc.cluster.local``), else the last one asked."""
+    dns_queries: list[str] = field(default_factory=list)
+    """Every name asked, in order (search-domain expansion)."""
+    dns_answers: list[str] = field(default_factory=list)
+    """Addresses in the answer."""
+    dns_rcode: int | None = None
+    """Response code of the answer (of the last question without one)."""
+    resolved_ip: str | None = None
+    """For a name target: the address it resolved to (= ``remote_ip``)."""
+    http_method: str | None = None
+    """HTTP method sent (TCP attempts)."""
+    http_path: str | None = None
+    """HTTP request target sent."""
+    http_status: int | None = None
+    """Status code received, None if no response."""
+    http_expect: int | None = None
+    """Status the traffic entry expected, if it said."""
+    http_latency: float | None = None
+    """Seconds from the request's last byte sent to the response's first byte received."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """One query the cluster DNS server answered."""
+
+    time: float
+    """Unix seconds when the query arrived."""
+    server: str
+    """``NS/POD`` of the DNS server."""
+    server_ip: str
+    """The server's own IP."""
+    local_port: int
+    """The port it arrived on (53)."""
+    peer_ip: str
+    """Client address as the server saw it."""
+    peer_port: int
+    """Client port as the server saw it."""
+    proto: str
+    """``udp`` or ``tcp``."""
+    query: str
+    """The name asked."""
+    qtype: str
+    """``A``, ``AAAA`` ..."""
+    rcode: int
+    """Response code sent."""
+    answers: list[str] = field(default_factory=list)
+    """Addresses answered."""
+    ttl: int | None = None
+    """TTL of the answers."""
+    id: int = 0
+    """Message id."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnresolvedRecord:
+    """An attempt at a name target whose name gave no lab address (nothing connected)."""
+
+    time: float
+    """Unix seconds."""
+    client: str
+    """``NS/POD`` or ``external/NAME``."""
+    client_ip: str
+    """The client's own IP."""
+    spec_target: str
+    """The target as written, e.g. ``dns/nothing.shop.svc.cluster.local:80``."""
+    error: str
+    """Why: ``NXDOMAIN``, ``timeout``, ``no lab address for ...``."""
+    dns_queries: list[str] = field(default_factory=list)
+    """Every name asked."""
+    dns_rcode: int | None = None
+    """Last response code."""
+    workload: str | None = None
+    """``NS/WORKLOAD`` of the client."""
+    node: str | None = None
+    """Node of the client pod."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +214,10 @@ class Truth:
     """Client attempts."""
     accepts: list[AcceptRecord] = field(default_factory=list)
     """Server accepts."""
+    dns: list[DnsRecord] = field(default_factory=list)
+    """Queries answered by the cluster DNS."""
+    unresolved: list[UnresolvedRecord] = field(default_factory=list)
+    """Name targets that did not resolve."""
     bad_lines: int = 0
     """Lines that could not be parsed (a torn last line after a kill, for instance)."""
 
@@ -163,16 +255,21 @@ def _fields(cls: type[Any], d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in names}
 
 
-def parse_record(d: dict[str, Any]) -> StartRecord | ConnectRecord | AcceptRecord | None:
+Record = StartRecord | ConnectRecord | AcceptRecord | DnsRecord | UnresolvedRecord
+_TYPES: dict[str, type[Any]] = {"connect": ConnectRecord, "accept": AcceptRecord,
+                                "start": StartRecord, "dns": DnsRecord,
+                                "unresolved": UnresolvedRecord}
+_LISTS = {ConnectRecord: "connects", AcceptRecord: "accepts", StartRecord: "starts",
+          DnsRecord: "dns", UnresolvedRecord: "unresolved"}
+
+
+def parse_record(d: dict[str, Any]) -> Record | None:
     """Turn one decoded JSON line into a typed record (None for unknown types)."""
-    kind = d.get("type")
-    if kind == "connect":
-        return ConnectRecord(**_fields(ConnectRecord, d))
-    if kind == "accept":
-        return AcceptRecord(**_fields(AcceptRecord, d))
-    if kind == "start":
-        return StartRecord(**_fields(StartRecord, d))
-    return None
+    cls = _TYPES.get(str(d.get("type")))
+    if cls is None:
+        return None
+    rec: Record = cls(**_fields(cls, d))
+    return rec
 
 
 def read_truth(lab_path: Path) -> Truth:
@@ -191,13 +288,8 @@ def read_truth(lab_path: Path) -> Truth:
                 log.debug("%s: bad truth line: %s", path, exc)
                 truth.bad_lines += 1
                 continue
-            if isinstance(rec, ConnectRecord):
-                truth.connects.append(rec)
-            elif isinstance(rec, AcceptRecord):
-                truth.accepts.append(rec)
-            elif isinstance(rec, StartRecord):
-                truth.starts.append(rec)
-    truth.starts.sort(key=lambda r: r.time)
-    truth.connects.sort(key=lambda r: r.time)
-    truth.accepts.sort(key=lambda r: r.time)
+            if rec is not None:
+                getattr(truth, _LISTS[type(rec)]).append(rec)
+    for name in _LISTS.values():
+        getattr(truth, name).sort(key=lambda r: r.time)
     return truth

@@ -1,9 +1,13 @@
 """The lab's workload processes: servers and traffic clients inside pod and external netns.
 
 One process per pod (or external host) runs, on asyncio, a server on every port of the spec
-(TCP: a minimal HTTP/1.1 server answering 200 and closing; UDP: echo) and a client loop for
-every traffic entry whose ``from`` is this pod's workload (``NS/WORKLOAD``) or this external
-(``external/NAME``). Both sides write ground truth (see :mod:`podflow.lab.truth`).
+(TCP: a minimal HTTP/1.1 server answering by path, see :mod:`podflow.lab.httpwire`; UDP:
+echo) and a client loop for every traffic entry whose ``from`` is this pod's workload
+(``NS/WORKLOAD``) or this external (``external/NAME``); targets written by name
+(``dns/NAME:PORT``) are resolved through the cluster DNS first (:mod:`podflow.lab.named`).
+A pod labelled ``k8s-app: kube-dns`` serves DNS (:mod:`podflow.lab.dns`) on its port-53
+ports instead, from the lab's cluster-state directory. Both sides write ground truth (see
+:mod:`podflow.lab.truth`).
 
 The lab manager starts them with :func:`start_pod` / :func:`start_external`, which run
 ``ip netns exec NETNS python -m podflow.lab.workload --config FILE`` detached and return the
@@ -28,18 +32,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
 import podflow
+from podflow.lab.dns import DNS_PORT, DnsServer, QueryEvent
+from podflow.lab.dnszone import ZoneCache
+from podflow.lab.httpwire import HttpSpec, answer_request, parse_http
+from podflow.lab.named import attempt_by_name, resolv_conf_for
 from podflow.lab.state import ExternalState, LabState, PodState
-from podflow.lab.traffic import attempt, parse_every, parse_port, parse_target, resolve
+from podflow.lab.traffic import Target, attempt, parse_every, parse_port, parse_target, resolve
 from podflow.lab.truth import TruthWriter
 
 log = logging.getLogger("podflow.lab.workload")
 
 MAX_INFLIGHT = 16
 """Concurrent attempts per client loop; beyond this, ticks are skipped (bounded load)."""
+DNS_LABEL = ("k8s-app", "kube-dns")
+"""The pod label that makes a workload process serve cluster DNS on its port-53 ports."""
 
 
 def _launch(netns: str, config: dict[str, Any], lab_path: Path, tag: str) -> list[int]:
@@ -71,19 +82,25 @@ def pod_config(state: LabState, pod: PodState, lab_path: Path) -> dict[str, Any]
     workload = f"{pod.namespace}/{pod.workload}"
     return {"lab_path": str(lab_path), "who": f"{pod.namespace}/{pod.name}", "ip": pod.ip,
             "workload": workload, "node": pod.node, "labels": dict(pod.labels),
-            "ports": list(pod.ports), "traffic": _traffic_from(state, workload)}
+            "ports": list(pod.ports), "traffic": _traffic_from(state, workload),
+            "netns": pod.netns, "namespace": pod.namespace,
+            "cluster_state": str(lab_path / "cluster-state")}
 
 
 def external_config(state: LabState, ext: ExternalState, lab_path: Path) -> dict[str, Any]:
     """The config an external host's workload process runs with."""
     who = f"external/{ext.name}"
     return {"lab_path": str(lab_path), "who": who, "ip": ext.ip, "workload": who, "node": None,
-            "labels": {}, "ports": list(ext.ports), "traffic": _traffic_from(state, who)}
+            "labels": {}, "ports": list(ext.ports), "traffic": _traffic_from(state, who),
+            "netns": ext.netns}
 
 
-def start_pod(state: LabState, pod: PodState, lab_path: Path) -> list[int]:
-    """Start the workload process of ``pod`` inside its netns; return its pids."""
-    cfg = pod_config(state, pod, lab_path)
+def start_pod(state: LabState, pod: PodState, lab_path: Path, **overrides: Any) -> list[int]:
+    """Start the workload process of ``pod`` inside its netns; return its pids.
+
+    ``overrides`` replace config keys (e.g. ``resolv_conf=PATH`` in tests).
+    """
+    cfg = {**pod_config(state, pod, lab_path), **overrides}
     return _launch(pod.netns, cfg, lab_path, f"{pod.namespace}-{pod.name}")
 
 
@@ -133,27 +150,42 @@ class Workload:
                           "peer_ip": peer[0], "peer_port": peer[1], "proto": proto,
                           "workload": self.cfg.get("workload"), "node": self.cfg.get("node")})
 
+    def _dns_query(self, ev: QueryEvent) -> None:
+        q = ev.log
+        self.truth.write({"type": "dns", "time": ev.time, "server": self.cfg["who"],
+                          "server_ip": self.cfg["ip"], "local_port": ev.local_port,
+                          "peer_ip": ev.peer[0], "peer_port": ev.peer[1], "proto": ev.proto,
+                          "id": q.id, "query": q.query, "qtype": q.qtype, "rcode": q.rcode,
+                          "answers": list(q.ips), "ttl": q.ttl})
+
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         port = writer.get_extra_info("sockname")[1]
         self._accept(port, writer.get_extra_info("peername"), "tcp")
         with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError,
                                  asyncio.LimitOverrunError):
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
-            body = f"podflow lab: {self.cfg['who']}\n".encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-            await writer.drain()
+            await answer_request(reader, writer, str(self.cfg["who"]))
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+    def is_dns(self) -> bool:
+        """True when this process serves cluster DNS (see :data:`DNS_LABEL`)."""
+        return (self.cfg.get("labels") or {}).get(DNS_LABEL[0]) == DNS_LABEL[1]
 
     async def serve(self) -> list[Any]:
         """Open a server on every spec port; return the servers/transports to close."""
         loop = asyncio.get_running_loop()
         opened: list[Any] = []
+        dns = None
+        if self.is_dns():
+            zone_dir = Path(self.cfg.get("cluster_state")
+                            or Path(self.cfg["lab_path"]) / "cluster-state")
+            dns = DnsServer(ZoneCache(zone_dir).get, self._dns_query, self._accept)
         for spec in self.cfg.get("ports") or []:
             proto, port = parse_port(spec)
-            if proto == "tcp":
+            if dns is not None and port == int(self.cfg.get("dns_port") or DNS_PORT):
+                opened += await dns.start("0.0.0.0", port, (proto,))
+            elif proto == "tcp":
                 opened.append(await asyncio.start_server(self._http, "0.0.0.0", port))
             else:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -161,29 +193,54 @@ class Workload:
                 opened.append(transport)
         return opened
 
+    def _tick(self, text: str, target: Target, http: HttpSpec, turn: int
+              ) -> Coroutine[Any, Any, None] | None:
+        """The attempt to make now for one entry, or None when there is nothing to do."""
+        state = self.states.get()
+        if state is None:
+            return None
+        if target.kind == "dns":
+            conf = resolv_conf_for(self.cfg, state)
+            if conf is None:
+                log.warning("%s: no resolv.conf and no kube-dns Service to resolve with", text)
+                return None
+            return self._named(text, target, state, conf, http, turn)
+        try:
+            dest = resolve(state, target, turn)
+        except KeyError as exc:
+            log.warning("%s: %s", text, exc)
+            return None
+        return None if dest is None else self._one(text, target.category, dest, http)
+
     async def client(self, entry: dict[str, Any]) -> None:
         """Connect to ``entry['to']`` every ``entry['every']`` until cancelled."""
-        target, every = parse_target(entry["to"]), parse_every(entry.get("every", "1s"))
+        try:
+            target, every = parse_target(entry["to"]), parse_every(entry.get("every", "1s"))
+            http = parse_http(entry.get("http"))
+        except ValueError as exc:
+            log.error("traffic entry %s: %s", entry, exc)
+            return
         turn = random.randrange(1 << 16)
         await asyncio.sleep(random.uniform(0, every))
         next_at = time.monotonic()
         while True:
-            state = self.states.get()
-            dest = None
-            try:
-                dest = resolve(state, target, turn) if state else None
-            except KeyError as exc:
-                log.warning("%s: %s", entry["to"], exc)
+            if len(self.inflight) < MAX_INFLIGHT:
+                coro = self._tick(entry["to"], target, http, turn)
+                if coro is not None:
+                    task = asyncio.create_task(coro)
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
             turn += 1
-            if dest is not None and len(self.inflight) < MAX_INFLIGHT:
-                task = asyncio.create_task(self._one(entry["to"], target.category, dest))
-                self.inflight.add(task)
-                task.add_done_callback(self.inflight.discard)
             next_at += every
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    async def _one(self, text: str, category: str, dest: Any) -> None:
-        self.truth.write(await attempt(text, category, dest, self.identity))
+    async def _one(self, text: str, category: str, dest: Any, http: HttpSpec) -> None:
+        self.truth.write(await attempt(text, category, dest, self.identity, http))
+
+    async def _named(self, text: str, target: Target, state: LabState, conf: Any,
+                     http: HttpSpec, turn: int) -> None:
+        for rec in await attempt_by_name(text, target, state, conf, self.identity, http, turn):
+            self.truth.write(rec)
 
     async def run(self) -> None:
         """Serve and generate traffic until SIGTERM/SIGINT."""

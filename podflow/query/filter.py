@@ -15,6 +15,10 @@ backend pod). Choices podflow makes:
 - ``node`` matches any node that observed the flow.
 - ``since`` / ``until`` select flows whose lifetime overlaps the window:
   ``(end_time or time) >= since`` and ``time <= until``.
+- the L7 and verdict fields (``fqdn``, ``from_fqdn``, ``to_fqdn``, ``http_status``,
+  ``http_method``, ``http_path``, ``dns_rcode``, ``type``) are described in
+  :mod:`podflow.query.l7filter`; ``verdict`` is ``FORWARDED``, ``DROPPED``, ``ERROR`` or
+  ``UNKNOWN``, the merged flow's (the worst any vantage point saw).
 
 Both renderings are kept in step by tests over a corpus of flows. :meth:`FilterSpec.to_sql`
 addresses the columns of :mod:`podflow.store.schema` plus ``obs_nodes`` (the list of
@@ -38,6 +42,7 @@ from functools import lru_cache
 from typing import Any
 
 from podflow.model.flow import Endpoint, Flow, Protocol, Verdict
+from podflow.query.l7filter import check_l7_values, l7_matches, l7_sql
 from podflow.store.schema import cidr_key_range, ip_key
 
 Sql = tuple[str, list[Any]]
@@ -177,6 +182,14 @@ class FilterSpec:
     protocol: tuple[str, ...] = ()
     node: tuple[str, ...] = ()
     verdict: tuple[str, ...] = ()
+    fqdn: tuple[str, ...] = ()
+    from_fqdn: tuple[str, ...] = ()
+    to_fqdn: tuple[str, ...] = ()
+    http_status: tuple[str, ...] = ()
+    http_method: tuple[str, ...] = ()
+    http_path: tuple[str, ...] = ()
+    dns_rcode: tuple[str, ...] = ()
+    type: tuple[str, ...] = ()
     since: float | None = None
     until: float | None = None
 
@@ -188,6 +201,7 @@ class FilterSpec:
                 raise ValueError(f"filter field {f.name} must be a tuple, got {v!r}")
         object.__setattr__(self, "protocol", tuple(_protocol(p) for p in self.protocol))
         object.__setattr__(self, "verdict", tuple(_verdict(v) for v in self.verdict))
+        check_l7_values(self)
         for name in ("label", "from_label", "to_label"):
             for v in getattr(self, name):
                 _selector(v)
@@ -223,6 +237,8 @@ class FilterSpec:
         if self.verdict and flow.verdict.value not in self.verdict:
             return False
         if self.node and not any(o.node_name in self.node for o in flow.observations):
+            return False
+        if not l7_matches(self, flow):
             return False
         end = flow.end_time if flow.end_time is not None else flow.time
         if self.since is not None and end < self.since:
@@ -262,6 +278,8 @@ class FilterSpec:
             any_of([("verdict = ?", [v]) for v in self.verdict])
         if self.node:
             any_of([("list_contains(obs_nodes, ?)", [n]) for n in self.node])
+        for part in l7_sql(self):
+            any_of(part)
         if self.since is not None:
             any_of([("coalesce(end_time, time) >= ?", [float(self.since)])])
         if self.until is not None:

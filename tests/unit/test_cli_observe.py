@@ -10,9 +10,11 @@ import typer
 from typer.testing import CliRunner
 
 from podflow.cli import observe
+from podflow.cli.render import compact_line, fmt_l7, fmt_latency
+from podflow.model.flow import Verdict
 from podflow.pipeline.correlate import merge_all
 from podflow.store.duckdb import DuckDBStore
-from tests.unit.test_filter import corpus
+from tests.unit.test_filter import corpus, l7_flows
 
 runner = CliRunner()
 
@@ -86,6 +88,11 @@ def test_map(store: Path) -> None:
     (["map", "-o", "jsonl"], "unknown output"),
     (["observe", "--port", "http"], "--port"),
     (["observe", "--bogus"], "bogus"),
+    (["observe", "--http-status", "5xx"], "bad HTTP status"),
+    (["observe", "--type", "policy-verdict"], "unknown type"),
+    (["observe", "--http-path", "(?=x)"], "look-around"),
+    (["observe", "--to-fqdn", "a b"], "bad FQDN"),
+    (["map", "--dns-rcode", "bogus"], "bad DNS rcode"),
 ])
 def test_bad_flags_exit_2(store: Path, args: list[str], message: str) -> None:
     if "--store" not in args and "--lab" not in args and args != ["observe"]:
@@ -122,3 +129,56 @@ def test_follow_waits_for_store_and_prints_updates(tmp_path: Path,
     code, out, _ = run("observe", "--store", str(path), "-f", "-o", "jsonl")
     assert code == 0
     assert [json.loads(line)["flow_id"] for line in out.splitlines()] == ["f1", "f2", "f3"]
+
+
+@pytest.fixture
+def l7_store(tmp_path: Path) -> Path:
+    path = tmp_path / "l7.duckdb"
+    DuckDBStore(path).write(corpus() + l7_flows())
+    return path
+
+
+def _ids(*args: str) -> list[str]:
+    code, out, err = run("observe", *args, "--all", "-o", "json")
+    assert code == 0, err
+    return [f["flow_id"] for f in json.loads(out)]
+
+
+def test_l7_and_verdict_flags(l7_store: Path) -> None:
+    st = str(l7_store)
+    assert _ids("--store", st, "--to-fqdn", "*.example.com") == ["d1", "h2", "t1"]
+    assert _ids("--store", st, "--fqdn", "crawler.example.net", "--fqdn", "db") == [
+        "f3", "h5"]
+    assert _ids("--store", st, "--from-fqdn", "*.example.com") == []
+    assert _ids("--store", st, "--http-status", "5+") == ["h2"]
+    assert _ids("--store", st, "--http-status", "404", "--http-status", "200") == ["h1", "h3"]
+    assert _ids("--store", st, "--http-method", "post") == ["h2"]
+    assert _ids("--store", st, "--http-path", "^/api/") == ["h1", "h4"]
+    assert _ids("--store", st, "--dns-rcode", "NXDOMAIN") == ["d2"]
+    assert _ids("--store", st, "--verdict", "DROPPED") == ["f5", "h4"]
+    assert _ids("--store", st, "--type", "drop") == ["f5", "h4"]
+    assert _ids("--store", st, "-t", "l7", "--to-namespace", "kube-system") == ["d1", "d2"]
+    trace = _ids("--store", st, "--type", "trace")
+    assert "t1" in trace and not {"h4", "d1", "f5"} & set(trace)
+    code, out, _ = run("map", "--store", st, "--http-status", "5+", "-o", "json")
+    assert code == 0 and [e["destination"]["name"] for e in json.loads(out)] == [
+        "db.example.com"]
+
+
+def test_l7_rendering(l7_store: Path) -> None:
+    code, out, _ = run("observe", "--store", str(l7_store), "-o", "compact", "--type", "l7")
+    assert code == 0
+    assert "DNS A db.example.com -> 192.168.100.10 NOERROR 200µs" in out
+    assert "DNS A nothing.shop.svc.cluster.local NXDOMAIN" in out
+    assert "HTTP GET /api/items?id=3 200 3.1ms" in out
+    assert "HTTP POST /status/503 503" in out
+    assert "HTTP DELETE /api/items/7 (no response)  DROPPED ended (refused)" in out
+    assert "\x1b[" not in out                    # no colours when not a terminal
+    code, out, _ = run("observe", "--store", str(l7_store), "--http-status", "5+")
+    assert code == 0 and "L7" in out and "HTTP POST /status/503 503" in out
+    flows = {f.flow_id: f for f in l7_flows()}
+    assert fmt_l7(flows["h5"]) == "5ns" and fmt_l7(corpus()[0]) == ""
+    assert fmt_latency(1_234_000_000) == "1.23s"
+    dropped = compact_line(flows["h4"], utc=True, color=True)
+    assert "\x1b[1;31mDROPPED\x1b[0m ended (refused)" in dropped
+    assert flows["h4"].verdict is Verdict.DROPPED

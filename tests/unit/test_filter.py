@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 from podflow.model.flow import (
+    L7,
     Address,
     Counters,
+    DnsInfo,
     Endpoint,
     EndpointKind,
     Flow,
     FlowState,
+    HttpInfo,
     Nat,
     ObservationPoint,
     Protocol,
@@ -111,16 +114,78 @@ SPECS = [
 ]
 
 
+def l7_flows() -> list[Flow]:
+    """DNS and HTTP flows, named externals, a dropped L7 flow, a latency-only L7 record."""
+    fe = pod("10.244.0.5", 41100, "shop", "frontend-abc", FE, "node1", app="frontend")
+    be = pod("10.244.1.7", 9000, "shop", "backend-xyz", BE, "node2", app="backend")
+    be_client = pod("10.244.1.7", 42000, "shop", "backend-xyz", BE, "node2", app="backend")
+    dns_pod = pod("10.244.2.5", 53, "kube-system", "coredns-1", Workload("Deployment",
+                                                                          "coredns"), "node3")
+    kube_dns = Service("kube-system", "kube-dns", "dns", "ClusterIP", "10.96.0.10", 53)
+    db = Endpoint("192.168.100.10", 5432, EndpointKind.EXTERNAL, name="db.example.com")
+    partner = Endpoint("198.51.100.7", 443, EndpointKind.EXTERNAL,
+                       name="API.Partner.example.org.")
+    named_src = Endpoint("198.51.100.9", 50000, EndpointKind.EXTERNAL, name="crawler.example.net")
+    obs = {n: (ObservationPoint(n, "packets"),) for n in ("node1", "node2", "node3")}
+    a = ("A",)
+    return [
+        Flow(131.0, fe, dns_pod, Protocol.UDP, 131.01, destination_service=kube_dns,
+             nat=Nat(Address("10.96.0.10", 53)), observations=obs["node1"], flow_id="d1",
+             l7=L7(DnsInfo("db.example.com", a, 0, ("192.168.100.10",), 3600), None, 200000)),
+        Flow(132.0, be_client, dns_pod, Protocol.UDP, 132.01, destination_service=kube_dns,
+             observations=obs["node2"], flow_id="d2",
+             l7=L7(DnsInfo("nothing.shop.svc.cluster.local", a, 3))),
+        Flow(133.0, fe, be, Protocol.TCP, 133.2, observations=obs["node1"], flow_id="h1",
+             destination_service=Service("shop", "backend", "api", "ClusterIP", "10.96.0.20",
+                                         9000),
+             l7=L7(http=HttpInfo("GET", "/api/items?id=3", "backend:9000", 200),
+                   latency_ns=3_100_000)),
+        Flow(134.0, be_client, db, Protocol.TCP, 134.5, observations=obs["node2"],
+             nat=Nat(translated_source=Address("172.18.0.3", 61000)), flow_id="h2",
+             l7=L7(http=HttpInfo("POST", "/status/503", "db.example.com:5432", 503))),
+        Flow(135.0, fe, partner, Protocol.TCP, 135.3, observations=obs["node1"], flow_id="h3",
+             l7=L7(http=HttpInfo("get", "/Status/404", None, 404, "HTTP/1.0"))),
+        Flow(136.0, fe, partner, Protocol.TCP, 136.1, verdict=Verdict.DROPPED,
+             drop_reason_desc="refused", observations=obs["node1"], flow_id="h4",
+             l7=L7(http=HttpInfo("DELETE", "/api/items/7"))),
+        Flow(137.0, named_src, fe, Protocol.TCP, 137.1, observations=obs["node1"],
+             flow_id="h5", l7=L7(latency_ns=5)),
+        Flow(138.0, fe, db, Protocol.TCP, 138.1, verdict=Verdict.ERROR,
+             drop_reason_desc="timed out", observations=obs["node1"], flow_id="t1"),
+    ]
+
+
+L7_SPECS = [
+    FilterSpec(to_fqdn=("db.example.com",)), FilterSpec(to_fqdn=("*.example.com",)),
+    FilterSpec(to_fqdn=("*.ORG.",)), FilterSpec(from_fqdn=("*.example.net",)),
+    FilterSpec(fqdn=("crawler.*", "api.partner.example.org")),
+    FilterSpec(to_fqdn=("kube-dns.kube-system.svc.cluster.local",)),
+    FilterSpec(to_fqdn=("*.shop.svc.cluster.local",)), FilterSpec(fqdn=("d_",)),
+    FilterSpec(http_status=("200",)), FilterSpec(http_status=("5+",)),
+    FilterSpec(http_status=("40+", "2+")), FilterSpec(http_method=("get",)),
+    FilterSpec(http_method=("POST", "DELETE")), FilterSpec(http_path=("^/api/",)),
+    FilterSpec(http_path=(r"/status/\d+$",)), FilterSpec(http_path=("items", "^/Status")),
+    FilterSpec(dns_rcode=("NXDOMAIN",)), FilterSpec(dns_rcode=("0", "servfail")),
+    FilterSpec(type=("drop",)), FilterSpec(type=("l7",)), FilterSpec(type=("trace",)),
+    FilterSpec(type=("trace", "DROP")), FilterSpec(verdict=("ERROR",)),
+    FilterSpec(type=("l7",), verdict=("dropped",)),
+    FilterSpec(to_fqdn=("*.example.com",), http_status=("5+",), from_namespace=("shop",)),
+]
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> DuckDBStore:
-    """A store holding the corpus."""
+    """A store holding the corpus and the L7 flows."""
     path = Path(tmp_path_factory.mktemp("filter")) / "flows.duckdb"
     s = DuckDBStore(path)
-    s.write(corpus())
+    s.write(corpus() + l7_flows())
     return s
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=[str(i) for i in range(len(SPECS))])
+ALL_SPECS = SPECS + L7_SPECS
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=[str(i) for i in range(len(ALL_SPECS))])
 @pytest.mark.parametrize("merged", [True, False])
 def test_sql_and_predicate_agree(store: DuckDBStore, spec: FilterSpec, merged: bool) -> None:
     everything = store.flows(merged=merged)
@@ -130,12 +195,63 @@ def test_sql_and_predicate_agree(store: DuckDBStore, spec: FilterSpec, merged: b
 
 def test_every_field_is_exercised_and_selective(store: DuckDBStore) -> None:
     every = store.flows()
-    used = {name for s in SPECS for name in s.__dataclass_fields__
+    used = {name for s in ALL_SPECS for name in s.__dataclass_fields__
             if getattr(s, name) not in ((), None)}
     assert used == set(FilterSpec.__dataclass_fields__)
-    counts = [len(store.flows(spec)) for spec in SPECS[1:]]
-    assert sum(c == 0 for c in counts) == 3, "only the 3 deliberate negatives match nothing"
+    counts = [len(store.flows(spec)) for spec in ALL_SPECS[1:]]
+    # 3 deliberate negatives, and fqdn "d_" (an unescaped LIKE "_" would match "db")
+    assert sum(c == 0 for c in counts) == 4, "only the 4 deliberate negatives match nothing"
     assert sum(c < len(every) for c in counts) >= len(counts) - 2, "specs are selective"
+
+
+def test_l7_semantics() -> None:
+    flows = l7_flows() + corpus()
+
+    def ids(spec: FilterSpec) -> list[str]:
+        return [f.flow_id for f in flows if spec.matches(f)]
+
+    # to_fqdn: destination name, DNS query, service FQDN; from_fqdn: the source name only
+    assert ids(FilterSpec(to_fqdn=("db.example.com",))) == ["d1", "h2", "t1"]
+    assert ids(FilterSpec(from_fqdn=("db.example.com",))) == []
+    assert ids(FilterSpec(to_fqdn=("*.org",))) == ["h3", "h4"]    # case, trailing dot
+    assert ids(FilterSpec(fqdn=("crawler.example.net",))) == ["h5"]
+    assert ids(FilterSpec(to_fqdn=("*.shop.svc.cluster.local",))) == [
+        "d2", "h1", "f1", "f4"]
+    assert ids(FilterSpec(fqdn=("db",))) == ["f3"]               # ConfigMap-named external
+    assert ids(FilterSpec(fqdn=("d*",))) == ["d1", "h2", "t1", "f3"]
+    # http
+    assert ids(FilterSpec(http_status=("5+",))) == ["h2"]
+    assert ids(FilterSpec(http_status=("4+", "200"))) == ["h1", "h3"]
+    assert ids(FilterSpec(http_method=("GET",))) == ["h1", "h3"]
+    assert ids(FilterSpec(http_path=("^/api/",))) == ["h1", "h4"]
+    assert ids(FilterSpec(http_path=("^/api/items$",))) == ["h1"]  # the query is not matched
+    assert ids(FilterSpec(dns_rcode=("nxdomain",))) == ["d2"]
+    # verdicts and types
+    assert ids(FilterSpec(verdict=("DROPPED",))) == ["h4", "f5"]
+    assert ids(FilterSpec(type=("drop",))) == ["h4", "f5"]
+    assert ids(FilterSpec(type=("l7",))) == ["d1", "d2", "h1", "h2", "h3", "h4", "h5"]
+    trace = ids(FilterSpec(type=("trace",)))
+    assert "t1" in trace and "f1" in trace and not {"h4", "f5", "d1"} & set(trace)
+    assert ids(FilterSpec(verdict=("error",))) == ["t1", ""]
+    assert ids(FilterSpec(verdict=("forwarded",), type=("drop",))) == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"to_fqdn": ("db example",)}, {"fqdn": ("a%b",)}, {"http_status": ("5xx",)},
+    {"http_status": ("2000",)}, {"http_status": ("+",)}, {"http_path": ("(",)},
+    {"http_path": ("(?=x)",)}, {"http_path": (r"(a)\1",)}, {"dns_rcode": ("BOGUS",)},
+    {"type": ("policy-verdict",)}, {"type": "drop"},
+])
+def test_bad_l7_values_are_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        FilterSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_l7_values_normalised() -> None:
+    spec = FilterSpec(http_method=("get",), type=("DROP", "L7"), dns_rcode=("nxdomain", "2"),
+                      http_status=(" 5+ ",))
+    assert spec.http_method == ("GET",) and spec.type == ("drop", "l7")
+    assert spec.dns_rcode == ("3", "2") and spec.http_status == ("5+",)
 
 
 def test_semantics() -> None:
@@ -183,7 +299,8 @@ def test_timeparse() -> None:
 
 def test_combinations_sql_agrees(store: DuckDBStore) -> None:
     every = store.flows()
-    for a, b in itertools.combinations(SPECS[1:12], 2):
+    for a, b in [*itertools.combinations(SPECS[1:12], 2),
+                 *itertools.combinations(L7_SPECS[::3], 2)]:
         merged = FilterSpec(**{k: getattr(a, k) or getattr(b, k)
                                for k in FilterSpec.__dataclass_fields__})
         assert store.flows(merged) == [f for f in every if merged.matches(f)]
