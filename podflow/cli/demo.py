@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console, Group
@@ -15,6 +16,9 @@ from rich.text import Text
 from podflow.cli.render import edges_table
 from podflow.query.servicemap import Edge
 
+if TYPE_CHECKING:
+    from podflow.server.runner import ServerThread
+
 DEMO_HELP = """Build a demo cluster on the real kernel datapath and watch its service map live.
 
 Builds the embedded `shop` lab (3 Flannel-VXLAN nodes in network namespaces, real CNI
@@ -22,7 +26,9 @@ plugins, kube-proxy iptables rules): a frontend behind a NodePort, a backend ser
 cache, and a database outside the cluster, with traffic between them and a visitor coming
 in through the NodePort. One podflow agent per node writes to the lab's store; the map
 below is read back from that store, so every edge you see was reconstructed from conntrack
-(NAT undone, names from the cluster state). Ctrl-C stops and removes everything.
+(NAT undone, names from the cluster state). The same map, interactive, with the flow table
+and live follow, is served on 127.0.0.1: open the URL printed before the map. Ctrl-C stops
+and removes everything.
 
 Afterwards (with --keep) try:  podflow observe --lab shop   podflow map --lab shop
 """
@@ -47,6 +53,8 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Leave the lab running at the end "
                               "(remove it later with `podflow lab down shop`)."),
     refresh: float = typer.Option(2.0, "--refresh", min=0.5, help="Map refresh, seconds."),
+    port: int = typer.Option(0, "--port", min=0, max=65535,
+                             help="Port of the web UI on 127.0.0.1 (0: any free port)."),
 ) -> None:
     """Build the demo lab, show the live service map until Ctrl-C, then clean up."""
     if os.geteuid() != 0:
@@ -67,13 +75,16 @@ def demo(
     store = str(lab_store_path(state.name))
     end = None if duration is None else time.time() + duration
     edges: list[Edge] = []
+    server = None
     try:
+        server = _start_ui(state.name, port, console)
+        url = f" — {server.url}" if server is not None else ""
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while end is None or time.time() < end:
                 new, note = _read_edges(store)
                 edges = new or edges
                 title = (f"service map of lab {state.name} — {len(edges)} edges, "
-                         f"{time.time() - started:.0f}s (Ctrl-C to stop)")
+                         f"{time.time() - started:.0f}s{url} (Ctrl-C to stop)")
                 body = Group(edges_table(edges), Text(note or "", style="dim"))
                 live.update(Panel(body, title=title))
                 time.sleep(refresh)
@@ -81,12 +92,34 @@ def demo(
         pass
     finally:
         console.print()
+        if server is not None:
+            server.stop()
         if keep:
             console.print(f"lab {state.name} left running: `podflow lab down {state.name}`")
         else:
             console.print("removing the lab ...")
             manager.down(state.name)
             console.print("done.")
+
+
+def _start_ui(lab: str, port: int, console: Console) -> ServerThread | None:
+    """Serve the web UI for ``lab`` on 127.0.0.1 and print its URL (None if it cannot)."""
+    from podflow.lab.state import lab_store_path
+    from podflow.server.app import app_info, create_app
+    from podflow.server.runner import ServerThread
+
+    try:
+        app = create_app(lab_store_path(lab), lab=lab)
+        server = ServerThread(app, "127.0.0.1", port).start()
+    except (RuntimeError, OSError) as exc:
+        console.print(f"[yellow]web UI not started: {exc}[/]")
+        return None
+    if app_info(app)["ui"] is None:
+        console.print("[yellow]web UI not built (cd web && npm ci && npm run build); "
+                      "the API is served anyway[/]")
+    console.print(f"[bold]open {server.url}[/]  (web UI: interactive map, flows; "
+                  f"API docs at {server.url}docs)")
+    return server
 
 
 def register(app: typer.Typer) -> None:

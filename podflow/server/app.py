@@ -1,0 +1,138 @@
+"""The podflow HTTP server: JSON API, live stream, Prometheus metrics and the web UI.
+
+:func:`create_app` assembles one FastAPI application reading one flow store. It is the same
+app behind ``podflow serve``, ``podflow demo`` and the browser test: front-ends differ only
+in what they attach. Routes:
+
+- ``/api/...`` (:mod:`podflow.server.api`), OpenAPI at ``/openapi.json``, docs at ``/docs``;
+- ``/metrics`` from :func:`podflow.metrics.asgi.metrics_app` when that module is present;
+- ``/`` the built web UI (``web/dist``); when it is not built, ``/`` says how to build it.
+
+Example::
+
+    app = create_app(Path("/var/lib/podflow/labs/shop/store.duckdb"), lab="shop")
+    uvicorn.run(app, host="127.0.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from podflow import __version__
+from podflow.server.api import BadRequest, router
+from podflow.server.config import ServerConfig, find_web_dist
+from podflow.store.base import StoreBusy, StoreError
+
+log = logging.getLogger(__name__)
+
+NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>podflow</title></head>
+<body style="font-family: sans-serif; max-width: 46em; margin: 3em auto">
+<h1>podflow: the web UI is not built</h1>
+<p>The API works (<a href="/docs">/docs</a>, <a href="/api/map">/api/map</a>), but the UI's
+files were not found in <code>{where}</code>. Build them once from the checkout:</p>
+<pre>cd web &amp;&amp; npm ci &amp;&amp; npm run build</pre>
+<p>(<code>scripts/install.sh</code> does this when <code>npm</code> is available), or point
+<code>PODFLOW_WEB_DIST</code> at a built copy, then reload this page.</p></body></html>"""
+
+
+class _AsgiEndpoint:
+    """Wraps an ASGI callable so Starlette's Route treats it as an app, not a view."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def _mount_metrics(app: FastAPI, store_path: Path, options: str | None) -> bool:
+    try:
+        module = importlib.import_module("podflow.metrics.asgi")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("podflow.metrics.asgi", "podflow.metrics"):
+            log.warning("/metrics not served: %s", exc)
+        else:
+            log.info("/metrics not served: podflow.metrics.asgi is not available")
+        return False
+    except Exception as exc:  # a broken metrics module must not take the API down
+        log.warning("/metrics not served: importing podflow.metrics.asgi failed: %s", exc)
+        return False
+    metrics: ASGIApp = module.metrics_app(store_path, options)
+    app.router.routes.append(Route("/metrics", _AsgiEndpoint(metrics), methods=["GET"],
+                                   include_in_schema=False))
+    return True
+
+
+def create_app(store_path: Path, *, lab: str | None = None,
+               cluster_state: Path | None = None, metrics_options: str | None = None,
+               web_dist: Path | None = None) -> FastAPI:
+    """The server for ``store_path`` (see the module doc).
+
+    ``lab`` names the lab being served (its cluster-state directory is used unless
+    ``cluster_state`` is given); ``metrics_options`` are handed to the metrics app
+    (Hubble-style, e.g. ``flow:sourceContext=namespace``); ``web_dist`` overrides where the
+    built UI is looked for.
+    """
+    if lab is not None and cluster_state is None:
+        from podflow.lab.state import lab_dir
+
+        cluster_state = lab_dir(lab) / "cluster-state"
+    dist = find_web_dist(web_dist)
+    cfg = ServerConfig(Path(store_path), lab=lab, cluster_state_dir=cluster_state,
+                       web_dist=dist)
+    app = FastAPI(title="podflow", version=__version__,
+                  description="Flows, service map and inventory of a podflow store. Flow "
+                  "filters are the query parameters listed on each endpoint: repeat one to "
+                  "OR its values, combine different ones to AND them.")
+    app.state.config = cfg
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(StoreBusy)
+    async def _busy(request: Request, exc: StoreBusy) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=500)
+
+    app.include_router(router)
+    cfg.metrics_mounted = _mount_metrics(app, cfg.store_path, metrics_options)
+    if dist is not None:
+        app.mount("/", StaticFiles(directory=dist, html=True), name="ui")
+    else:
+        page = NOT_BUILT.format(where=find_where(web_dist))
+
+        @app.get("/", include_in_schema=False)
+        def _not_built() -> HTMLResponse:
+            return HTMLResponse(page, status_code=503)
+        log.warning("web UI not built (%s): run `cd web && npm ci && npm run build`",
+                    find_where(web_dist))
+    return app
+
+
+def find_where(web_dist: Path | None) -> str:
+    """Where the UI build is looked for (for messages)."""
+    from podflow.server.config import default_web_dist
+
+    return str(web_dist or default_web_dist())
+
+
+def app_info(app: FastAPI) -> dict[str, Any]:
+    """What an app serves: store, lab, UI directory, metrics (for start-up messages)."""
+    cfg: ServerConfig = app.state.config
+    return {"store": str(cfg.store_path), "lab": cfg.lab,
+            "ui": None if cfg.web_dist is None else str(cfg.web_dist),
+            "metrics": cfg.metrics_mounted}

@@ -1,0 +1,153 @@
+"""L7 facts for the service map: HTTP/DNS summaries per edge and DNS names of external IPs.
+
+The edges themselves come from :meth:`DuckDBStore.map_edges`; this module adds what the
+packet source's L7 records say about them. It reads only the merged connections that have
+an L7 row (a cheap existence check first, so stores without L7 pay one tiny query) and
+aggregates in Python:
+
+- per edge key ``(source id, destination id, service, port, protocol)`` (the ids of
+  :func:`podflow.server.graph.node_id`): HTTP requests by status code and method, a few
+  paths; DNS queries by name and rcode;
+- ``dns_names``: external IP -> the names DNS answers pointed at it (within the time window,
+  whatever the other filters), so the map can name externals "api.example.com".
+
+Example::
+
+    >>> s = L7Summary()
+    >>> from podflow.model.flow import HttpInfo, L7
+    >>> s.add(L7(http=HttpInfo(method="GET", url="/a", code=200)))
+    >>> s.to_dict()["http"]["codes"]
+    {'200': 1}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from podflow.model.flow import L7, Flow
+from podflow.query.filter import FilterSpec
+from podflow.query.servicemap import map_node
+from podflow.store import duckdb as duckdb_store
+from podflow.store.duckdb import DuckDBStore
+from podflow.store.schema import columns_to_flows
+
+EdgeKey = tuple[str, str, str | None, int | None, str]
+"""(source node id, destination node id, service ``ns/name``, port, protocol)."""
+
+log = logging.getLogger(__name__)
+_warned = False
+_HAS_L7 = "(dns_query IS NOT NULL OR http_method IS NOT NULL OR http_code IS NOT NULL)"
+_TOP = 8
+
+
+@dataclass
+class L7Summary:
+    """Counts of the L7 exchanges on one edge."""
+
+    http_codes: Counter[str] = field(default_factory=Counter)
+    http_methods: Counter[str] = field(default_factory=Counter)
+    http_paths: Counter[str] = field(default_factory=Counter)
+    http_requests: int = 0
+    dns_names: Counter[str] = field(default_factory=Counter)
+    dns_rcodes: Counter[str] = field(default_factory=Counter)
+    dns_queries: int = 0
+
+    def add(self, l7: L7) -> None:
+        """Count one exchange."""
+        if l7.http is not None:
+            h = l7.http
+            self.http_requests += 1
+            self.http_codes[str(h.code) if h.code is not None else "none"] += 1
+            if h.method:
+                self.http_methods[h.method] += 1
+            if h.url:
+                self.http_paths[h.url.split("?", 1)[0]] += 1
+        if l7.dns is not None:
+            self.dns_queries += 1
+            self.dns_names[l7.dns.query] += 1
+            rc = l7.dns.rcode
+            self.dns_rcodes[str(rc) if rc is not None else "none"] += 1
+
+    def merge(self, other: L7Summary) -> None:
+        """Add another summary's counts (when edges are grouped)."""
+        for name in ("http_codes", "http_methods", "http_paths", "dns_names", "dns_rcodes"):
+            getattr(self, name).update(getattr(other, name))
+        self.http_requests += other.http_requests
+        self.dns_queries += other.dns_queries
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"http": {...} | None, "dns": {...} | None}``."""
+        http = None if not self.http_requests else {
+            "requests": self.http_requests, "codes": dict(sorted(self.http_codes.items())),
+            "methods": dict(self.http_methods.most_common()),
+            "paths": [p for p, _ in self.http_paths.most_common(_TOP)]}
+        dns = None if not self.dns_queries else {
+            "queries": self.dns_queries, "names": [n for n, _ in self.dns_names.most_common(_TOP)],
+            "rcodes": dict(sorted(self.dns_rcodes.items()))}
+        return {"http": http, "dns": dns}
+
+
+@dataclass
+class L7Facts:
+    """What :func:`l7_facts` found."""
+
+    edges: dict[EdgeKey, L7Summary] = field(default_factory=dict)
+    dns_names: dict[str, list[str]] = field(default_factory=dict)
+    """External IP -> names DNS answered with it (most frequent first)."""
+
+
+def _connections(store: DuckDBStore, window: FilterSpec) -> list[Flow]:
+    """Merged L7-bearing connections in the time window (empty when the store has none).
+
+    Reuses the store's merge CTEs, narrowed to connections with an L7 row; if the store's
+    SQL changed shape, logs once and returns nothing (the map then has no L7 summaries).
+    """
+    if not store._query(f"SELECT 1 AS x FROM flows WHERE {_HAS_L7} LIMIT 1", []):
+        return []
+    where, params = window.to_sql()
+    try:
+        grouped: str = duckdb_store._GROUPED
+        keys = f"WHERE fkey IN (SELECT fkey FROM allkeyed WHERE {_HAS_L7})"
+        sql = (f"WITH {grouped.replace('/*KEYS*/', keys)} SELECT * FROM merged WHERE {where} "
+               "ORDER BY time, fkey, grp")
+        rows = store._query(sql, params)
+        if not rows:
+            return []
+        return columns_to_flows({k: [r[k] for r in rows] for k in rows[0]})
+    except (AttributeError, KeyError, duckdb.Error) as exc:
+        global _warned
+        if not _warned:
+            log.warning("L7 summaries unavailable (store layout changed?): %s", exc)
+            _warned = True
+        return []
+
+
+def l7_facts(store: DuckDBStore, spec: FilterSpec, node_id: Any) -> L7Facts:
+    """L7 summaries per edge for flows matching ``spec``, and DNS names of IPs in its window.
+
+    ``node_id`` maps a :class:`~podflow.query.servicemap.MapNode` to the graph's node id.
+    """
+    facts = L7Facts()
+    names: dict[str, Counter[str]] = {}
+    window = FilterSpec(since=spec.since, until=spec.until)
+    for flow in _connections(store, window):
+        rec = flow.l7
+        if rec is None:
+            continue
+        if rec.dns is not None and rec.dns.rcode in (0, None):
+            for ip in rec.dns.ips:
+                names.setdefault(ip, Counter())[rec.dns.query] += 1
+        if not spec.matches(flow):
+            continue
+        svc = flow.destination_service
+        key: EdgeKey = (node_id(map_node(flow.source)), node_id(map_node(flow.destination)),
+                        f"{svc.namespace}/{svc.name}" if svc else None, flow.destination.port,
+                        flow.protocol.value)
+        facts.edges.setdefault(key, L7Summary()).add(rec)
+    facts.dns_names = {ip: [n for n, _ in c.most_common()] for ip, c in names.items()}
+    return facts
