@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -79,6 +79,14 @@ def agent(
     poll_interval: Annotated[float, typer.Option(
         "--poll-interval", min=0.05, help="Seconds between polls of the sockets source "
         "(connections shorter than this are missed by it).")] = 1.0,
+    netns_prefix: Annotated[str | None, typer.Option(
+        "--netns-prefix", help="Only look for pod namespaces among named namespaces "
+        "(/var/run/netns) starting with this prefix; for machines that host several "
+        "emulated nodes, such as podflow's lab.")] = None,
+    source_option: Annotated[list[str] | None, typer.Option(
+        "--source-option", help="KEY=VALUE passed to the sources (repeatable), e.g. "
+        "sidecar=true, interfaces=cni0,flannel.1, syn_timeout=5; values parse as JSON "
+        "when they can, else as text.")] = None,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Print the detected CNI profile, its evidence, the chosen sources "
         "and why, then exit without collecting.")] = False,
@@ -108,17 +116,43 @@ def agent(
         typer.echo(f"podflow agent: --cluster-state {cluster_state} is not a directory",
                    err=True)
         raise typer.Exit(2)
+    try:
+        options = parse_source_options(source_option or [])
+    except ValueError as exc:
+        typer.echo(f"podflow agent: --source-option: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if netns_prefix:
+        options["netns_prefix"] = netns_prefix
     from podflow.pipeline.runner import Agent, AgentConfig
 
     cfg = AgentConfig(node_name=node, cluster_state=cluster_state, store=store, netns=netns,
                       cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,
                       resync_interval=resync_interval, ready_file=ready_file, sources=chosen,
-                      poll_interval=poll_interval)
+                      poll_interval=poll_interval, source_options=options)
     if explain:
         typer.echo(explain_text(Agent(cfg), chosen is not None))
         return
     stats = Agent(cfg).run()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
+
+
+def parse_source_options(items: list[str]) -> dict[str, Any]:
+    """``["sidecar=true", "interfaces=a,b"]`` -> ``{"sidecar": True, "interfaces": ["a", "b"]}``.
+
+    >>> parse_source_options(["syn_timeout=5", "mode=fast"])
+    {'syn_timeout': 5, 'mode': 'fast'}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw.split(",") if "," in raw else raw
+        out[key.strip()] = value
+    return out
 
 
 def explain_text(agent: Agent, user_chosen: bool) -> str:

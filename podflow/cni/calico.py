@@ -97,7 +97,7 @@ def detect_bgp(snapshot: NodeSnapshot, node_name: str | None = None,
     local = {underlay: node} if underlay else {}
     profile = CniProfile(BGP, node, pod_cidrs=tuple(blocks), cluster_cidrs=tuple(cluster),
                          local_addresses=tuple(local.items()), control_ports=((6, 179),),
-                         default_sources=("conntrack", "sockets"), masquerade=True,
+                         default_sources=("conntrack", "sockets", "packets"), masquerade=True,
                          pod_gateway=POD_GATEWAY)
     return Detection(profile, tuple(evidence))
 
@@ -143,6 +143,6 @@ def detect_vxlan(snapshot: NodeSnapshot, node_name: str | None = None,
                          gateway_offsets=_offsets(vx, snapshot, blocks),
                          local_addresses=tuple(sorted(local.items())),
                          tunnels=(Tunnel(17, port, VXLAN_DEV),),
-                         default_sources=("conntrack", "sockets"), masquerade=True,
+                         default_sources=("conntrack", "sockets", "packets"), masquerade=True,
                          pod_gateway=POD_GATEWAY)
     return Detection(profile, tuple(evidence))

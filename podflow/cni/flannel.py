@@ -115,6 +115,6 @@ def detect(snapshot: NodeSnapshot, node_name: str | None = None,
     profile = CniProfile(
         NAME, node, pod_cidrs=tuple(pod_cidrs), cluster_cidrs=tuple(cluster),
         gateway_offsets=(0, 1), local_addresses=tuple(sorted(local.items())),
-        tunnels=(Tunnel(17, port, vx.name),), default_sources=("conntrack", "sockets"),
+        tunnels=(Tunnel(17, port, vx.name),), default_sources=("conntrack", "sockets", "packets"),
         masquerade=masq)
     return Detection(profile, tuple(evidence))

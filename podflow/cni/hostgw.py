@@ -70,5 +70,5 @@ def detect(snapshot: NodeSnapshot, node_name: str | None = None,
     masq = env.get("FLANNEL_IPMASQ", "true").lower() == "true"
     profile = CniProfile(NAME, node, pod_cidrs=tuple(pod_cidrs), cluster_cidrs=tuple(cluster),
                          gateway_offsets=(1,), local_addresses=tuple(sorted(local.items())),
-                         default_sources=("conntrack", "sockets"), masquerade=masq)
+                         default_sources=("conntrack", "sockets", "packets"), masquerade=masq)
     return Detection(profile, tuple(evidence))

@@ -15,7 +15,7 @@ Example::
     >>> snap = NodeSnapshot(cni_conf={"10-macvlan.conflist": {"plugins": [
     ...     {"type": "macvlan", "master": "eth0", "mode": "bridge"}]}})
     >>> detect(snap, "node1").profile.default_sources
-    ('sockets',)
+    ('sockets', 'packets')
 """
 
 from __future__ import annotations
@@ -69,5 +69,6 @@ def detect(snapshot: NodeSnapshot, node_name: str | None = None,
     local = ((underlay, node),) if underlay else ()
     profile = CniProfile(NAME, node, pod_cidrs=tuple(pod_cidrs),
                          cluster_cidrs=inventory_cluster_cidrs(inventory),
-                         local_addresses=local, default_sources=("sockets",), masquerade=False)
+                         local_addresses=local, default_sources=("sockets", "packets"),
+                         source_options=(("sidecar", True),), masquerade=False)
     return Detection(profile, tuple(evidence))

@@ -68,6 +68,9 @@ class CniProfile:
     """Encapsulations whose underlay conntrack entries are infrastructure."""
     default_sources: tuple[str, ...] = ("conntrack",)
     """Sources to run on this datapath unless the user says otherwise."""
+    source_options: tuple[tuple[str, object], ...] = ()
+    """Default source options on this datapath (the user's ``--source-option`` wins), e.g.
+    ``(("sidecar", True),)`` where only capture inside the pods can see traffic."""
     masquerade: bool = False
     """Pod egress to outside the cluster range is masqueraded to the node IP."""
     control_ports: tuple[tuple[int, int], ...] = ()
@@ -126,12 +129,14 @@ class CniProfile:
     def is_infrastructure(self, entry: CtEntry, inv: Inventory, at: float) -> bool:
         """Whether a conntrack entry is the datapath's own plumbing, not a flow to report.
 
-        True for entries entirely on loopback, for the tunnel underlay (a tunnel's protocol
+        True for entries entirely on loopback, to multicast or broadcast, for the tunnel underlay (a tunnel's protocol
         and destination port) and for control sessions (``control_ports``, e.g. BGP), both
         between two addresses that are not pod addresses (node underlay IPs).
         """
         o, r = entry.orig, entry.reply
         if all(_is_loopback(a) for a in (o.src, o.dst, r.src, r.dst)):
+            return True
+        if _is_multicast(o.dst):  # IGMP/MLD membership reports, mDNS, SSDP: no connection
             return True
         for t in self.tunnels:
             if o.proto == t.proto and t.port in (o.dport, r.sport) and not (
@@ -149,6 +154,14 @@ def _contains(net: IPNetwork, ip: str) -> bool:
         return ipaddress.ip_address(ip) in net
     except ValueError:
         return False
+
+
+def _is_multicast(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return addr.is_multicast or (addr.version == 4 and str(addr) == "255.255.255.255")
 
 
 def _is_loopback(ip: str) -> bool:

@@ -9,6 +9,7 @@ netlink sockets inside the node's namespace through a helper (never ``setns``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,14 @@ def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) 
             "--netns", node.netns, "--cluster-state", str(base / "cluster-state"),
             "--store", str(lab_store_path(state.name)),
             "--cni-conf-dir", str(base / "nodes" / node.name / "cni" / "net.d"),
-            "--subnet-env", str(base / "nodes" / node.name / "run" / "flannel" / "subnet.env")]
+            "--subnet-env", str(base / "nodes" / node.name / "run" / "flannel" / "subnet.env"),
+            # all lab nodes share one kernel: look for pod namespaces among this lab's only
+            "--netns-prefix", f"pf-{state.name}-"]
+    for key, value in sorted(state.spec.get("agentOptions", {}).items()):
+        argv += ["--source-option", f"{key}={json.dumps(value)}"]
+    sources = state.spec.get("agentSources")
+    if sources:
+        argv += ["--sources", ",".join(sources)]
     if ready_file is not None:
         argv += ["--ready-file", str(ready_file)]
     return argv

@@ -84,6 +84,10 @@ class LabSpec:
     traffic: tuple[TrafficSpec, ...] = ()
     dns: bool = True
     """Whether the built-in cluster DNS (coredns workload, kube-dns Service) was added."""
+    agent_sources: tuple[str, ...] = ()
+    """Sources the lab's agents run (empty: the detected CNI profile's defaults)."""
+    agent_options: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Source options for the lab's agents (``--source-option KEY=VALUE``)."""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The input document (for reference only)."""
 
@@ -111,6 +115,7 @@ class LabSpec:
         return {
             "name": self.name, "cni": self.cni, "nodes": self.nodes, "podCIDR": self.podCIDR,
             "serviceCIDR": self.serviceCIDR, "underlay": self.underlay, "dns": self.dns,
+            "agentSources": list(self.agent_sources), "agentOptions": dict(self.agent_options),
             "namespaces": list(self.namespaces),
             "workloads": [{"namespace": w.namespace, "name": w.name, "replicas": w.replicas,
                            "labels": dict(w.labels), "ports": ports(w.ports), "node": w.node,
@@ -310,7 +315,8 @@ def parse_spec(doc: Any) -> LabSpec:
     """Validate a parsed YAML document and build a :class:`LabSpec`; SpecError if invalid."""
     top = _mapping(doc, "spec", required=("name", "nodes"),
                    optional=("cni", "podCIDR", "serviceCIDR", "underlay", "namespaces",
-                             "workloads", "services", "externals", "traffic", "dns"))
+                             "workloads", "services", "externals", "traffic", "dns",
+                             "agents"))
     name = _string(top["name"], "name")
     if not LAB_NAME_PATTERN.match(name):
         raise SpecError(f"name: must match ^[a-z][a-z0-9]{{0,11}}$ (lowercase letters and "
@@ -338,10 +344,31 @@ def parse_spec(doc: Any) -> LabSpec:
     externals = _externals(top.get("externals", []), nets)
     traffic = tuple(_traffic(t, f"traffic[{i}]", workloads, services, externals)
                     for i, t in enumerate(_seq(top.get("traffic", []), "traffic")))
+    agent_sources, agent_options = _agents(top.get("agents"))
     return LabSpec(name=name, cni=cni, nodes=nodes, podCIDR=str(nets[0]),
                    serviceCIDR=str(nets[1]), underlay=str(nets[2]), namespaces=namespaces,
                    workloads=workloads, services=services, externals=externals,
-                   traffic=traffic, dns=dns, raw=dict(top))
+                   traffic=traffic, dns=dns, agent_sources=agent_sources,
+                   agent_options=agent_options, raw=dict(top))
+
+
+def _agents(v: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """``agents: {sources: [conntrack, packets], options: {syn_timeout: 3}}`` (optional)."""
+    if v is None:
+        return (), {}
+    d = _mapping(v, "agents", (), ("sources", "options"))
+    from podflow.sources.registry import parse_sources
+
+    names = [_string(x, f"agents.sources[{i}]")
+             for i, x in enumerate(_seq(d.get("sources", []), "agents.sources"))]
+    try:
+        sources = tuple(parse_sources(",".join(names))) if names else ()
+    except ValueError as exc:
+        raise SpecError(f"agents.sources: {exc}") from None
+    options = d.get("options") or {}
+    if not isinstance(options, dict):
+        raise SpecError(f"agents.options: expected a mapping, got {options!r}")
+    return sources, dict(options)
 
 
 def load_spec(path: Path | str) -> LabSpec:

@@ -149,11 +149,11 @@ class Agent:
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
 
-    def _start_sources(self, names: list[str]) -> list[threading.Thread]:
+    def _start_sources(self, names: list[str], det: Detection) -> list[threading.Thread]:
+        extra = {**dict(det.profile.source_options), **self.cfg.source_options}
         opts = SourceOptions(node_name=self.cfg.node_name, netns=self.cfg.netns,
                              resync_interval=self.cfg.resync_interval,
-                             poll_interval=self.cfg.poll_interval,
-                             extra=dict(self.cfg.source_options))
+                             poll_interval=self.cfg.poll_interval, extra=extra)
         threads = []
         for name in names:
             plugin = SOURCES[name].create(opts)
@@ -180,7 +180,7 @@ class Agent:
         names = self.choose_sources(det)
         log.info("node %s: CNI profile %s (%s); sources %s", self.cfg.node_name,
                  det.profile.name, "; ".join(det.evidence), ",".join(names))
-        threads = self._start_sources(names)
+        threads = self._start_sources(names, det)
         if self.cfg.ready_file is not None:
             self._wait_ready()
             self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,9 @@ def run_in_netns(netns: str, work: Callable[[], tuple[bytes, list[int]]]
         if pid == 0:  # child: never returns
             code = 0
             try:
+                # the agent's handlers (log + stop) must not run in a helper that is killed
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 ours.close()
                 if _libc.setns(nsfd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()

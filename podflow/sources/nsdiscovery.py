@@ -177,11 +177,19 @@ def ns_inode(path: str) -> int | None:
         return None
 
 
-def candidates(proc: Path = Path("/proc"), netns_dir: Path = NETNS_DIR) -> dict[int, Candidate]:
-    """Every network namespace visible from here, by inode (see the module doc)."""
+def candidates(proc: Path = Path("/proc"), netns_dir: Path = NETNS_DIR,
+               name_prefix: str | None = None) -> dict[int, Candidate]:
+    """Every network namespace visible from here, by inode (see the module doc).
+
+    With ``name_prefix`` only named namespaces whose name starts with it are candidates
+    (processes are still scanned, to attach their pids): an agent on a shared machine, such
+    as a lab's, then never opens a socket in anybody else's namespace.
+    """
     found: dict[int, Candidate] = {}
     if netns_dir.is_dir():
         for entry in sorted(netns_dir.iterdir()):
+            if name_prefix is not None and not entry.name.startswith(name_prefix):
+                continue
             ino = ns_inode(str(entry))
             if ino is not None and ino not in found:
                 found[ino] = Candidate(ino, str(entry), entry.name)
@@ -194,6 +202,8 @@ def candidates(proc: Path = Path("/proc"), netns_dir: Path = NETNS_DIR) -> dict[
             continue
         cand = found.get(ino)
         if cand is None:
+            if name_prefix is not None:
+                continue
             cand = found[ino] = Candidate(ino, path, f"pid:{entry.name}")
         cand.pids.append(int(entry.name))
     return found

@@ -190,7 +190,7 @@ class PacketsPlugin:
                 return [(self.opts.netns, None)]
             return [(self.opts.netns, i) for i in self.interfaces]
         names = self.sidecar_netns if self.sidecar_netns is not None else \
-            discover_pod_namespaces(self.opts.netns)
+            discover_pod_namespaces(self.opts.netns, self.opts.extra.get("netns_prefix"))
         return [(n, self.sidecar_interface) for n in names
                 if not any(fnmatch.fnmatch(n, pat) for pat in self.sidecar_exclude)]
 
@@ -353,7 +353,8 @@ def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow 
         cni_profile=prof.name, flow_id=fid, client_key=fid, l7=r.l7)
 
 
-def discover_pod_namespaces(node_netns: str | None) -> list[str]:
+def discover_pod_namespaces(node_netns: str | None,
+                            name_prefix: str | None = None) -> list[str]:
     """Paths of the pod namespaces of this node (see the module docstring)."""
     from podflow.sources import nsdiscovery as nd
 
@@ -362,7 +363,7 @@ def discover_pod_namespaces(node_netns: str | None) -> list[str]:
     node_ino = nd.ns_inode(node_path)
     found = []
     with open(node_path, "rb") as nodef:
-        for cand in nd.candidates().values():
+        for cand in nd.candidates(name_prefix=name_prefix).values():
             if cand.inode == node_ino:
                 continue
             try:

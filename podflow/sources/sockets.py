@@ -86,9 +86,12 @@ class NamespacePoller:
     """Finds the node's namespaces and dumps their sockets (I/O; see the module doc)."""
 
     def __init__(self, node_netns: str | None, proc: Path = Path("/proc"),
-                 netns_dir: Path = nsdiscovery.NETNS_DIR) -> None:
-        """Open the node's namespace (``None``: the agent's own)."""
+                 netns_dir: Path = nsdiscovery.NETNS_DIR,
+                 name_prefix: str | None = None) -> None:
+        """Open the node's namespace (``None``: the agent's own); ``name_prefix`` limits
+        discovery to named namespaces starting with it."""
         self.node_netns, self.proc, self.netns_dir = node_netns, proc, netns_dir
+        self.name_prefix = name_prefix
         path = netns_path(node_netns) if node_netns else "/proc/self/ns/net"
         self.node_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.node_inode = os.fstat(self.node_fd).st_ino
@@ -133,7 +136,7 @@ class NamespacePoller:
 
     def discover(self) -> None:
         """Re-read the candidates; open new ones, re-check outsiders, drop vanished ones."""
-        cands = nsdiscovery.candidates(self.proc, self.netns_dir)
+        cands = nsdiscovery.candidates(self.proc, self.netns_dir, self.name_prefix)
         for inode in [i for i in self.spaces if i not in cands]:
             self.spaces.pop(inode).close()
             self._unresolved.clear()
@@ -236,7 +239,8 @@ class SocketsPlugin:
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         """Discover and poll until ``stop``; one :class:`PollCycle` per batch."""
-        self.poller = poller = NamespacePoller(self.opts.netns)
+        self.poller = poller = NamespacePoller(
+            self.opts.netns, name_prefix=self.opts.extra.get("netns_prefix"))
         n = 0
         try:
             while not stop.is_set():

@@ -41,7 +41,7 @@ def test_detect_flannel_vxlan_from_golden_snapshot() -> None:
     assert (p.node_name, p.pod_cidrs, p.cluster_cidrs) == ("node1", ("10.244.0.0/24",),
                                                            ("10.244.0.0/16",))
     assert [(t.proto, t.port, t.device) for t in p.tunnels] == [(17, 8472, "flannel.1")]
-    assert p.masquerade and p.default_sources == ("conntrack", "sockets")
+    assert p.masquerade and p.default_sources == ("conntrack", "sockets", "packets")
     text = "\n".join(d.evidence)
     for needle in ("vxlan link flannel.1 (VNI 1, UDP port 8472", "bridge cni0 with 10.244.0.1/24",
                    "2 onlink route(s)", "FLANNEL_NETWORK=10.244.0.0/16",
@@ -138,8 +138,9 @@ def test_each_golden_lab_node_detected_as_its_datapath(name: str) -> None:
     # detection is exclusive: no other detector claims the node
     others = [n for n, p in PROFILES.items() if n != name and p.detect(snap, "node1", None)]
     assert others == []
-    want = ("sockets",) if name == "macvlan" else ("conntrack", "sockets")
+    want = ("sockets", "packets") if name == "macvlan" else ("conntrack", "sockets", "packets")
     assert d.profile.default_sources == want
+    assert dict(d.profile.source_options) == ({"sidecar": True} if name == "macvlan" else {})
     assert dict(d.profile.local_addresses)["172.18.0.1"] == "node1"
 
 

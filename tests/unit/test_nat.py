@@ -192,3 +192,12 @@ def test_service_resolved_at_the_flow_time() -> None:
     e = entry(("10.244.0.2", 41000, "10.96.45.7", 9000), ("10.244.1.3", 9000, "10.244.0.2", 41000))
     assert resolve(e, inv, NODE1, T("2026-11-20T10:00:00Z")).service is None
     assert resolve(e, inv, NODE1, T("2026-11-20T10:31:00Z")).service is not None
+
+
+def test_multicast_membership_reports_are_infrastructure() -> None:
+    from podflow.model.conntrack import CtEntry, CtEventType, CtTuple
+    from podflow.pipeline.nat import resolve
+
+    igmp = CtTuple("10.244.0.1", "224.0.0.22", 2)
+    e = CtEntry(CtEventType.DESTROY, igmp, CtTuple("224.0.0.22", "10.244.0.1", 2))
+    assert resolve(e, inventory(), NODE1, 0.0).is_infrastructure
