@@ -129,8 +129,8 @@ class CniProfile:
     def is_infrastructure(self, entry: CtEntry, inv: Inventory, at: float) -> bool:
         """Whether a conntrack entry is the datapath's own plumbing, not a flow to report.
 
-        True for entries entirely on loopback, to multicast or broadcast, for the tunnel underlay (a tunnel's protocol
-        and destination port) and for control sessions (``control_ports``, e.g. BGP), both
+        True for entries entirely on loopback, to multicast or broadcast, for the tunnel
+        underlay (a tunnel's protocol and destination port) and for control sessions (``control_ports``, e.g. BGP), both
         between two addresses that are not pod addresses (node underlay IPs).
         """
         o, r = entry.orig, entry.reply
