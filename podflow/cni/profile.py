@@ -130,8 +130,9 @@ class CniProfile:
         """Whether a conntrack entry is the datapath's own plumbing, not a flow to report.
 
         True for entries entirely on loopback, to multicast or broadcast, for the tunnel
-        underlay (a tunnel's protocol and destination port) and for control sessions (``control_ports``, e.g. BGP), both
-        between two addresses that are not pod addresses (node underlay IPs).
+        underlay (a tunnel's protocol and destination port) and for control sessions
+        (``control_ports``, e.g. BGP), both between two addresses that are not pod addresses
+        (node underlay IPs).
         """
         o, r = entry.orig, entry.reply
         if all(_is_loopback(a) for a in (o.src, o.dst, r.src, r.dst)):
