@@ -389,8 +389,13 @@ class Matcher:
                       key=lambda r: abs(r.time - f.time))
 
     def excused(self, f: Flow, judged: Callable[[ConnectRecord], bool]) -> bool:
-        """True if ``f`` is the flow of an attempt that is not judged (failed, too recent)."""
-        return any(not judged(r) and self.check(r, f, need_accept=r.outcome == "ok")[0] is None
+        """True if ``f`` is the flow of an attempt that is not judged (failed, too recent).
+
+        A failed attempt (refused, timed out) may never have reached a backend, so any flow
+        from its client socket is its flow; a too-recent successful one must match fully.
+        """
+        return any(not judged(r) and (r.outcome != "ok" or
+                                      self.check(r, f, need_accept=True)[0] is None)
                    for r in self._truth_near(f))
 
     def explain_flow(self, f: Flow) -> tuple[ConnectRecord | None, str]:

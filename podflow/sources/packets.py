@@ -129,8 +129,11 @@ def packet_stats(sock: socket.socket) -> tuple[int, int]:
 
 
 def read_packets(sock: socket.socket, where: str, out: list[Raw], limit: int,
-                 skip_lo: bool = False) -> int:
-    """Read up to ``limit`` waiting packets into ``out``; how many were read."""
+                 skip_lo: bool = False, skip: frozenset[str] = frozenset()) -> int:
+    """Read up to ``limit`` waiting packets into ``out``; how many were read.
+
+    Packets on interfaces named in ``skip`` are dropped (see :func:`bridge_names`).
+    """
     n = 0
     while n < limit:
         try:
@@ -140,6 +143,8 @@ def read_packets(sock: socket.socket, where: str, out: list[Raw], limit: int,
         ifname = addr[0]
         if ifname == "lo" and (skip_lo or addr[2] == PACKET_OUTGOING):
             continue  # loopback shows each packet twice (sent, received): keep one
+        if ifname in skip:
+            continue
         ts = 0.0
         for level, kind, cdata in anc:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
@@ -165,6 +170,7 @@ class PacketsPlugin:
         self.sidecar_netns: list[str] | None = x.get("sidecar_netns")
         self.sidecar_exclude: list[str] = list(x.get("sidecar_exclude", []))
         self.rescan_interval = float(x.get("rescan_interval", 5.0))
+        self._skip_ifaces: frozenset[str] = frozenset()
         self.nflog_group: int | None = x.get("nflog_group")
         self.snaplen = int(x.get("snaplen", 4096))
         self.tracker = PacketTracker(TrackerConfig(
@@ -211,6 +217,8 @@ class PacketsPlugin:
     def run(self, sink: Sink, stop: threading.Event) -> None:
         """Capture until ``stop``; hands ``pkt`` and ``nflog`` batches and 1-s ``tick`` s."""
         program = bpf.compile_filter(bpf.agent_expression(), self.snaplen)
+        if not self.sidecar and self.interfaces == "auto":
+            self._skip_ifaces = bridge_names(self.opts.netns)
         sel = selectors.DefaultSelector()
         try:
             self._open_new(sel, program)
@@ -240,7 +248,8 @@ class PacketsPlugin:
                     for m in nflog.parse_messages(_recv_all(sock)):
                         drops.append((m.ts, m.prefix, m.payload))
                 else:
-                    read_packets(sock, key.data[0], batch, _BATCH, skip_lo=key.data[1])
+                    read_packets(sock, key.data[0], batch, _BATCH, skip_lo=key.data[1],
+                                 skip=self._skip_ifaces)
             now = time.time()
             if batch and (len(batch) >= _BATCH or now - last_send >= _BATCH_SECONDS):
                 self._counts["captured"] += len(batch)
@@ -253,8 +262,11 @@ class PacketsPlugin:
             if now >= next_tick:
                 sink([], "tick")
                 next_tick = now + 1.0
-            if self.sidecar and self.sidecar_netns is None and now >= next_scan:
-                self._open_new(sel, program)
+            if now >= next_scan:
+                if self.sidecar and self.sidecar_netns is None:
+                    self._open_new(sel, program)
+                elif not self.sidecar and self.interfaces == "auto":
+                    self._skip_ifaces = bridge_names(self.opts.netns)
                 next_scan = now + self.rescan_interval
         if batch:
             self._counts["captured"] += len(batch)
@@ -385,6 +397,36 @@ def discover_pod_namespaces(node_netns: str | None,
             if ok and not any(link.kind == "bridge" for link in links):
                 found.append(cand.path)
     return found
+
+
+def bridge_names(netns: str | None) -> frozenset[str]:
+    """Names of the bridge devices in ``netns`` (empty if they cannot be read).
+
+    Bypass capture on every device skips bridges: a bridge's own tap sees packets between
+    two netfilter hooks when br_netfilter is on (a reply already un-SNATed but not yet
+    un-DNATed: a tuple that exists nowhere on the wire), and the ports of the bridge (the pod
+    veths) see the same packets with consistent addresses anyway.
+    """
+    from podflow.sources import nsdiscovery as nd
+
+    path = "/proc/self/ns/net" if netns is None else (
+        netns if "/" in netns else f"/run/netns/{netns}")
+    try:
+        route = open_socket(path, socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    except OSError:
+        return frozenset()
+    links: list[nd.Link] = []
+    with route:
+        route.settimeout(2.0)
+        try:
+            route.send(nd.build_getlink(seq=7))
+            done = False
+            while not done:
+                got, done = nd.parse_links(route.recv(1 << 16))
+                links += got
+        except OSError:
+            return frozenset()
+    return frozenset(link.name for link in links if link.kind == "bridge")
 
 
 def create(opts: SourceOptions) -> PacketsPlugin:
