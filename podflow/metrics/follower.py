@@ -1,0 +1,250 @@
+"""Follow the flow store and feed the metrics handlers, counting each connection once.
+
+Every ``interval`` seconds the :class:`Follower` asks the store for the connections with a
+row newer than the last one it saw (``DuckDBStore.flows(after_rowid=...)``): new ones *and*
+old ones that got a new observation (an active connection re-reported, its end, another
+node's view). The :class:`Ledger` decides which of them to count, so that each connection
+counts exactly once:
+
+* a connection is identified by each of its non-empty keys, ``flow_id`` and ``client_key``,
+  together with its start time; two sightings are the same connection when they share a key
+  and their start times are within ``SPLIT_GAP`` (10 s) — the store's own merge rule, so a
+  reused port is a new connection and a client-side view joined later is not;
+* it is counted **the first time it is seen final** (``state`` ended), or, if it stays open,
+  once it has been open for ``count_active_after`` seconds (default 10 s) — even when no new
+  row arrives, because pending connections are kept and re-checked each poll; so long-lived
+  connections show up without waiting for their end;
+* it is counted with what is known *at that moment*; later observations (more counters, a
+  later verdict from another node) do not recount it;
+* a row without any key is unique in the store, so it is counted when first read.
+
+The ledger forgets a connection ``remember`` seconds (default 15 min) after it was last seen.
+A missing, locked or unreadable store is counted in ``podflow_metrics_store_errors_total``
+and retried at the next poll; the follower never dies of it.
+
+By default following starts at the store's current end (``backfill=0``): counters count
+from the exporter's start, as Hubble's do. ``backfill=N`` first reads the connections of
+the last N seconds (``math.inf``: the whole store, e.g. for tests and small stores).
+
+Example::
+
+    >>> from podflow.model.flow import Endpoint, Flow, FlowState, Protocol
+    >>> led = Ledger()
+    >>> f = Flow(100.0, Endpoint("10.0.0.1", 1), Endpoint("10.0.0.2", 2), Protocol.TCP,
+    ...          state=FlowState.ACTIVE, flow_id="a")
+    >>> led.offer(f, now=101.0) is None            # open for 1 s: not yet
+    True
+    >>> [x.flow_id for x in led.due(now=111.0)]    # open for 11 s: counted
+    ['a']
+    >>> led.offer(f, now=112.0) is None            # seen again: already counted
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+from podflow.metrics.registry import MetricSet
+from podflow.model.flow import Flow, FlowState
+from podflow.pipeline.correlate import SPLIT_GAP
+from podflow.query.filter import FilterSpec
+from podflow.store.base import StoreBusy, StoreError, StoreMissing
+from podflow.store.duckdb import DuckDBStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Entry:
+    eid: int
+    start: float
+    last_seen: float
+    pending: Flow | None
+    """The newest version of a connection not counted yet; None once counted."""
+
+
+class Ledger:
+    """Which connections were counted (see the module doc); pure, no I/O."""
+
+    def __init__(self, *, count_active_after: float = 10.0, remember: float = 900.0,
+                 max_pending: int = 100_000) -> None:
+        self.count_active_after = count_active_after
+        self.remember = remember
+        self.max_pending = max_pending
+        """Bound on open connections waiting to be counted; beyond it they count at once."""
+        self._by_key: dict[str, list[_Entry]] = {}
+        self._entries: dict[int, _Entry] = {}
+        self._pending: set[int] = set()
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _find(self, keys: list[str], start: float) -> _Entry | None:
+        for k in keys:
+            for e in self._by_key.get(k, ()):
+                if abs(e.start - start) <= SPLIT_GAP:
+                    return e
+        return None
+
+    def _ready(self, flow: Flow, now: float) -> bool:
+        return flow.state is FlowState.ENDED or now - flow.time >= self.count_active_after
+
+    def offer(self, flow: Flow, now: float) -> Flow | None:
+        """A sighting of a connection: the flow to count now, or None."""
+        keys = [k for k in (flow.flow_id, flow.client_key) if k]
+        if not keys:
+            return flow
+        entry = self._find(keys, flow.time)
+        if entry is None:
+            self._next += 1
+            entry = _Entry(self._next, flow.time, now, flow)
+            self._entries[entry.eid] = entry
+        for k in keys:
+            bucket = self._by_key.setdefault(k, [])
+            if entry not in bucket:
+                bucket.append(entry)
+        entry.last_seen = now
+        if entry.pending is None:
+            return None
+        entry.pending = flow
+        if self._ready(flow, now) or len(self._pending) >= self.max_pending:
+            entry.pending = None
+            self._pending.discard(entry.eid)
+            return flow
+        self._pending.add(entry.eid)
+        return None
+
+    def due(self, now: float) -> list[Flow]:
+        """Pending connections that have now been open long enough: count them."""
+        out = []
+        for eid in sorted(self._pending):
+            entry = self._entries[eid]
+            if entry.pending is not None and self._ready(entry.pending, now):
+                out.append(entry.pending)
+                entry.pending = None
+                self._pending.discard(eid)
+        return out
+
+    def prune(self, now: float) -> int:
+        """Forget connections not seen for ``remember`` seconds; return how many."""
+        old = {eid for eid, e in self._entries.items() if now - e.last_seen > self.remember}
+        if not old:
+            return 0
+        for k in list(self._by_key):
+            kept = [e for e in self._by_key[k] if e.eid not in old]
+            if kept:
+                self._by_key[k] = kept
+            else:
+                del self._by_key[k]
+        for eid in old:
+            del self._entries[eid]
+            self._pending.discard(eid)
+        return len(old)
+
+
+class Follower:
+    """Polls the store in a thread and feeds a :class:`MetricSet` (see the module doc)."""
+
+    def __init__(self, store_path: str | Path, metrics: MetricSet, *, interval: float = 2.0,
+                 backfill: float = 0.0, count_active_after: float = 10.0,
+                 remember: float = 900.0) -> None:
+        self.store_path = Path(store_path)
+        self.metrics = metrics
+        self.interval = interval
+        self.backfill = backfill
+        self.ledger = Ledger(count_active_after=count_active_after, remember=remember)
+        self.last_rowid: int | None = None
+        """The newest row read so far (None before the first successful poll)."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        reg = metrics.registry
+        self.counted = Counter("podflow_metrics_connections_counted",
+                               "Connections counted by the metrics follower", registry=reg)
+        self.errors = Counter("podflow_metrics_store_errors",
+                              "Failed reads of the flow store by the metrics follower",
+                              ["reason"], registry=reg)
+        self.rowid = Gauge("podflow_metrics_last_rowid",
+                           "Newest store row the metrics follower has read", registry=reg)
+
+    def _store(self) -> DuckDBStore:
+        return DuckDBStore(self.store_path, read_only=True,
+                           lock_timeout=max(1.0, min(self.interval, 5.0)))
+
+    def poll(self, now: float | None = None) -> int:
+        """Read what is new, count it, expire idle series; return connections counted."""
+        now = time.time() if now is None else now
+        try:
+            store = self._store()
+            top = store.last_rowid()
+            if self.last_rowid is None and self.backfill <= 0:
+                flows: list[Flow] = []
+            elif self.last_rowid is None:
+                spec = None if math.isinf(self.backfill) else FilterSpec(
+                    since=now - self.backfill)
+                flows = store.flows(spec)
+            else:
+                flows = store.flows(after_rowid=self.last_rowid) if top > self.last_rowid \
+                    else []
+            statuses = store.statuses()
+        except StoreMissing:
+            self.errors.labels("missing").inc()
+            if self.last_rowid is None:
+                self.last_rowid = 0  # whatever appears later is new since our start
+            return 0
+        except StoreBusy:
+            self.errors.labels("busy").inc()
+            return 0
+        except (StoreError, OSError) as exc:
+            log.warning("metrics: cannot read %s: %s", self.store_path, exc)
+            self.errors.labels("error").inc()
+            return 0
+        self.last_rowid = top
+        self.rowid.set(top)
+        counted = [c for f in flows if (c := self.ledger.offer(f, now)) is not None]
+        counted += self.ledger.due(now)
+        n = self.metrics.process(counted, now)
+        self.counted.inc(n)
+        self.metrics.update_statuses(statuses, now)
+        self.metrics.expire(now)
+        self.ledger.prune(now)
+        return n
+
+    def start(self, initial_delay: float = 0.0) -> None:
+        """Poll in a daemon thread, first after ``initial_delay`` seconds; idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(initial_delay,),
+                                        name="podflow-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self, initial_delay: float) -> None:
+        if initial_delay > 0:
+            self._stop.wait(initial_delay)
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # never let one bad flow or handler kill the exporter
+                log.exception("metrics follower poll failed")
+                self.errors.labels("internal").inc()
+            self._stop.wait(self.interval)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and wait for it (at most ``timeout`` seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        """True while the polling thread is alive."""
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,458 @@
+"""Prometheus metrics: options syntax, context labels, every handler, expiry, follower, ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from podflow.metrics.asgi import metrics_app
+from podflow.metrics.context import ContextOptions, parse_metrics, traffic_direction
+from podflow.metrics.dns import DnsHandler
+from podflow.metrics.drop import DropHandler
+from podflow.metrics.flow import FlowHandler, flow_type
+from podflow.metrics.follower import Follower, Ledger
+from podflow.metrics.http import HttpHandler, HttpV2Handler
+from podflow.metrics.podflow_health import PodflowHealthHandler, lost_events, sources_up
+from podflow.metrics.port_distribution import PortDistributionHandler
+from podflow.metrics.registry import HANDLERS, MetricSet
+from podflow.metrics.tcp import TcpHandler
+from podflow.model.flow import (
+    L7,
+    DnsInfo,
+    Endpoint,
+    EndpointKind,
+    Flow,
+    FlowState,
+    HttpInfo,
+    ObservationPoint,
+    Protocol,
+    TcpInfo,
+    Verdict,
+    Workload,
+)
+from podflow.store.duckdb import DuckDBStore
+
+FE = Endpoint("10.244.0.5", 41000, EndpointKind.POD, "shop", "frontend-7d9f8c-abcde",
+              Workload("Deployment", "frontend"), (("app.kubernetes.io/name", "web"),
+                                                   ("app", "fe")), "node1")
+BE = Endpoint("10.244.1.7", 9000, EndpointKind.POD, "shop", "backend-5c6b7-xyz12",
+              Workload("Deployment", "backend"), (("app", "backend"),), "node2")
+DB = Endpoint("192.168.100.10", 5432, EndpointKind.EXTERNAL, name="db")
+
+
+def flow(src: Endpoint = FE, dst: Endpoint = BE, **kw: Any) -> Flow:
+    """A forwarded TCP connection seen by node1's conntrack, overridable."""
+    base: dict[str, Any] = {"time": 1000.0, "end_time": 1001.0, "flow_id": "f1",
+                            "observations": (ObservationPoint("node1", "conntrack"),)}
+    base.update(kw)
+    protocol = base.pop("protocol", Protocol.TCP)
+    return Flow(source=src, destination=dst, protocol=protocol, **base)
+
+
+def sample(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return reg.get_sample_value(name, labels)
+
+
+# -- options syntax ----------------------------------------------------------------------
+def test_parse_list_spaces_commas_and_label_commas() -> None:
+    got = parse_metrics("flow:sourceContext=namespace;destinationContext=workload,drop "
+                        "dns:query;ignoreAAAA http:labelsContext=source_pod,destination_app",
+                        list(HANDLERS))
+    assert got == [("flow", {"sourcecontext": "namespace", "destinationcontext": "workload"}),
+                   ("drop", {}), ("dns", {"query": "true", "ignoreaaaa": "true"}),
+                   ("http", {"labelscontext": "source_pod,destination_app"})]
+    assert parse_metrics("  ", list(HANDLERS)) == []
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("flows", "unknown metric 'flows'"),
+    ("flow flow", "given twice"),
+    ("flow:sourceContext=", "bad option"),
+    ("flow:=pod", "bad option"),
+    ("flow:sourceContext=pod;sourcecontext=ip", "given twice"),
+    ("flow:sourceContext=pods", "unknown sourceContext identifier 'pods'"),
+    ("drop:labelsContext=source_pod,dest_pod", "unknown labelsContext label 'dest_pod'"),
+    ("tcp:bogus=1", "has no option bogus"),
+    ("podflow:sourceContext=pod", "has no option sourcecontext"),
+    ("podflow:staleAfter=soon", "must be a number"),
+    ("http httpV2", "enable only one"),
+])
+def test_parse_errors_are_clear(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        MetricSet(text)
+
+
+def test_metric_set_always_has_health_and_defaults() -> None:
+    assert [h.name for h in MetricSet("drop").handlers] == ["drop", "podflow"]
+    names = [h.name for h in MetricSet(None).handlers]
+    assert names == ["flow", "drop", "tcp", "port-distribution", "dns", "http", "podflow"]
+    assert all(cls.help for cls in HANDLERS.values())
+
+
+# -- context labels ----------------------------------------------------------------------
+def test_context_identifiers_and_fallback() -> None:
+    def one(ident: str, e: Endpoint = FE) -> str:
+        ctx = ContextOptions.parse({"sourcecontext": ident})
+        return ctx.label_values(flow(src=e))[0]
+
+    assert one("namespace") == "shop"
+    assert one("pod") == "shop/frontend-7d9f8c-abcde"
+    assert one("pod-name") == "frontend-7d9f8c-abcde"
+    assert one("pod-short") == "shop/frontend"
+    assert one("workload") == "shop/frontend"
+    assert one("workload-name") == "frontend"
+    assert one("app") == "web"  # app.kubernetes.io/name wins over app
+    assert one("app", BE) == "backend"
+    assert one("ip") == "10.244.0.5"
+    assert one("node") == "node1"
+    assert one("identity", BE) == "app=backend"
+    assert one("workload", DB) == ""
+    assert one("workload|dns|ip", DB) == "db"
+    assert one("pod|ip", DB) == "192.168.100.10"
+
+
+def test_labels_context_order_and_values() -> None:
+    ctx = ContextOptions.parse({"labelscontext": "traffic_direction,destination_workload,"
+                                                 "source_namespace,source_ip",
+                                "destinationcontext": "namespace"})
+    assert ctx.label_names() == ["source_ip", "source_namespace", "destination_workload",
+                                 "traffic_direction", "destination"]
+    assert ctx.label_values(flow()) == ["10.244.0.5", "shop", "backend", "egress", "shop"]
+
+
+def test_traffic_direction() -> None:
+    assert traffic_direction(flow()) == "egress"
+    seen_by_server = (ObservationPoint("node2", "packets"),)
+    assert traffic_direction(flow(observations=seen_by_server)) == "ingress"
+    assert traffic_direction(flow(src=DB, dst=DB, observations=())) == "unknown"
+
+
+# -- handlers ----------------------------------------------------------------------------
+DNS_OK = L7(dns=DnsInfo("db.example", ("A",), 0, ("192.0.2.1", "192.0.2.2"),
+                        cnames=("x.example",)))
+HTTP_OK = L7(http=HttpInfo("GET", "/items", code=503), latency_ns=250_000_000)
+
+
+def test_flow_handler_types_and_context() -> None:
+    reg = CollectorRegistry()
+    h = FlowHandler(reg, {"sourcecontext": "namespace", "destinationcontext": "workload"})
+    h.process(flow(), 0)
+    h.process(flow(verdict=Verdict.DROPPED), 0)
+    h.process(flow(protocol=Protocol.UDP, dst=replace(BE, port=53), l7=DNS_OK), 0)
+    h.process(flow(protocol=Protocol.ICMP, verdict=Verdict.ERROR), 0)
+    name = "hubble_flows_processed_total"
+    ctx = {"source": "shop", "destination": "shop/backend"}
+    assert sample(reg, name, protocol="TCP", type="Trace", subtype="conntrack",
+                  verdict="FORWARDED", **ctx) == 1
+    assert sample(reg, name, protocol="TCP", type="Drop", subtype="", verdict="DROPPED",
+                  **ctx) == 1
+    assert sample(reg, name, protocol="DNS", type="L7", subtype="DNS", verdict="FORWARDED",
+                  **ctx) == 1
+    assert sample(reg, name, protocol="ICMPv4", type="Trace", subtype="conntrack",
+                  verdict="ERROR", **ctx) == 1
+    assert flow_type(flow(l7=HTTP_OK)) == ("L7", "HTTP")
+
+
+def test_drop_handler() -> None:
+    reg = CollectorRegistry()
+    h = DropHandler(reg, {"labelscontext": "destination_namespace"})
+    h.process(flow(), 0)
+    h.process(flow(verdict=Verdict.ERROR, drop_reason_desc="CONNECTION_REFUSED"), 0)
+    for _ in range(2):
+        h.process(flow(verdict=Verdict.DROPPED, drop_reason_desc="POLICY_DENIED"), 0)
+    assert sample(reg, "hubble_drop_total", reason="POLICY_DENIED", protocol="TCP",
+                  destination_namespace="shop") == 2
+    assert len(next(iter(reg.collect())).samples) == 2  # one series (+ its _created)
+
+
+def test_tcp_handler() -> None:
+    reg = CollectorRegistry()
+    h = TcpHandler(reg, {})
+    h.process(flow(tcp=TcpInfo("TIME_WAIT", ("SYN", "SYN-ACK", "ACK", "FIN"))), 0)
+    h.process(flow(tcp=TcpInfo("CLOSE", ("SYN", "RST"))), 0)
+    h.process(flow(tcp=TcpInfo("SYN_SENT", ("SYN",)), verdict=Verdict.DROPPED), 0)
+    h.process(flow(tcp=TcpInfo("ESTABLISHED")), 0)  # conntrack: no flags, nothing inferred
+    v6 = flow(src=replace(FE, ip="fd00::5"), tcp=TcpInfo(None, ("SYN",)))
+    h.process(v6, 0)
+    got = {(s.labels["flag"], s.labels["family"]): s.value
+           for m in reg.collect() for s in m.samples if s.name.endswith("_total")}
+    assert got == {("SYN", "IPv4"): 2, ("SYN-ACK", "IPv4"): 1, ("FIN", "IPv4"): 1,
+                   ("RST", "IPv4"): 1, ("SYN", "IPv6"): 1}
+
+
+def test_port_distribution_handler() -> None:
+    reg = CollectorRegistry()
+    h = PortDistributionHandler(reg, {})
+    h.process(flow(), 0)
+    h.process(flow(), 0)
+    h.process(flow(protocol=Protocol.UDP, dst=replace(BE, port=53)), 0)
+    h.process(flow(protocol=Protocol.ICMP, dst=replace(BE, port=None)), 0)
+    h.process(flow(verdict=Verdict.DROPPED), 0)
+    name = "hubble_port_distribution_total"
+    assert sample(reg, name, protocol="TCP", port="9000") == 2
+    assert sample(reg, name, protocol="UDP", port="53") == 1
+    assert sample(reg, name, protocol="ICMPv4", port="0") == 1
+
+
+def test_dns_handler() -> None:
+    reg = CollectorRegistry()
+    h = DnsHandler(reg, {"query": "true", "ignoreaaaa": "true"})
+    h.process(flow(protocol=Protocol.UDP, l7=DNS_OK), 0)
+    nx = L7(dns=DnsInfo("nope.example", ("A",), 3))
+    h.process(flow(protocol=Protocol.UDP, l7=nx), 0)
+    h.process(flow(protocol=Protocol.UDP, l7=L7(dns=DnsInfo("pending.example", ("A",)))), 0)
+    h.process(flow(protocol=Protocol.UDP, l7=nx, verdict=Verdict.DROPPED), 0)
+    h.process(flow(protocol=Protocol.UDP, l7=L7(dns=DnsInfo("v6.example", ("AAAA",), 0))), 0)
+    h.process(flow(), 0)  # no L7: ignored
+    q = "hubble_dns_queries_total"
+    assert sample(reg, q, rcode="", qtypes="A", ips_returned="0", query="db.example") == 1
+    assert sample(reg, q, rcode="", qtypes="A", ips_returned="0",
+                  query="pending.example") == 1
+    assert sample(reg, q, rcode="Policy denied", qtypes="A", ips_returned="0",
+                  query="nope.example") == 1
+    r = "hubble_dns_responses_total"
+    assert sample(reg, r, rcode="No Error", qtypes="A", ips_returned="2",
+                  query="db.example") == 1
+    assert sample(reg, r, rcode="Non-Existent Domain", qtypes="A", ips_returned="0",
+                  query="nope.example") == 1
+    t = "hubble_dns_response_types_total"
+    assert sample(reg, t, type="A", qtypes="A", query="db.example") == 2
+    assert sample(reg, t, type="CNAME", qtypes="A", query="db.example") == 1
+    assert sample(reg, q, rcode="", qtypes="AAAA", ips_returned="0", query="v6.example") is None
+
+
+def test_http_handlers() -> None:
+    reg = CollectorRegistry()
+    h = HttpHandler(reg, {"destinationcontext": "workload-name"})
+    h.process(flow(l7=HTTP_OK), 0)
+    h.process(flow(l7=L7(http=HttpInfo("POST", "/x"))), 0)  # no response seen
+    h.process(flow(l7=HTTP_OK, observations=(ObservationPoint("node2", "packets"),)), 0)
+    lab = {"destination": "backend", "protocol": "HTTP/1.1"}
+    assert sample(reg, "hubble_http_requests_total", method="GET", reporter="client",
+                  **lab) == 1
+    assert sample(reg, "hubble_http_requests_total", method="POST", reporter="client",
+                  **lab) == 1
+    assert sample(reg, "hubble_http_responses_total", method="GET", status="503",
+                  reporter="server", **lab) == 1
+    assert sample(reg, "hubble_http_request_duration_seconds_sum", method="GET",
+                  reporter="client", destination="backend") == pytest.approx(0.25)
+    assert sample(reg, "hubble_http_request_duration_seconds_bucket", method="GET",
+                  reporter="client", destination="backend", le="0.1") == 0
+    reg2 = CollectorRegistry()
+    v2 = HttpV2Handler(reg2, {})
+    v2.process(flow(l7=HTTP_OK), 0)
+    v2.process(flow(l7=L7(http=HttpInfo("POST", "/x"))), 0)
+    assert sample(reg2, "hubble_http_requests_total", method="GET", protocol="HTTP/1.1",
+                  status="503", reporter="client") == 1
+    assert sample(reg2, "hubble_http_requests_total", method="POST", protocol="HTTP/1.1",
+                  status="", reporter="client") is None
+
+
+# -- expiry ------------------------------------------------------------------------------
+def test_series_of_deleted_pods_expire() -> None:
+    ms = MetricSet("flow:sourceContext=pod drop:sourceContext=pod", ttl=300)
+    old = replace(FE, pod_name="frontend-old")
+    ms.process([flow(src=old), flow(src=old, verdict=Verdict.DROPPED)], now=0)
+    ms.process([flow()], now=200)
+    name = "hubble_flows_processed_total"
+    labels = {"protocol": "TCP", "type": "Trace", "subtype": "conntrack",
+              "verdict": "FORWARDED"}
+    assert ms.expire(now=250) == 0
+    assert ms.expire(now=301) == 3  # the old pod's two flow series and its drop series
+    assert sample(ms.registry, name, source="shop/frontend-old", **labels) is None
+    assert sample(ms.registry, name, source="shop/frontend-7d9f8c-abcde", **labels) == 1
+    ms.process([flow()], now=450)  # refreshed: survives
+    assert ms.expire(now=600) == 0
+    ms.process([flow(src=old)], now=700)  # back again: starts from zero
+    assert sample(ms.registry, name, source="shop/frontend-old", **labels) == 1
+    keep = MetricSet("flow:sourceContext=pod", ttl=0)
+    keep.process([flow()], now=0)
+    assert keep.expire(now=1e9) == 0
+
+
+# -- health ------------------------------------------------------------------------------
+STATUS = {"sources": ["conntrack", "packets"], "queue_lost": {"conntrack": 7},
+          "store_lost": 3, "store_rejected": 1,
+          "source_stats": {"conntrack": {"overruns": 2, "events": 10},
+                           "packets": {"kernel_drops": 5, "lost_truncated": 4},
+                           "sockets": {"error": "no permission"}}}
+
+
+def test_lost_events_and_sources_up() -> None:
+    assert lost_events(STATUS) == [
+        ("conntrack", "netlink_overrun", 2), ("conntrack", "queue_full", 7),
+        ("packets", "packet_drop", 5), ("packets", "queue_full", 0),
+        ("packets", "truncated", 4), ("store", "store_buffer_full", 3),
+        ("store", "store_rejected", 1)]
+    assert sources_up(STATUS, True) == [("conntrack", 1), ("packets", 1), ("sockets", 0)]
+    assert sources_up(STATUS, False) == [("conntrack", 0), ("packets", 0), ("sockets", 0)]
+
+
+def test_health_handler_from_statuses() -> None:
+    reg = CollectorRegistry()
+    h = PodflowHealthHandler(reg, {"staleafter": "30"}, ttl=300)
+    reports = [{"node": "node1", "time": 1000.0, "status": STATUS},
+               {"node": "node2", "time": 900.0, "status": {"sources": ["conntrack"]}}]
+    h.update_statuses(reports, now=1010.0)
+    assert sample(reg, "podflow_lost_events_total", node="node1", source="conntrack",
+                  reason="netlink_overrun") == 2
+    assert sample(reg, "podflow_source_up", node="node1", source="conntrack") == 1
+    assert sample(reg, "podflow_source_up", node="node2", source="conntrack") == 0  # stale
+    assert sample(reg, "podflow_agent_last_report_timestamp_seconds", node="node2") == 900
+    h.update_statuses(reports, now=1250.0)  # node2's last report is now older than the TTL
+    assert sample(reg, "podflow_agent_last_report_timestamp_seconds", node="node2") is None
+    assert sample(reg, "podflow_agent_last_report_timestamp_seconds", node="node1") == 1000
+
+
+# -- follower: each connection counted once ---------------------------------------------
+def test_ledger_counts_each_connection_once() -> None:
+    led = Ledger(count_active_after=10.0)
+    active = flow(state=FlowState.ACTIVE, end_time=None)
+    assert led.offer(active, now=1002.0) is None
+    assert led.due(now=1005.0) == []
+    ended = flow(state=FlowState.ENDED)
+    assert led.offer(ended, now=1006.0) is ended  # first seen final
+    assert led.offer(ended, now=1007.0) is None  # re-read of the same rows
+    other_node = replace(ended, observations=(ObservationPoint("node2", "conntrack"),),
+                         time=1000.2)
+    assert led.offer(other_node, now=1008.0) is None
+    assert led.due(now=2000.0) == []
+    reused = flow(time=1030.0, end_time=1031.0)  # same flow_id, 30 s later: a new one
+    assert led.offer(reused, now=1031.0) is reused
+    client_view = flow(flow_id="", client_key="f1", time=1030.5)  # joined by client_key
+    assert led.offer(client_view, now=1032.0) is None
+    keyless = flow(flow_id="")
+    assert led.offer(keyless, now=1032.0) is keyless
+
+
+def test_ledger_long_lived_and_prune() -> None:
+    led = Ledger(count_active_after=10.0, remember=60.0)
+    active = flow(state=FlowState.ACTIVE, end_time=None, flow_id="long")
+    assert led.offer(active, now=1001.0) is None
+    newer = replace(active, traffic=replace(active.traffic))
+    assert led.offer(newer, now=1005.0) is None
+    assert led.due(now=1011.0) == [newer]  # open 11 s, no new row needed
+    assert led.offer(replace(active, state=FlowState.ENDED), now=1020.0) is None
+    assert len(led) == 1
+    assert led.prune(now=1100.0) == 1
+    assert len(led) == 0
+
+
+def test_ledger_counts_at_once_when_pending_is_full() -> None:
+    led = Ledger(max_pending=1)
+    a = flow(state=FlowState.ACTIVE, flow_id="a")
+    b = flow(state=FlowState.ACTIVE, flow_id="b")
+    assert led.offer(a, now=1000.0) is None
+    assert led.offer(b, now=1000.0) is b
+
+
+def write(path: Path, flows: list[Flow]) -> None:
+    with DuckDBStore(path) as store:
+        store.write(flows)
+
+
+def test_follower_reads_updates_without_double_counting(tmp_path: Path) -> None:
+    path = tmp_path / "flows.duckdb"
+    ms = MetricSet("flow:destinationContext=workload-name")
+    fol = Follower(path, ms, interval=0.1, backfill=0.0)
+    assert fol.poll(now=1000.0) == 0  # store missing: counted as such, not fatal
+    assert ms.registry.get_sample_value("podflow_metrics_store_errors_total",
+                                        {"reason": "missing"}) == 1
+    now = time.time()
+    open_ = flow(time=now - 1, end_time=None, state=FlowState.ACTIVE, flow_id="c1")
+    write(path, [open_, flow(time=now - 1, flow_id="c2")])
+    assert fol.poll(now=now) == 1  # c2 ended; c1 still open (the store appeared later)
+    write(path, [replace(open_, state=FlowState.ENDED, end_time=now)])
+    write(path, [replace(open_, state=FlowState.ENDED, end_time=now,
+                         observations=(ObservationPoint("node2", "conntrack"),))])
+    assert fol.poll(now=now + 1) == 1  # c1 ended: counted once for two new rows
+    write(path, [replace(open_, flow_id="c2", state=FlowState.ENDED)])  # c2 updated again
+    assert fol.poll(now=now + 2) == 0
+    assert fol.poll(now=now + 3) == 0
+    total = ms.registry.get_sample_value(
+        "hubble_flows_processed_total", {"protocol": "TCP", "type": "Trace",
+                                         "subtype": "conntrack", "verdict": "FORWARDED",
+                                         "destination": "backend"})
+    assert total == 2
+    with DuckDBStore(path) as store:
+        store.write_status("node1", STATUS, at=now)
+    fol.poll(now=now + 4)
+    assert ms.registry.get_sample_value("podflow_lost_events_total", {
+        "node": "node1", "source": "conntrack", "reason": "queue_full"}) == 7
+
+
+def test_follower_starts_at_end_or_backfills(tmp_path: Path) -> None:
+    path = tmp_path / "flows.duckdb"
+    write(path, [flow(flow_id="old")])
+    at_end = Follower(path, MetricSet("flow"), backfill=0.0)
+    assert at_end.poll() == 0
+    everything = Follower(path, MetricSet("flow"), backfill=float("inf"))
+    assert everything.poll() == 1
+    write(path, [flow(flow_id="new")])
+    assert at_end.poll() == 1
+    assert everything.poll() == 1
+
+
+def test_follower_survives_a_locked_store(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "flows.duckdb"
+    write(path, [flow()])
+    fol = Follower(path, MetricSet("flow"), interval=0.1, backfill=float("inf"))
+    holder = duckdb.connect(str(path))  # a writer holding the file (same process: refused)
+    try:
+        assert fol.poll() == 0
+    finally:
+        holder.close()
+    assert fol.metrics.registry.get_sample_value("podflow_metrics_store_errors_total",
+                                                 {"reason": "busy"}) == 1
+    assert fol.poll() == 1
+
+
+# -- ASGI ---------------------------------------------------------------------------------
+def test_asgi_lazy_start_serves_exposition(tmp_path: Path) -> None:
+    path = tmp_path / "flows.duckdb"
+    write(path, [flow(verdict=Verdict.DROPPED, drop_reason_desc="POLICY_DENIED")])
+    app = metrics_app(path, "drop:sourceContext=namespace", interval=0.2,
+                      backfill=float("inf"))
+
+    async def scrape() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.get("/metrics")
+            assert r.status_code == 200
+            return r.text
+
+    try:
+        text = asyncio.run(scrape())
+    finally:
+        app.stop()
+    assert ('hubble_drop_total{protocol="TCP",reason="POLICY_DENIED",source="shop"} 1.0'
+            in text)
+    assert not app.follower.running
+
+
+def test_asgi_lifespan_starts_and_stops_the_follower(tmp_path: Path) -> None:
+    app = metrics_app(tmp_path / "none.duckdb", None, interval=0.05)
+    sent: list[dict[str, Any]] = []
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> dict[str, Any]:
+        if len(inbox) == 1:
+            assert app.follower.running
+        return inbox.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete",
+                                         "lifespan.shutdown.complete"]
+    assert not app.follower.running
