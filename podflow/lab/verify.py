@@ -230,6 +230,13 @@ class Matcher:
         if r.client.startswith("external/"):
             if src.kind is not EndpointKind.EXTERNAL or src.ip != r.client_ip:
                 return f"source is {src.kind}:{src.display()}, want {r.client}", None
+        elif (host := self.host_network_node(r.client)) is not None:
+            # a host-network pod has its node's address: the flow can only name the node
+            if not ((src.kind is EndpointKind.NODE and (src.name or src.node_name) == host)
+                    or (src.kind is EndpointKind.HOST_NETWORK_POD
+                        and f"{src.namespace}/{src.pod_name}" == r.client)):
+                return (f"source identity is {src.kind}:{src.display()}, want node {host} "
+                        f"(host-network pod {r.client})"), None
         elif src.kind is not EndpointKind.POD or f"{src.namespace}/{src.pod_name}" != r.client:
             return f"source identity is {src.kind}:{src.display()}, want pod {r.client}", None
         dst, svc = f.destination, f.destination_service
@@ -340,8 +347,17 @@ class Matcher:
             target = f"external/{t.name}"
         else:
             target = f"{t.kind}/{t.namespace}/{t.name}"
-        client = r.workload or self.pods.get(r.client, _NOPOD).workload or r.client
+        host = self.host_network_node(r.client)
+        client = f"node/{host}" if host is not None else (
+            r.workload or self.pods.get(r.client, _NOPOD).workload or r.client)
         return client, target, r.category
+
+    def host_network_node(self, client: str) -> str | None:
+        """The node of a host-network client pod (its IP is the node's), else None."""
+        info = self.pods.get(client)
+        if info is None or info.node is None or self.node_ips.get(info.node) != info.ip:
+            return None
+        return info.node
 
     # -- flow side -----------------------------------------------------------------------
     def is_infrastructure(self, f: Flow) -> bool:
@@ -356,6 +372,8 @@ class Matcher:
             return f"{pod_prefix}{e.namespace}/{wl}"
         if e.ip in self.ext_by_ip and e.kind is EndpointKind.EXTERNAL:
             return f"external/{self.ext_by_ip[e.ip]}"
+        if e.kind is EndpointKind.NODE and (e.name or e.node_name):
+            return f"node/{e.name or e.node_name}"
         return f"{e.kind}/{e.ip}"
 
     def flow_category(self, f: Flow) -> str:
