@@ -125,6 +125,8 @@ class Report:
                                for m in self.mismatches]}
 
 
+NO_MASQUERADE_CNIS = frozenset({"macvlan"})
+"""Datapaths whose pods reach externals with their own address (no masquerade)."""
 TOLERANCE = 5.0
 """Seconds a flow's start (or an accept) may differ from the truth record's time."""
 _SVC_CATS = ("clusterip", "nodeport", "podip", "egress")
@@ -192,7 +194,9 @@ class Matcher:
             self.accepts.setdefault(a.server, []).append(a)
         self.truth_by_key: dict[tuple[str, str, int | None], list[ConnectRecord]] = {}
         for r in truth.connects:
-            self.truth_by_key.setdefault((r.proto.upper(), r.client_ip, r.local_port),
+            # the socket's own address (a host-network client's route may pick cni0's)
+            self.truth_by_key.setdefault((r.proto.upper(), r.local_ip or r.client_ip,
+                                          r.local_port),
                                          []).append(r)
         self.by_key: dict[tuple[str, str, int | None], list[int]] = {}
         for i, f in enumerate(flows):
@@ -200,7 +204,7 @@ class Matcher:
 
     # -- truth side ----------------------------------------------------------------------
     def _candidates(self, r: ConnectRecord) -> list[int]:
-        idx = self.by_key.get((r.proto.upper(), r.client_ip, r.local_port), [])
+        idx = self.by_key.get((r.proto.upper(), r.local_ip or r.client_ip, r.local_port), [])
         near = [i for i in idx if abs(self.flows[i].time - r.time) < TOLERANCE]
         return sorted(near, key=lambda i: abs(self.flows[i].time - r.time))
 
@@ -244,10 +248,14 @@ class Matcher:
             ext = self.state.external(parse_target(r.target).name or "")
             if (dst.ip, dst.port) != (ext.ip, r.remote_port) or svc is not None:
                 return f"destination {Address(dst.ip, dst.port)} is not {r.target}", None
-            want = self.node_ips.get(r.node or self.pods.get(r.client, _NOPOD).node or "")
             ts = f.nat.translated_source
-            if ts is None or ts.ip != want:
-                return f"masquerade source is {ts}, want node IP {want}", None
+            if self.state.cni in NO_MASQUERADE_CNIS:
+                if ts is not None:  # pods reach the outside directly: nothing to undo
+                    return f"masquerade source is {ts}, want none on {self.state.cni}", None
+            elif self.host_network_node(r.client) is None:
+                want = self.node_ips.get(r.node or self.pods.get(r.client, _NOPOD).node or "")
+                if ts is None or ts.ip != want:
+                    return f"masquerade source is {ts}, want node IP {want}", None
             server = f"external/{ext.name}"
         else:
             pods, service, port = self._selected(r)
@@ -285,7 +293,7 @@ class Matcher:
                 dt = abs(a.time - r.time)
                 if a.proto != r.proto or dt >= TOLERANCE:
                     continue
-                if a.peer_ip == r.client_ip and a.peer_port == r.local_port:
+                if a.peer_ip == (r.local_ip or r.client_ip) and a.peer_port == r.local_port:
                     rank = 0.0  # no SNAT: the peer is the client itself
                 elif a.peer_ip in self.infra_ips and dt < 1.0:
                     rank = 1.0 if a.peer_port == r.local_port else 2.0  # SNAT, maybe new port
@@ -333,7 +341,7 @@ class Matcher:
 
     def nearest_flow(self, r: ConnectRecord) -> Flow | None:
         """The flow from the same client address and port closest in time, if any."""
-        idx = self.by_key.get((r.proto.upper(), r.client_ip, r.local_port), [])
+        idx = self.by_key.get((r.proto.upper(), r.local_ip or r.client_ip, r.local_port), [])
         return min((self.flows[i] for i in idx), key=lambda f: abs(f.time - r.time),
                    default=None)
 
