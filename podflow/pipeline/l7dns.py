@@ -94,16 +94,22 @@ def parse_dns_tcp(payload: bytes) -> DnsMessage | None:
 def to_info(messages: Iterable[DnsMessage]) -> DnsInfo | None:
     """The exchange's DnsInfo from its queries and responses (None if there are none).
 
-    Question types are the union in order of appearance; the response code is NOERROR when
-    any response had one (an A query answered while AAAA got NXDOMAIN still resolved), else
-    the last response's; addresses and CNAMEs are the union; the TTL the smallest.
+    The query is the name that resolved (the first response with addresses): a stub
+    resolver walks its search list on one socket (``db.example.com.app.svc.cluster.local``
+    NXDOMAIN, ..., then ``db.example.com``), and the name that answered is the one the
+    application meant; without an answer, the last name asked. Question types are the union
+    in order of appearance; the response code is NOERROR when any response had one (an A
+    query answered while AAAA got NXDOMAIN still resolved), else the last response's;
+    addresses and CNAMEs are the union; the TTL the smallest.
     """
     msgs = list(messages)
     if not msgs:
         return None
-    query = next((m.query for m in msgs if m.query), "")
-    qtypes = tuple(dict.fromkeys(t for m in msgs for t in m.qtypes))
     responses = [m for m in msgs if m.response]
+    answered = next((m.query for m in responses if m.ips and m.query), None)
+    asked = [m.query for m in msgs if m.query]
+    query = answered or (asked[-1] if asked else "")
+    qtypes = tuple(dict.fromkeys(t for m in msgs for t in m.qtypes))
     rcode = None
     if responses:
         rcode = 0 if any(m.rcode == 0 for m in responses) else responses[-1].rcode

@@ -67,3 +67,21 @@ def test_http_not_requests_and_responses() -> None:
     assert r is not None and (r.protocol, r.code) == ("HTTP/1.1", 200)
     assert parse_response(b"HTTP/1.1 2000 OK\r\n") is None
     assert parse_response(b"HTTP/2 200") is None
+
+
+def test_search_list_walk_is_named_by_the_name_that_resolved() -> None:
+    from podflow.pipeline.l7dns import DnsMessage, to_info
+
+    def msg(q: str, response: bool, rcode: int = 0, ips: tuple[str, ...] = ()) -> DnsMessage:
+        return DnsMessage(id=1, response=response, query=q, qtypes=("A",), rcode=rcode,
+                          ips=ips)
+
+    walk = [msg("db.example.com.app.svc.cluster.local", False),
+            msg("db.example.com.app.svc.cluster.local", True, 3),
+            msg("db.example.com", False), msg("db.example.com", True, 0, ("192.168.100.10",))]
+    info = to_info(walk)
+    assert info is not None and info.query == "db.example.com" and info.rcode == 0
+    assert info.ips == ("192.168.100.10",)
+    failed = to_info([msg("a.cluster.local", False), msg("a.cluster.local", True, 3),
+                      msg("a", False), msg("a", True, 3)])
+    assert failed is not None and failed.query == "a" and failed.rcode == 3
