@@ -46,7 +46,11 @@ def serve(
     from podflow.server.runner import server_config
 
     path = store_path(store, lab)
-    app = create_app(path, lab=lab, cluster_state=cluster_state, metrics_options=metrics)
+    try:
+        app = create_app(path, lab=lab, cluster_state=cluster_state, metrics_options=metrics)
+    except ValueError as exc:  # bad --metrics options
+        typer.echo(f"podflow serve: --metrics: {exc}", err=True)
+        raise typer.Exit(2) from None
     info = app_info(app)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     typer.echo(f"podflow serve: store {info['store']}")

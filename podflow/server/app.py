@@ -16,8 +16,11 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,7 @@ class _AsgiEndpoint:
         await self.app(scope, receive, send)
 
 
-def _mount_metrics(app: FastAPI, store_path: Path, options: str | None) -> bool:
+def _mount_metrics(app: FastAPI, store_path: Path, options: str | None) -> Any:
     try:
         module = importlib.import_module("podflow.metrics.asgi")
     except ModuleNotFoundError as exc:
@@ -62,14 +65,14 @@ def _mount_metrics(app: FastAPI, store_path: Path, options: str | None) -> bool:
             log.warning("/metrics not served: %s", exc)
         else:
             log.info("/metrics not served: podflow.metrics.asgi is not available")
-        return False
+        return None
     except Exception as exc:  # a broken metrics module must not take the API down
         log.warning("/metrics not served: importing podflow.metrics.asgi failed: %s", exc)
-        return False
-    metrics: ASGIApp = module.metrics_app(store_path, options)
+        return None
+    metrics: ASGIApp = module.metrics_app(store_path, options)  # ValueError: bad options
     app.router.routes.append(Route("/metrics", _AsgiEndpoint(metrics), methods=["GET"],
                                    include_in_schema=False))
-    return True
+    return metrics
 
 
 def create_app(store_path: Path, *, lab: str | None = None,
@@ -89,7 +92,22 @@ def create_app(store_path: Path, *, lab: str | None = None,
     dist = find_web_dist(web_dist)
     cfg = ServerConfig(Path(store_path), lab=lab, cluster_state_dir=cluster_state,
                        web_dist=dist)
-    app = FastAPI(title="podflow", version=__version__,
+    holder: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # mounted apps get no lifespan events: start the metrics follower with the server,
+        # so counters count from server start rather than from the first scrape
+        metrics = holder.get("metrics")
+        if metrics is not None and hasattr(metrics, "start"):
+            await asyncio.to_thread(metrics.start)
+        try:
+            yield
+        finally:
+            if metrics is not None and hasattr(metrics, "stop"):
+                await asyncio.to_thread(metrics.stop)
+
+    app = FastAPI(title="podflow", version=__version__, lifespan=lifespan,
                   description="Flows, service map and inventory of a podflow store. Flow "
                   "filters are the query parameters listed on each endpoint: repeat one to "
                   "OR its values, combine different ones to AND them.")
@@ -109,7 +127,8 @@ def create_app(store_path: Path, *, lab: str | None = None,
         return JSONResponse({"error": str(exc)}, status_code=500)
 
     app.include_router(router)
-    cfg.metrics_mounted = _mount_metrics(app, cfg.store_path, metrics_options)
+    holder["metrics"] = _mount_metrics(app, cfg.store_path, metrics_options)
+    cfg.metrics_mounted = holder["metrics"] is not None
     if dist is not None:
         app.mount("/", StaticFiles(directory=dist, html=True), name="ui")
     else:
