@@ -46,6 +46,7 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
     base = lab_dir(state.name)
     (base / "logs").mkdir(parents=True, exist_ok=True)
     ready: list[Path] = []
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     for node in state.nodes:
         rf = base / "run" / f"agent-{node.name}.ready"
         rf.parent.mkdir(parents=True, exist_ok=True)
@@ -55,15 +56,19 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
             proc = subprocess.Popen(agent_argv(state, node.name, rf), stdin=subprocess.DEVNULL,
                                     stdout=logf, stderr=logf, start_new_session=True)
         node.agent_pid = proc.pid
+        procs[node.name] = proc
     state.save()
     end = time.time() + timeout
     while time.time() < end:
         if all(r.exists() for r in ready):
             return
-        for node in state.nodes:
-            if node.agent_pid is not None and not _alive(node.agent_pid):
-                raise RuntimeError(f"agent for {node.name} exited at start; see "
-                                   f"{base / 'logs' / f'agent-{node.name}.log'}")
+        for name, proc in procs.items():
+            # the Popen handle, not /proc: right after the fork the child may not have
+            # exec'd the agent yet, and its command line is still ours
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent for {name} exited at start (status "
+                                   f"{proc.returncode}); see "
+                                   f"{base / 'logs' / f'agent-{name}.log'}")
         time.sleep(0.1)
     raise RuntimeError(f"agents not ready after {timeout:.0f}s; see {base / 'logs'}")
 

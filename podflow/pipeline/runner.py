@@ -36,7 +36,7 @@ from podflow.pipeline.decode import DecodeContext
 from podflow.pipeline.dnsnames import DnsNameCache
 from podflow.pipeline.queue import LossyQueue
 from podflow.pipeline.writer import BufferedWriter
-from podflow.sources.registry import SOURCES, Report, SourceOptions, SourcePlugin
+from podflow.sources.registry import SOURCES, Report, Sink, SourceOptions, SourcePlugin
 from podflow.store.duckdb import DuckDBStore
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class AgentStats:
     deferred: int = 0
     deferred_resolved: int = 0
     queue_lost: dict[str, int] = field(default_factory=dict)
+    source_failures: dict[str, int] = field(default_factory=dict)
     store_written: int = 0
     store_pending: int = 0
     store_lost: int = 0
@@ -162,12 +163,35 @@ class Agent:
             def sink(records: list[Any], kind: str, _n: str = name) -> bool:
                 return self.queue.put(records, f"{_n}/{kind}")
 
-            t = threading.Thread(target=plugin.run, args=(sink, self.stop), name=name,
+            t = threading.Thread(target=self._supervise, args=(plugin, sink), name=name,
                                  daemon=True)
             t.start()
             threads.append(t)
         self.stats.sources = names
         return threads
+
+    def _supervise(self, plugin: SourcePlugin, sink: Sink) -> None:
+        """Run a source's I/O loop; if it dies, record it and restart it with backoff.
+
+        A source that raises must not silently stop a node's collection: the failure is
+        logged, counted in the health report (``source_failures``), and the source runs again
+        after 1, 2, 4 ... 30 s until the agent stops.
+        """
+        delay = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                plugin.run(sink, self.stop)
+                return
+            except Exception as exc:
+                n = self.stats.source_failures.get(plugin.name, 0) + 1
+                self.stats.source_failures[plugin.name] = n
+                log.error("source %s failed (%d so far), restarting in %.0fs: %s",
+                          plugin.name, n, delay, exc, exc_info=True)
+            if time.monotonic() - started > 60:
+                delay = 1.0  # it ran for a while: start the backoff again
+            self.stop.wait(delay)
+            delay = min(delay * 2, 30.0)
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> AgentStats:

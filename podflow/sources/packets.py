@@ -9,7 +9,8 @@ Modes (``SourceOptions.extra``, all optional):
 * sidecar (``sidecar: true``): capture on ``sidecar_interface`` (default ``eth0``) inside
   every pod namespace of this node, for datapaths the host never sees (macvlan/ipvlan).
   Namespaces come from :mod:`podflow.sources.nsdiscovery` (a link whose other end is in
-  the node's namespace), rescanned every ``rescan_interval`` s; namespaces holding a bridge
+  the node's namespace), rescanned every ``rescan_interval`` s (default 0.5; only new
+  namespaces are probed, see :mod:`podflow.sources.podns`); namespaces holding a bridge
   (a switch, like the lab's fabric, not a pod) are skipped, and ``sidecar_netns`` (a list
   of names/paths) replaces discovery.
 
@@ -60,6 +61,7 @@ from podflow.pipeline.pktparse import parse, parse_ip
 from podflow.pipeline.pkttrack import PacketFlow, PacketTracker, TrackerConfig
 from podflow.sources import bpf, nflog
 from podflow.sources.netns import open_socket
+from podflow.sources.podns import PodNamespaceFinder
 from podflow.sources.registry import Report, Sink, SourceOptions
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,10 @@ def packet_stats(sock: socket.socket) -> tuple[int, int]:
     return packets, drops
 
 
+_BRIDGE_REFRESH = 5.0
+"""Seconds between re-reads of the node's bridge devices (bypass mode)."""
+
+
 def read_packets(sock: socket.socket, where: str, out: list[Raw], limit: int,
                  skip_lo: bool = False, skip: frozenset[str] = frozenset()) -> int:
     """Read up to ``limit`` waiting packets into ``out``; how many were read.
@@ -169,8 +175,10 @@ class PacketsPlugin:
         self.sidecar_interface = str(x.get("sidecar_interface", "eth0"))
         self.sidecar_netns: list[str] | None = x.get("sidecar_netns")
         self.sidecar_exclude: list[str] = list(x.get("sidecar_exclude", []))
-        self.rescan_interval = float(x.get("rescan_interval", 5.0))
+        self.rescan_interval = float(x.get("rescan_interval", 0.5))
+        self._pod_finder: PodNamespaceFinder | None = None
         self._skip_ifaces: frozenset[str] = frozenset()
+        self._bridges_at = 0.0
         self.nflog_group: int | None = x.get("nflog_group")
         self.snaplen = int(x.get("snaplen", 4096))
         self.tracker = PacketTracker(TrackerConfig(
@@ -181,7 +189,7 @@ class PacketsPlugin:
         self._ready = threading.Event()
         self._socks: dict[str, socket.socket] = {}
         self._counts = {"captured": 0, "kernel_seen": 0, "kernel_drops": 0, "nflog": 0,
-                        "open_errors": 0}
+                        "open_errors": 0, "socket_errors": 0}
         self._lock = threading.Lock()
 
     @property
@@ -190,13 +198,19 @@ class PacketsPlugin:
         return self._ready.is_set()
 
     # -- I/O -----------------------------------------------------------------------------
+    def _finder(self) -> PodNamespaceFinder:
+        if self._pod_finder is None:
+            self._pod_finder = PodNamespaceFinder(self.opts.netns,
+                                                  self.opts.extra.get("netns_prefix"))
+        return self._pod_finder
+
     def _targets(self) -> list[tuple[str | None, str | None]]:
         if not self.sidecar:
             if self.interfaces == "auto":
                 return [(self.opts.netns, None)]
             return [(self.opts.netns, i) for i in self.interfaces]
         names = self.sidecar_netns if self.sidecar_netns is not None else \
-            discover_pod_namespaces(self.opts.netns, self.opts.extra.get("netns_prefix"))
+            self._finder().find()
         return [(n, self.sidecar_interface) for n in names
                 if not any(fnmatch.fnmatch(n, pat) for pat in self.sidecar_exclude)]
 
@@ -212,7 +226,7 @@ class PacketsPlugin:
                 log.warning("packets: cannot capture on %s: %s", where, exc)
                 continue
             self._socks[where] = sock
-            sel.register(sock, selectors.EVENT_READ, (netns or "-", ifname is None))
+            sel.register(sock, selectors.EVENT_READ, (netns or "-", ifname is None, where))
 
     def run(self, sink: Sink, stop: threading.Event) -> None:
         """Capture until ``stop``; hands ``pkt`` and ``nflog`` batches and 1-s ``tick`` s."""
@@ -248,8 +262,17 @@ class PacketsPlugin:
                     for m in nflog.parse_messages(_recv_all(sock)):
                         drops.append((m.ts, m.prefix, m.payload))
                 else:
-                    read_packets(sock, key.data[0], batch, _BATCH, skip_lo=key.data[1],
-                                 skip=self._skip_ifaces)
+                    try:
+                        read_packets(sock, key.data[0], batch, _BATCH, skip_lo=key.data[1],
+                                     skip=self._skip_ifaces)
+                    except OSError as exc:
+                        # the device or its namespace went away (a pod was deleted: ENETDOWN,
+                        # ENODEV, ENXIO): drop this socket only; a rescan finds the new pod
+                        self._counts["socket_errors"] += 1
+                        log.info("packets: stop capturing on %s: %s", key.data[2], exc)
+                        sel.unregister(sock)
+                        sock.close()
+                        self._socks.pop(key.data[2], None)
             now = time.time()
             if batch and (len(batch) >= _BATCH or now - last_send >= _BATCH_SECONDS):
                 self._counts["captured"] += len(batch)
@@ -265,8 +288,10 @@ class PacketsPlugin:
             if now >= next_scan:
                 if self.sidecar and self.sidecar_netns is None:
                     self._open_new(sel, program)
-                elif not self.sidecar and self.interfaces == "auto":
+                elif (not self.sidecar and self.interfaces == "auto"
+                      and now - self._bridges_at >= _BRIDGE_REFRESH):
                     self._skip_ifaces = bridge_names(self.opts.netns)
+                    self._bridges_at = now
                 next_scan = now + self.rescan_interval
         if batch:
             self._counts["captured"] += len(batch)
@@ -367,36 +392,8 @@ def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow 
 
 def discover_pod_namespaces(node_netns: str | None,
                             name_prefix: str | None = None) -> list[str]:
-    """Paths of the pod namespaces of this node (see the module docstring)."""
-    from podflow.sources import nsdiscovery as nd
-
-    node_path = "/proc/self/ns/net" if node_netns is None else (
-        node_netns if "/" in node_netns else f"/run/netns/{node_netns}")
-    node_ino = nd.ns_inode(node_path)
-    found = []
-    with open(node_path, "rb") as nodef:
-        for cand in nd.candidates(name_prefix=name_prefix).values():
-            if cand.inode == node_ino:
-                continue
-            try:
-                route = open_socket(cand.path, socket.AF_NETLINK, socket.SOCK_RAW, 0)
-            except OSError:
-                continue
-            with route:
-                route.settimeout(2.0)
-                try:
-                    ok, _why = nd.probe(route, nodef.fileno())
-                    route.send(nd.build_getlink(seq=3))
-                    links: list[nd.Link] = []
-                    done = False
-                    while not done:
-                        got, done = nd.parse_links(route.recv(1 << 16))
-                        links += got
-                except OSError:
-                    continue
-            if ok and not any(link.kind == "bridge" for link in links):
-                found.append(cand.path)
-    return found
+    """Paths of the pod namespaces of this node (one-shot; see :mod:`podns`)."""
+    return PodNamespaceFinder(node_netns, name_prefix).find()
 
 
 def bridge_names(netns: str | None) -> frozenset[str]:

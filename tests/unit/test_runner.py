@@ -71,3 +71,41 @@ def test_unresolved_flow_is_stored_as_unknown_when_the_grace_runs_out(tmp_path: 
     agent.writer.flush()
     assert _stored(tmp_path / "flows.duckdb") == [(EndpointKind.UNKNOWN, None)]
     assert agent.stats.deferred_resolved == 0 and agent.stats.flows == 1
+
+
+class CrashOnce:
+    """A source whose I/O loop raises the first time and works the second."""
+
+    name = "crashy"
+    ready = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, sink: object, stop: object) -> None:
+        import threading
+
+        assert callable(sink) and isinstance(stop, threading.Event)
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(100, "Network is down")
+        sink(["record"], "event")
+        stop.wait(10)
+
+
+def test_a_source_that_dies_is_restarted_and_counted(tmp_path: Path) -> None:
+    import threading
+
+    agent, _ = _agent(tmp_path, grace=5)
+    plugin = CrashOnce()
+    t = threading.Thread(target=agent._supervise,  # type: ignore[arg-type]
+                         args=(plugin, lambda r, k: agent.queue.put(r, f"crashy/{k}")))
+    t.start()
+    try:
+        got = agent.queue.get(timeout=5)
+    finally:
+        agent.stop.set()
+        t.join(5)
+    assert got == (["record"], "crashy/event")
+    assert plugin.calls == 2 and agent.stats.source_failures == {"crashy": 1}
+    assert not t.is_alive()
