@@ -2,8 +2,8 @@
 
 The edges themselves come from :meth:`DuckDBStore.map_edges`; this module adds what the
 packet source's L7 records say about them. It reads only the merged connections that have
-an L7 row (a cheap existence check first, so stores without L7 pay one tiny query) and
-aggregates in Python:
+an L7 row (:meth:`DuckDBStore.l7_connections`, which also says whether each matches the
+whole filter) and aggregates in Python:
 
 - per edge key ``(source id, destination id, service, port, protocol)`` (the ids of
   :func:`podflow.server.graph.node_id`): HTTP requests by status code and method, a few
@@ -22,26 +22,18 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
-
-from podflow.model.flow import L7, Flow
+from podflow.model.flow import L7
 from podflow.query.filter import FilterSpec
 from podflow.query.servicemap import map_node
-from podflow.store import duckdb as duckdb_store
 from podflow.store.duckdb import DuckDBStore
-from podflow.store.schema import columns_to_flows
 
 EdgeKey = tuple[str, str, str | None, int | None, str]
 """(source node id, destination node id, service ``ns/name``, port, protocol)."""
 
-log = logging.getLogger(__name__)
-_warned = False
-_HAS_L7 = "(dns_query IS NOT NULL OR http_method IS NOT NULL OR http_code IS NOT NULL)"
 _TOP = 8
 
 
@@ -101,32 +93,6 @@ class L7Facts:
     """External IP -> names DNS answered with it (most frequent first)."""
 
 
-def _connections(store: DuckDBStore, window: FilterSpec) -> list[Flow]:
-    """Merged L7-bearing connections in the time window (empty when the store has none).
-
-    Reuses the store's merge CTEs, narrowed to connections with an L7 row; if the store's
-    SQL changed shape, logs once and returns nothing (the map then has no L7 summaries).
-    """
-    if not store._query(f"SELECT 1 AS x FROM flows WHERE {_HAS_L7} LIMIT 1", []):
-        return []
-    where, params = window.to_sql()
-    try:
-        grouped: str = duckdb_store._GROUPED
-        keys = f"WHERE fkey IN (SELECT fkey FROM allkeyed WHERE {_HAS_L7})"
-        sql = (f"WITH {grouped.replace('/*KEYS*/', keys)} SELECT * FROM merged WHERE {where} "
-               "ORDER BY time, fkey, grp")
-        rows = store._query(sql, params)
-        if not rows:
-            return []
-        return columns_to_flows({k: [r[k] for r in rows] for k in rows[0]})
-    except (AttributeError, KeyError, duckdb.Error) as exc:
-        global _warned
-        if not _warned:
-            log.warning("L7 summaries unavailable (store layout changed?): %s", exc)
-            _warned = True
-        return []
-
-
 def l7_facts(store: DuckDBStore, spec: FilterSpec, node_id: Any) -> L7Facts:
     """L7 summaries per edge for flows matching ``spec``, and DNS names of IPs in its window.
 
@@ -134,15 +100,14 @@ def l7_facts(store: DuckDBStore, spec: FilterSpec, node_id: Any) -> L7Facts:
     """
     facts = L7Facts()
     names: dict[str, Counter[str]] = {}
-    window = FilterSpec(since=spec.since, until=spec.until)
-    for flow in _connections(store, window):
+    for flow, matched in store.l7_connections(spec):
         rec = flow.l7
         if rec is None:
             continue
         if rec.dns is not None and rec.dns.rcode in (0, None):
             for ip in rec.dns.ips:
                 names.setdefault(ip, Counter())[rec.dns.query] += 1
-        if not spec.matches(flow):
+        if not matched:
             continue
         svc = flow.destination_service
         key: EdgeKey = (node_id(map_node(flow.source)), node_id(map_node(flow.destination)),

@@ -7,10 +7,13 @@ for ``lock_timeout`` seconds and then raises :class:`~podflow.store.base.StoreBu
 Writes go in as one Arrow table per batch (DuckDB's fast path); ``seq`` numbers rows in
 commit order so followers can ask for what landed after the last row they saw.
 
-Reads merge the observations of each connection in SQL with the rules of
-:mod:`podflow.pipeline.correlate` (group by ``flow_id``, split on >10 s gaps, pick the
-primary record), filter the merged flows, then fetch only the selected groups' rows (by
-``seq``) and merge them in Python with :func:`~podflow.pipeline.correlate.merge`.
+Each write also assigns its rows to connections with the rules of
+:mod:`podflow.pipeline.correlate` and refreshes the merged row of every connection it touched
+in the ``connections`` table (see :mod:`podflow.store.connections`), so reads filter and
+aggregate one row per connection, then fetch only the selected connections' rows (by
+``seq``) and merge them in Python with :func:`~podflow.pipeline.correlate.merge`. A store of
+an older layout (schema 1) is upgraded in place by the first write; reading one before that
+raises :class:`StoreSchemaError`.
 
 Example::
 
@@ -40,9 +43,9 @@ import duckdb
 import pyarrow as pa
 
 from podflow.model.flow import Flow
-from podflow.pipeline.correlate import SPLIT_GAP, merge
+from podflow.pipeline.correlate import merge
 from podflow.query.filter import FilterSpec
-from podflow.query.servicemap import EDGES_SQL, Edge, edge_from_row, sort_edges
+from podflow.query.servicemap import Edge, edge_from_row, sort_edges
 from podflow.store.base import (
     FlowRejected,
     StoreBusy,
@@ -50,78 +53,17 @@ from podflow.store.base import (
     StoreMissing,
     StoreSchemaError,
 )
+from podflow.store.connections import register, reindex, write_batch
+from podflow.store.edges import edges_sql
 from podflow.store.schema import (
     DDL,
     STATUS_DDL,
     STORE_SCHEMA_VERSION,
+    V1_UPGRADE,
     columns_to_flows,
     flow_to_rows,
     rows_to_table,
 )
-
-_UNDID = "(svc_name IS NOT NULL OR nat_orig_dst_ip IS NOT NULL OR nat_snat_ip IS NOT NULL)"
-_SRC_KNOWN = "(src_kind NOT IN ('node', 'unknown'))"
-_SRC_COLS = ("src_ip", "src_ipkey", "src_port", "src_kind", "src_namespace", "src_pod",
-             "src_workload_kind", "src_workload", "src_labels", "src_node", "src_name")
-_L7_COLS = ("l7_latency_ns", "dns_query", "dns_qtypes", "dns_rcode", "dns_ips", "dns_ttl",
-            "dns_cnames", "http_method", "http_url", "http_host", "http_code", "http_protocol")
-_L7_PRESENT = "(dns_query IS NOT NULL OR http_protocol IS NOT NULL OR l7_latency_ns IS NOT NULL)"
-_GAP = float(SPLIT_GAP)
-_GROUPED = f"""
-bridges AS (SELECT flow_id, client_key, least(flow_id, client_key) AS canon, time AS btime,
-                   seq AS bseq FROM flows
-            WHERE flow_id <> '' AND client_key <> '' AND flow_id <> client_key),
-bkeys AS (SELECT flow_id AS k, canon, btime, bseq FROM bridges
-          UNION ALL SELECT client_key AS k, canon, btime, bseq FROM bridges),
-rkeys AS (SELECT seq AS rseq, time AS rtime, flow_id AS k FROM flows WHERE flow_id <> ''
-          UNION ALL SELECT seq, time, client_key FROM flows
-          WHERE client_key <> '' AND client_key <> flow_id),
-hit AS (SELECT rseq, arg_min(canon, (abs(rtime - btime), btime, bseq)) AS canon
-        FROM rkeys JOIN bkeys USING (k) WHERE abs(rtime - btime) <= {_GAP} GROUP BY rseq),
-allkeyed AS (SELECT flows.*, coalesce(hit.canon, nullif(flow_id, ''), nullif(client_key, ''),
-                                      'seq:' || seq) AS fkey
-             FROM flows LEFT JOIN hit ON hit.rseq = flows.seq),
-marked AS (SELECT *, CASE WHEN time - lag(time) OVER (PARTITION BY fkey ORDER BY time, seq)
-                          > {_GAP} THEN 1 ELSE 0 END AS brk FROM allkeyed),
-grouped AS MATERIALIZED (SELECT * EXCLUDE (brk), sum(brk) OVER (PARTITION BY fkey ORDER BY time, seq
-                                   ROWS UNBOUNDED PRECEDING) AS grp FROM marked),
-agg AS (SELECT fkey, grp, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m_seq,
-               list(seq) AS m_seqs,
-               list(DISTINCT obs_node) FILTER (WHERE obs_node IS NOT NULL) AS obs_nodes,
-               max(packets_to_dst) AS m_pd, max(bytes_to_dst) AS m_bd,
-               max(packets_to_src) AS m_ps, max(bytes_to_src) AS m_bs,
-               bool_or(state = 'ended') AS m_ended,
-               max(CASE verdict WHEN 'DROPPED' THEN 3 WHEN 'ERROR' THEN 2
-                   WHEN 'FORWARDED' THEN 1 ELSE 0 END) AS m_vrank,
-               max(nullif(flow_id, '')) AS m_fid, max(nullif(client_key, '')) AS m_ckey,
-               arg_min(rtt_us, (flow_id <> '', time, seq)) FILTER (WHERE rtt_us IS NOT NULL)
-                   AS m_rtt,
-               arg_min(struct_pack({", ".join(f"{c} := {c}" for c in _L7_COLS)}), (time, seq))
-                   FILTER (WHERE {_L7_PRESENT}) AS m_l7
-        FROM grouped GROUP BY fkey, grp),
-prim AS (SELECT * FROM grouped QUALIFY row_number() OVER (
-           PARTITION BY fkey, grp ORDER BY {_UNDID} DESC, (flow_id <> '') DESC,
-           {_SRC_KNOWN} DESC, time, coalesce(obs_node, ''), seq) = 1),
-sprim AS (SELECT fkey, grp, client_key AS s_ckey, {", ".join(f"{c} AS s_{c}" for c in _SRC_COLS)}
-          FROM grouped QUALIFY row_number() OVER (
-           PARTITION BY fkey, grp ORDER BY {_UNDID} DESC, {_SRC_KNOWN} DESC,
-           (client_key <> '') DESC, time, coalesce(obs_node, ''), seq) = 1),
-merged AS (SELECT prim.* REPLACE (
-             agg.m_time AS time, agg.m_end AS end_time, agg.m_pd AS packets_to_dst,
-             agg.m_bd AS bytes_to_dst, agg.m_ps AS packets_to_src, agg.m_bs AS bytes_to_src,
-             CASE WHEN agg.m_ended THEN 'ended' ELSE 'active' END AS state,
-             CASE agg.m_vrank WHEN 3 THEN 'DROPPED' WHEN 2 THEN 'ERROR' WHEN 1 THEN 'FORWARDED'
-                  ELSE 'UNKNOWN' END AS verdict,
-             coalesce(nullif(prim.flow_id, ''), agg.m_fid, '') AS flow_id,
-             coalesce(nullif(prim.client_key, ''), nullif(sprim.s_ckey, ''), agg.m_ckey, '')
-                 AS client_key,
-             agg.m_rtt AS rtt_us,
-             {", ".join(f"sprim.s_{c} AS {c}" for c in _SRC_COLS)},
-             {", ".join(f"agg.m_l7.{c} AS {c}" for c in _L7_COLS)}),
-             agg.obs_nodes, agg.m_seq, agg.m_seqs
-           FROM prim JOIN agg USING (fkey, grp) JOIN sprim USING (fkey, grp))"""
-"""CTEs turning observation rows into one ``merged`` row per connection (see
-:mod:`podflow.pipeline.correlate`: group keys through bridges, primary, source view)."""
 
 
 class DuckDBStore:
@@ -181,11 +123,11 @@ class DuckDBStore:
         finally:
             con.close()
 
-    def _has_schema(self, con: duckdb.DuckDBPyConnection) -> bool:
+    def _version(self, con: duckdb.DuckDBPyConnection) -> int | None:
         rows = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
                            "'podflow_meta'").fetchall()
         if not rows[0][0]:
-            return False
+            return None
         got = con.execute("SELECT value FROM podflow_meta WHERE key = 'schema_version'"
                           ).fetchall()
         version = int(got[0][0]) if got else 0
@@ -193,15 +135,45 @@ class DuckDBStore:
             raise StoreSchemaError(
                 f"store {self.path} written by a newer podflow (store schema {version}, this "
                 f"podflow reads up to {STORE_SCHEMA_VERSION}): upgrade podflow")
-        return True
+        return version
+
+    def _has_schema(self, con: duckdb.DuckDBPyConnection) -> bool:
+        version = self._version(con)
+        if version is not None and version < STORE_SCHEMA_VERSION:
+            raise StoreSchemaError(
+                f"store {self.path} has the layout of an older podflow (store schema "
+                f"{version}, this podflow reads {STORE_SCHEMA_VERSION}): the next write "
+                "upgrades it in place (start an agent), or delete the file to start afresh")
+        return version is not None
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
-        if not self._has_schema(con):
+        version = self._version(con)
+        if version is None:
             for stmt in DDL:
                 con.execute(stmt)
             con.execute("INSERT INTO podflow_meta VALUES ('schema_version', ?)",
                         [str(STORE_SCHEMA_VERSION)])
+        elif version < STORE_SCHEMA_VERSION:
+            for stmt in V1_UPGRADE:
+                con.execute(stmt)
+            reindex(con)
+            con.execute("UPDATE podflow_meta SET value = ? WHERE key = 'schema_version'",
+                        [str(STORE_SCHEMA_VERSION)])
         con.execute(STATUS_DDL)
+
+    def reindex(self) -> None:
+        """Recompute every row's connection and the ``connections`` table from the rows.
+
+        Writes keep both exact; this is for stores whose rows were inserted directly (the
+        benchmark) and is what upgrading an older store runs.
+        """
+        if self.read_only:
+            raise StoreError(f"store {self.path} was opened read-only")
+        with self._connect(write=True) as con:
+            con.execute("BEGIN TRANSACTION")
+            self._ensure_schema(con)
+            reindex(con)
+            con.execute("COMMIT")
 
     # -- writing ------------------------------------------------------------------------
     def write_status(self, node: str, status: Mapping[str, Any], at: float | None = None) -> None:
@@ -219,7 +191,7 @@ class DuckDBStore:
     def statuses(self) -> list[dict[str, Any]]:
         """The latest health report of every agent: ``{"node", "time", "status": {...}}``."""
         with self._connect(write=False) as con:
-            if not self._has_schema(con):
+            if self._version(con) is None:
                 return []
             found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
                                 "'agent_status'").fetchall()
@@ -262,8 +234,7 @@ class DuckDBStore:
                 base = int(top[0][0])
                 seqs = pa.array(range(base + 1, base + 1 + table.num_rows), type=pa.int64())
                 table = table.set_column(0, "seq", seqs)
-                con.register("podflow_batch", table)
-                con.execute("INSERT INTO flows SELECT * FROM podflow_batch")
+                write_batch(con, table)
                 con.execute("COMMIT")
             written = table.num_rows
         if errors:
@@ -323,14 +294,16 @@ class DuckDBStore:
                 out = columns_to_flows(self._columns(con, sql, params))
                 return out[::-1] if last is not None else out
             sel = con.execute(
-                f"WITH {_GROUPED} SELECT m_seqs FROM merged WHERE {where} "
-                f"ORDER BY time {order}, fkey {order}, grp {order}{lim}", params).fetchall()
+                f"SELECT m_seqs FROM connections WHERE {where} "
+                f"ORDER BY time {order}, okey {order}, conn_id {order}{lim}", params).fetchall()
             if last is not None:
                 sel.reverse()
             if not sel:
                 return []
-            cols = self._columns(con, "SELECT * FROM flows WHERE seq IN (SELECT unnest(?)) "
-                                 "ORDER BY seq", [[q for (seqs,) in sel for q in seqs]])
+            sub = register(con, "podflow_seqs", (q for (seqs,) in sel for q in seqs),
+                           pa.int64())
+            cols = self._columns(con, f"SELECT * FROM flows WHERE seq IN {sub} ORDER BY seq",
+                                 [])
         by_seq = dict(zip(cols["seq"], columns_to_flows(cols), strict=True))
         return [merge([by_seq[q] for q in sorted(seqs)]) for (seqs,) in sel]
 
@@ -345,15 +318,33 @@ class DuckDBStore:
         Same result as :func:`podflow.query.servicemap.build_edges` on :meth:`flows`.
         """
         where, params = (spec or FilterSpec()).to_sql()
-        sql = f"WITH {_GROUPED}, matched AS (SELECT * FROM merged WHERE {where}) {EDGES_SQL}"
-        return sort_edges(edge_from_row(r) for r in self._query(sql, params))
+        return sort_edges(edge_from_row(r) for r in self._query(edges_sql(where), params))
+
+    def l7_connections(self, spec: FilterSpec | None = None) -> list[tuple[Flow, bool]]:
+        """Connections with an HTTP or DNS record in ``spec``'s time window, by start time.
+
+        Each comes as its merged row (one Flow, with the primary row's observation point)
+        and whether it matches the whole ``spec`` (its other fields, e.g. the nodes). For the
+        service map's L7 summaries (:mod:`podflow.server.l7`).
+        """
+        spec = spec or FilterSpec()
+        window, wparams = FilterSpec(since=spec.since, until=spec.until).to_sql()
+        where, params = spec.to_sql()
+        sql = (f"SELECT *, ({where}) AS podflow_match FROM connections WHERE has_l7 AND "
+               f"{window} ORDER BY time, okey, conn_id")
+        with self._connect(write=False) as con:
+            if not self._has_schema(con):
+                return []
+            cols = self._columns(con, sql, params + wparams)
+        return list(zip(columns_to_flows(cols), (bool(m) for m in cols["podflow_match"]),
+                        strict=True))
 
     def stats(self) -> dict[str, Any]:
         """Counts for ``lab status`` and tests: rows, connections, time span, rows per node."""
-        sql = (f"WITH {_GROUPED} SELECT (SELECT count(*) FROM flows) AS rows, "
-               "(SELECT count(*) FROM agg) AS connections, (SELECT min(time) FROM flows) AS "
-               "first_time, (SELECT max(coalesce(end_time, time)) FROM flows) AS last_time, "
-               "(SELECT coalesce(max(seq), 0) FROM flows) AS last_rowid, "
+        sql = ("SELECT (SELECT count(*) FROM flows) AS rows, "
+               "(SELECT count(*) FROM connections) AS connections, (SELECT min(time) FROM "
+               "flows) AS first_time, (SELECT max(coalesce(end_time, time)) FROM flows) AS "
+               "last_time, (SELECT coalesce(max(seq), 0) FROM flows) AS last_rowid, "
                "(SELECT map(list(n), list(c)) FROM (SELECT coalesce(obs_node, '') AS n, "
                "count(*) AS c FROM flows GROUP BY 1 ORDER BY 1)) AS rows_per_node")
         got = self._query(sql, [])

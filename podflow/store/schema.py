@@ -45,8 +45,13 @@ from podflow.model.flow import (
     Workload,
 )
 
-STORE_SCHEMA_VERSION = 1
-"""Version of the table layout; a store with a higher one is refused."""
+STORE_SCHEMA_VERSION = 2
+"""Version of the table layout; a store with a higher one is refused, an older one upgraded.
+
+1: ``flows`` only. 2: ``flows`` carries each row's connection (``conn_id`` and how it was
+grouped, :data:`GROUPING_COLUMNS`) and ``connections`` holds one merged row per connection
+(see :mod:`podflow.store.connections`).
+"""
 
 _S, _I, _B, _F = pa.string(), pa.int32(), pa.int64(), pa.float64()
 _LABELS = pa.map_(pa.string(), pa.string())
@@ -75,8 +80,22 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("dns_rcode", _I), ("dns_ips", pa.list_(pa.string())), ("dns_ttl", _B),
     ("dns_cnames", pa.list_(pa.string())), ("http_method", _S), ("http_url", _S),
     ("http_host", _S), ("http_code", _I), ("http_protocol", _S),
+    ("conn_id", _B), ("conn_key", _S), ("bridge_time", _F), ("bridge_seq", _B),
 ]
 """Every column of the ``flows`` table, in order, with its Arrow type."""
+
+GROUPING_COLUMNS = ("conn_id", "conn_key", "bridge_time", "bridge_seq")
+"""The columns the store fills when a row is written (see :mod:`podflow.store.grouping`):
+the row's connection (the ``seq`` of one of its rows), its group key and the bridge that
+chose it. Not part of a Flow."""
+
+CONN_EXTRA: list[tuple[str, str]] = [
+    ("conn_id", "BIGINT"), ("m_seq", "BIGINT"), ("m_seqs", "BIGINT[]"),
+    ("obs_nodes", "VARCHAR[]"), ("okey", "VARCHAR"), ("has_l7", "BOOLEAN"),
+    ("edge_id", "BIGINT")]
+"""Columns of ``connections`` besides the merged flow's: its id, newest row, rows, observing
+nodes, order key (the first row's ``flow_id or client_key``), whether a row has L7 and its
+service-map edge ends (``edge_ends``, see :mod:`podflow.store.edges`)."""
 
 ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t in COLUMNS])
 """The Arrow schema a write batch is built with."""
@@ -84,16 +103,38 @@ ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t in COLUMNS])
 _SQL_TYPES = {_S: "VARCHAR", _I: "INTEGER", _B: "BIGINT", _F: "DOUBLE", pa.bool_(): "BOOLEAN",
               _LABELS: "MAP(VARCHAR, VARCHAR)", pa.list_(pa.string()): "VARCHAR[]"}
 
+CONN_COLUMNS: list[tuple[str, str]] = CONN_EXTRA + [
+    (n, _SQL_TYPES[t]) for n, t in COLUMNS if n != "seq" and n not in GROUPING_COLUMNS]
+"""Every column of the ``connections`` table (one merged row per connection) and its type."""
+
+CONNECTIONS_DDL = ("CREATE TABLE IF NOT EXISTS connections ("
+                   + ", ".join(f"{n} {t}" for n, t in CONN_COLUMNS) + ")")
+"""The materialised merged connections (maintained by every write)."""
+
+EDGE_END_COLUMNS = [f"{p}_{c}" for p in ("src", "dst") for c in (
+    "kind", "namespace", "workload", "pod", "name", "node", "ip")] + [
+    "svc_namespace", "svc_name", "dst_port", "protocol"]
+"""What a service-map edge's ends are made of (every column the map-node rules read)."""
+
+EDGE_ENDS_DDL = ("CREATE TABLE IF NOT EXISTS edge_ends (edge_id BIGINT, " + ", ".join(
+    f"{c} {dict(CONN_COLUMNS)[c]}" for c in EDGE_END_COLUMNS) + ")")
+"""The distinct edge ends of the store's connections, numbered (``connections.edge_id``)."""
+
 DDL = [
     "CREATE TABLE IF NOT EXISTS podflow_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     "CREATE TABLE IF NOT EXISTS flows ("
     + ", ".join(f"{n} {_SQL_TYPES[t]}" for n, t in COLUMNS) + ")",
+    CONNECTIONS_DDL, EDGE_ENDS_DDL,
 ]
 """Statements creating an empty store (the version row is inserted separately).
 
 There is deliberately no ART index: agents append roughly in time order, so DuckDB's per
-row-group min/max (zone maps) already prune time ranges, and inserts stay cheap.
+row-group min/max (zone maps) already prune time and ``seq`` ranges, and inserts stay cheap.
 """
+
+V1_UPGRADE = [f"ALTER TABLE flows ADD COLUMN {n} {_SQL_TYPES[t]}"
+              for n, t in COLUMNS if n in GROUPING_COLUMNS] + [CONNECTIONS_DDL, EDGE_ENDS_DDL]
+"""Statements turning a version 1 layout into this one (the rows are then re-indexed)."""
 
 
 STATUS_DDL = ("CREATE TABLE IF NOT EXISTS agent_status (time DOUBLE, node VARCHAR, "
@@ -171,7 +212,8 @@ def _l7_from(c: Mapping[str, Sequence[Any]], i: int) -> L7 | None:
 def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
     """One row per observation point (one row if there is none); ValueError if unstorable.
 
-    ``seq`` is left None: the store assigns it when the batch is committed.
+    ``seq`` and the :data:`GROUPING_COLUMNS` are left None: the store assigns them when the
+    batch is committed.
     """
     svc, nat, tr = f.destination_service, f.nat, f.traffic
     base: dict[str, Any] = {
@@ -196,7 +238,7 @@ def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
         "verdict": Verdict(f.verdict).value, "drop_reason": f.drop_reason_desc,
         "is_reply": bool(f.is_reply), "cni_profile": f.cni_profile,
         "ingested_at": ingested_at, "client_key": str(f.client_key),
-        **_l7_values(f.l7),
+        **_l7_values(f.l7), **dict.fromkeys(GROUPING_COLUMNS),
     }
     points: Sequence[ObservationPoint | None] = f.observations or (None,)
     rows = []

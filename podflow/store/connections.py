@@ -1,0 +1,257 @@
+"""The ``connections`` table: merged connections materialised at write time.
+
+Why: merging observations at query time (window functions over every row, wide columns
+included, then picking primaries) made a service map over 10M rows take a minute and every
+follower poll merge the whole table. Merging belongs where the data changes: a writer holds
+DuckDB's exclusive file lock for its whole batch, so it can group its rows with what is
+stored without racing other agents, and readers then read one row per connection.
+
+How, per write batch (one transaction, see :func:`write_batch`):
+
+1. fetch the grouping columns of stored rows near the batch: within ``WINDOW`` seconds of a
+   batch row's start (the table is appended roughly in time order, so DuckDB's zone maps on
+   ``time`` skip the rest) and sharing a key (``flow_id``, ``client_key``, group key);
+2. decide the batch rows' connections and which stored groups change with the exact rules
+   of :func:`podflow.pipeline.correlate.group` (:mod:`podflow.store.grouping`); a group whose
+   rows reach the edge of the fetched windows (a rare chain of starts every few seconds) is
+   fetched whole by id;
+3. update the stored rows that moved, append the batch with its ``conn_id``, then replace the
+   merged row of every connection the batch touched (DELETE + INSERT of only those, computed
+   in SQL by :func:`merged_sql` from their rows).
+
+The merge rules are :func:`podflow.pipeline.correlate.merge`'s: the primary row (undid NAT,
+knows the server key, real source, earliest, node, seq) gives destination, service and NAT;
+the best source view gives the source; counters are maxima, nodes a union, the verdict the
+worst, ``rtt_us`` the first measured (client side first), L7 the first row's that has one.
+Readers filter and aggregate these rows directly and fetch observation rows only for the
+connections they return (``m_seqs``). :func:`reindex` recomputes everything in bulk (the
+upgrade of a version 1 store, or a store written directly, like the benchmark's).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+import duckdb
+import pyarrow as pa
+
+from podflow.pipeline.correlate import SPLIT_GAP
+from podflow.store.edges import number_edges
+from podflow.store.grouping import Row, affected, choose_keys, finish
+from podflow.store.schema import COLUMNS, CONN_COLUMNS, GROUPING_COLUMNS
+
+WINDOW = 6 * SPLIT_GAP
+"""Seconds around each batch row searched for stored rows of the same connection (the rules
+need 2 x SPLIT_GAP; the margin lets groups reaching further be detected and fetched)."""
+MAX_WINDOWS = 32
+"""At most this many time ranges per search (nearest ones are joined beyond it)."""
+
+_GAP = float(SPLIT_GAP)
+_UNDID = "(svc_name IS NOT NULL OR nat_orig_dst_ip IS NOT NULL OR nat_snat_ip IS NOT NULL)"
+_SRC_KNOWN = "(src_kind NOT IN ('node', 'unknown'))"
+_SRC_COLS = [n for n, _ in COLUMNS if n.startswith("src_")]
+_L7_COLS = ["l7_latency_ns", *(n for n, _ in COLUMNS if n.startswith(("dns_", "http_")))]
+_L7_PRESENT = "(dns_query IS NOT NULL OR http_protocol IS NOT NULL OR l7_latency_ns IS NOT NULL)"
+HAS_L7 = "(dns_query IS NOT NULL OR http_method IS NOT NULL OR http_code IS NOT NULL)"
+"""A row with an HTTP or DNS record (``connections.has_l7``: one of the rows has)."""
+_FETCH = "seq, time, flow_id, client_key, conn_id, conn_key, bridge_time, bridge_seq"
+
+
+def merged_sql(rel: str, *, materialize: bool = True) -> str:
+    """SELECT of the ``connections`` rows of every ``conn_id`` in relation ``rel`` (rows)."""
+    repl = ", ".join([
+        "a.m_time AS time", "a.m_end AS end_time", "a.m_pd AS packets_to_dst",
+        "a.m_bd AS bytes_to_dst", "a.m_ps AS packets_to_src", "a.m_bs AS bytes_to_src",
+        "CASE WHEN a.m_ended THEN 'ended' ELSE 'active' END AS state",
+        "CASE a.m_vrank WHEN 3 THEN 'DROPPED' WHEN 2 THEN 'ERROR' WHEN 1 THEN 'FORWARDED' "
+        "ELSE 'UNKNOWN' END AS verdict",
+        "coalesce(nullif(p.flow_id, ''), a.m_fid, '') AS flow_id",
+        "coalesce(nullif(p.client_key, ''), nullif(s.client_key, ''), a.m_ckey, '') "
+        "AS client_key", "a.m_rtt AS rtt_us",
+        *(f"s.{c} AS {c}" for c in _SRC_COLS), *(f"l.{c} AS {c}" for c in _L7_COLS)])
+    return f"""WITH g AS {"MATERIALIZED " if materialize else ""}({rel}),
+a AS (SELECT conn_id, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m_seq,
+             list(seq ORDER BY seq) AS m_seqs,
+             list(DISTINCT obs_node ORDER BY obs_node) FILTER (WHERE obs_node IS NOT NULL)
+                 AS obs_nodes,
+             max(packets_to_dst) AS m_pd, max(bytes_to_dst) AS m_bd,
+             max(packets_to_src) AS m_ps, max(bytes_to_src) AS m_bs,
+             bool_or(state = 'ended') AS m_ended,
+             max(CASE verdict WHEN 'DROPPED' THEN 3 WHEN 'ERROR' THEN 2
+                 WHEN 'FORWARDED' THEN 1 ELSE 0 END) AS m_vrank,
+             max(nullif(flow_id, '')) AS m_fid, max(nullif(client_key, '')) AS m_ckey,
+             arg_min(rtt_us, (flow_id <> '', time, seq)) FILTER (WHERE rtt_us IS NOT NULL)
+                 AS m_rtt,
+             arg_min(seq, (time, seq)) FILTER (WHERE {_L7_PRESENT}) AS l_seq,
+             arg_min(seq, (NOT {_UNDID}, flow_id = '', NOT {_SRC_KNOWN}, time,
+                           coalesce(obs_node, ''), seq)) AS p_seq,
+             arg_min(seq, (NOT {_UNDID}, NOT {_SRC_KNOWN}, coalesce(client_key, '') = '',
+                           time, coalesce(obs_node, ''), seq)) AS s_seq,
+             arg_min(coalesce(nullif(flow_id, ''), client_key, ''), (time, seq)) AS okey,
+             bool_or({HAS_L7}) AS has_l7
+      FROM g GROUP BY conn_id)
+SELECT p.* EXCLUDE (seq, {", ".join(c for c in GROUPING_COLUMNS if c != "conn_id")})
+       REPLACE ({repl}),
+       a.m_seq, a.m_seqs, a.obs_nodes, a.okey, a.has_l7
+FROM a JOIN g p ON p.seq = a.p_seq JOIN g s ON s.seq = a.s_seq
+     LEFT JOIN g l ON l.seq = a.l_seq"""
+
+
+_CONN_NAMES = ", ".join(n for n, _ in CONN_COLUMNS if n != "edge_id")
+
+
+def windows(times: Iterable[float]) -> list[tuple[float, float]]:
+    """Disjoint ``[lo, hi]`` ranges covering ``WINDOW`` seconds around every time.
+
+    >>> windows([100.0, 130.0, 1000.0])
+    [(40.0, 190.0), (940.0, 1060.0)]
+    """
+    spans: list[tuple[float, float]] = []
+    for t in sorted(times):
+        if spans and t - WINDOW <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], t + WINDOW)
+        else:
+            spans.append((t - WINDOW, t + WINDOW))
+    if len(spans) <= MAX_WINDOWS:
+        return spans
+    gaps = sorted(range(len(spans) - 1), key=lambda j: spans[j][1] - spans[j + 1][0])
+    out, start = [], 0
+    for j in sorted(gaps[:MAX_WINDOWS - 1]):   # keep the widest gaps, join across the rest
+        out.append((spans[start][0], spans[j][1]))
+        start = j + 1
+    out.append((spans[start][0], spans[-1][1]))
+    return out
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[object]) -> list[Row]:
+    return [Row(*r) for r in con.execute(sql, params).fetchall()]
+
+
+def register(con: duckdb.DuckDBPyConnection, name: str, values: Iterable[object],
+             typ: pa.DataType) -> str:
+    """Make ``values`` the one-column relation ``name`` (column ``v``); return a subquery.
+
+    Much cheaper than a list parameter (whose conversion costs ~10 us per value).
+    """
+    con.register(name, pa.table({"v": pa.array(list(values), typ)}))
+    return f"(SELECT v FROM {name})"
+
+
+def _near(con: duckdb.DuckDBPyConnection, wins: list[tuple[float, float]], keys: set[str],
+          columns: tuple[str, ...]) -> list[Row]:
+    if not keys:
+        return []
+    span = " OR ".join("time BETWEEN ? AND ?" for _ in wins)
+    params: list[object] = [x for w in wins for x in w]
+    sub = register(con, "podflow_keys", sorted(keys), pa.string())
+    parts = [f"SELECT {_FETCH} FROM flows WHERE ({span}) AND {c} IN {sub}" for c in columns]
+    return _rows(con, " UNION ".join(parts), params * len(columns))
+
+
+def _incomplete(rows: list[Row], ids: set[int], wins: list[tuple[float, float]]) -> set[int]:
+    los = [w[0] for w in wins]
+    out = set()
+    for r in rows:
+        if r.conn_id in ids:
+            i = bisect.bisect_right(los, r.time) - 1
+            if i < 0 or r.time - wins[i][0] <= _GAP or wins[i][1] - r.time <= _GAP:
+                out.add(r.conn_id)
+    return out
+
+
+def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+    """Insert a batch (``seq`` assigned) and keep grouping and ``connections`` exact."""
+    cols = table.select(["seq", "time", "flow_id", "client_key"]).to_pydict()
+    new = [Row(*r) for r in zip(cols["seq"], cols["time"], cols["flow_id"],
+                                 cols["client_key"], strict=True)]
+    wins = windows(r.time for r in new)
+    keys = {k for r in new for k in r.key_values()}
+    stored = {r.seq: r for r in _near(con, wins, keys, ("flow_id", "client_key", "conn_key"))}
+    moved = choose_keys(new, list(stored.values()))
+    want = {r.conn_key for r in new if r.conn_key} | {r.conn_key for r, _, _ in moved
+                                                       if r.conn_key}
+    want |= {k for _, k, _ in moved if k}
+    for r in _near(con, wins, want - keys, ("conn_key",)):
+        stored.setdefault(r.seq, r)
+    ids = affected(new, moved, list(stored.values()))
+    whole = _incomplete(list(stored.values()), ids, wins)
+    if whole:
+        sub = register(con, "podflow_ids", sorted(whole), pa.int64())
+        for r in _rows(con, f"SELECT {_FETCH} FROM flows WHERE conn_id IN {sub}", []):
+            stored.setdefault(r.seq, r)
+    done = finish(new, moved, list(stored.values()), ids)
+    if done.changed:
+        upd = pa.table({
+            "seq": [r.seq for r in done.changed], "conn_id": [r.conn_id for r in done.changed],
+            "conn_key": [r.conn_key for r in done.changed],
+            "bridge_time": pa.array([r.bridge_time for r in done.changed], pa.float64()),
+            "bridge_seq": pa.array([r.bridge_seq for r in done.changed], pa.int64())})
+        lo, hi = min(upd["seq"].to_pylist()), max(upd["seq"].to_pylist())
+        con.register("podflow_upd", upd)
+        con.execute("UPDATE flows SET conn_id = u.conn_id, conn_key = u.conn_key, "
+                    "bridge_time = u.bridge_time, bridge_seq = u.bridge_seq "
+                    "FROM podflow_upd u WHERE flows.seq = u.seq AND flows.seq BETWEEN ? AND ?",
+                    [lo, hi])
+        con.unregister("podflow_upd")
+    for name, typ, values in (
+            ("conn_id", pa.int64(), [r.conn_id for r in new]),
+            ("conn_key", pa.string(), [r.conn_key for r in new]),
+            ("bridge_time", pa.float64(), [r.bridge_time for r in new]),
+            ("bridge_seq", pa.int64(), [r.bridge_seq for r in new])):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pa.array(values, typ))
+    con.register("podflow_batch", table)
+    con.execute("INSERT INTO flows BY NAME SELECT * FROM podflow_batch")
+    con.unregister("podflow_batch")
+    refresh(con, done.gone, sorted(done.ids))
+
+
+def refresh(con: duckdb.DuckDBPyConnection, gone: Iterable[int], seqs: list[int]) -> None:
+    """Replace the merged rows of connections ``gone`` by those of the rows ``seqs``."""
+    old = sorted(gone)
+    if old:
+        sub = register(con, "podflow_gone", old, pa.int64())
+        con.execute(f"DELETE FROM connections WHERE conn_id IN {sub}")
+    if seqs:
+        sub = register(con, "podflow_seqs", seqs, pa.int64())
+        rel = f"SELECT * FROM flows WHERE seq IN {sub}"
+        con.execute(f"INSERT INTO connections ({_CONN_NAMES}) SELECT {_CONN_NAMES} FROM "
+                    f"({merged_sql(rel)})")
+        number_edges(con)
+
+
+_KEYS_SQL = f"""
+WITH bridges AS (SELECT flow_id, client_key, least(flow_id, client_key) AS canon,
+                        time AS btime, seq AS bseq FROM flows
+                 WHERE flow_id <> '' AND client_key <> '' AND flow_id <> client_key),
+bkeys AS (SELECT flow_id AS k, canon, btime, bseq FROM bridges
+          UNION ALL SELECT client_key AS k, canon, btime, bseq FROM bridges),
+rkeys AS (SELECT seq AS rseq, time AS rtime, flow_id AS k FROM flows WHERE flow_id <> ''
+          UNION ALL SELECT seq, time, client_key FROM flows
+          WHERE client_key <> '' AND client_key <> flow_id),
+hit AS (SELECT rseq, arg_min({{'canon': canon, 'btime': btime, 'bseq': bseq}},
+                             (abs(rtime - btime), btime, bseq)) AS b
+        FROM rkeys JOIN bkeys USING (k) WHERE abs(rtime - btime) <= {_GAP} GROUP BY rseq),
+keyed AS (SELECT seq, time, coalesce(hit.b.canon, nullif(flow_id, ''),
+                                     nullif(client_key, '')) AS gkey,
+                 hit.b.btime AS btime, hit.b.bseq AS bseq
+          FROM flows LEFT JOIN hit ON hit.rseq = flows.seq),
+marked AS (SELECT *, CASE WHEN time - lag(time) OVER (PARTITION BY gkey ORDER BY time, seq)
+                          > {_GAP} THEN 1 ELSE 0 END AS brk FROM keyed),
+split AS (SELECT *, sum(brk) OVER (PARTITION BY gkey ORDER BY time, seq
+                                   ROWS UNBOUNDED PRECEDING) AS grp FROM marked)
+SELECT seq, CASE WHEN gkey IS NULL THEN seq ELSE min(seq) OVER (PARTITION BY gkey, grp) END
+           AS cid, gkey, btime, bseq FROM split"""
+
+
+def reindex(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every row's connection and the whole ``connections`` table (in bulk SQL)."""
+    con.execute(f"CREATE TEMP TABLE podflow_keys AS {_KEYS_SQL}")
+    con.execute("UPDATE flows SET conn_id = k.cid, conn_key = k.gkey, bridge_time = k.btime, "
+                "bridge_seq = k.bseq FROM podflow_keys k WHERE flows.seq = k.seq")
+    con.execute("DROP TABLE podflow_keys")
+    con.execute("DELETE FROM connections")
+    con.execute(f"INSERT INTO connections ({_CONN_NAMES}) SELECT {_CONN_NAMES} FROM "
+                f"({merged_sql('SELECT * FROM flows', materialize=False)}) ORDER BY m_seq")
+    number_edges(con)
