@@ -15,8 +15,11 @@ what each message knows into one record per connection and emits :class:`Complet
   ran is never mistaken for a gone one;
 - a dump or event entry never seen before is tracked ("missed NEW", counted after the first
   dump, which naturally finds the whole table);
-- every ``active_report_interval`` an open connection with known counters is reported
-  non-final (ACTIVE), and ``flush`` reports every open one non-final.
+- an open connection with known counters is reported non-final (ACTIVE) once it has been
+  open ``first_report_after`` seconds (so that long-lived and unanswered connections show up
+  early, and the other vantage points' records of them have their NAT bridge in the store:
+  a SYN nobody answers stays in conntrack for 120 s), then every ``active_report_interval``;
+  ``flush`` reports every open one non-final.
 
 Merged entries keep the latest tuples/status/mark, the last known TCP state and counters, the
 kernel start time (else ``received_at`` stays the first time podflow saw the connection) and
@@ -109,10 +112,12 @@ class _Conn:
 class ConnectionTracker:
     """Per-connection state across events and dumps of one conntrack table; O(1) per entry."""
 
-    def __init__(self, max_entries: int = 1_000_000, active_report_interval: float = 60.0
+    def __init__(self, max_entries: int = 1_000_000, active_report_interval: float = 60.0,
+                 first_report_after: float = 5.0
                  ) -> None:
         self.max_entries = max_entries
         self.active_report_interval = active_report_interval
+        self.first_report_after = first_report_after
         self._conns: OrderedDict[Key, _Conn] = OrderedDict()
         self._gen = 0
         self._prev_dump_end = float("-inf")
@@ -197,8 +202,10 @@ class ConnectionTracker:
         gone: list[Key] = []
         for key, c in self._conns.items():
             if c.seen_gen == gen:
+                first = c.last_report == c.first_seen
                 if not c.done and c.packets is not None and (
-                        now - c.last_report >= self.active_report_interval):
+                        now - c.last_report >= self.active_report_interval
+                        or (first and now - c.first_seen >= self.first_report_after)):
                     c.last_report = now
                     self.snapshots += 1
                     out.append(Completed(c.entry(), False))

@@ -86,12 +86,14 @@ def test_destroy_of_unknown_connection_is_final_and_counted() -> None:
 
 
 def test_active_snapshots_for_long_lived_and_flush() -> None:
-    tr = ConnectionTracker(active_report_interval=60.0)
+    tr = ConnectionTracker(active_report_interval=60.0, first_report_after=5.0)
     tr.handle([entry(DUMP, 1, t=0.0, packets=1)], "dump", 0.5)
-    assert tr.handle([entry(DUMP, 1, t=30.0, packets=2)], "dump", 30.5) == []
-    out = tr.handle([entry(DUMP, 1, t=60.0, packets=3)], "dump", 60.5)
-    assert [(c.final, c.entry.orig_packets) for c in out] == [(False, 3)]
-    assert tr.handle([entry(DUMP, 1, t=90.0, packets=4)], "dump", 90.5) == []
+    assert tr.handle([entry(DUMP, 1, t=3.0, packets=1)], "dump", 3.5) == []
+    out = tr.handle([entry(DUMP, 1, t=30.0, packets=2)], "dump", 30.5)  # open >= 5 s: first
+    assert [(c.final, c.entry.orig_packets) for c in out] == [(False, 2)]
+    assert tr.handle([entry(DUMP, 1, t=60.0, packets=3)], "dump", 60.5) == []
+    out = tr.handle([entry(DUMP, 1, t=90.0, packets=4)], "dump", 90.5)  # 60 s after that
+    assert [(c.final, c.entry.orig_packets) for c in out] == [(False, 4)]
     tr.feed([entry(NEW, 2, t=91.0)], "event")
     out = tr.flush(95.0)
     assert sorted((c.final, c.entry.id) for c in out) == [(False, 1), (False, 2)]
@@ -108,7 +110,9 @@ def test_bounded_table_evicts_oldest() -> None:
 def test_udp_final_on_destroy_only() -> None:
     tr = ConnectionTracker()
     tr.handle([entry(DUMP, 1, t=0.0, state=None, packets=1, proto=17)], "dump", 0.5)
-    assert tr.handle([entry(DUMP, 1, t=5.0, state=None, packets=1, proto=17)], "dump", 5.5) == []
+    assert tr.handle([entry(DUMP, 1, t=2.0, state=None, packets=1, proto=17)], "dump", 2.5) == []
+    early = tr.handle([entry(DUMP, 1, t=5.0, state=None, packets=1, proto=17)], "dump", 5.5)
+    assert [c.final for c in early] == [False]  # reported while open, not final
     [e] = finals(tr.feed([entry(DES, 1, t=31.0, state=None, packets=1, proto=17)], "event"))
     assert e.orig.proto == 17
 
