@@ -8,7 +8,7 @@ counts exactly once:
 
 * a connection is identified by each of its non-empty keys, ``flow_id`` and ``client_key``,
   together with its start time; two sightings are the same connection when they share a key
-  and their start times are within ``SPLIT_GAP`` (10 s) — the store's own merge rule, so a
+  and their start times are within ``SPLIT_GAP`` (5 s) — the store's own merge rule, so a
   reused port is a new connection and a client-side view joined later is not;
 * it is counted **the first time it is seen final** (``state`` ended), or, if it stays open,
   once it has been open for ``count_active_after`` seconds (default 10 s) — even when no new

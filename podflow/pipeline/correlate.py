@@ -64,7 +64,7 @@ from podflow.model.flow import (
     Verdict,
 )
 
-SPLIT_GAP = 10.0
+SPLIT_GAP = 5.0
 """Seconds between consecutive start times (sorted) that split one flow_id into two flows."""
 
 VERDICT_RANK = {Verdict.DROPPED: 3, Verdict.ERROR: 2, Verdict.FORWARDED: 1, Verdict.UNKNOWN: 0}

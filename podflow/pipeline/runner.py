@@ -83,6 +83,9 @@ class AgentConfig:
     (a new pod's first connections can finish before its object reaches the agent)."""
     max_deferred: int = 100_000
     """Bound on flows waiting for identity; beyond it they are stored as they are."""
+    view_delay: float | None = None
+    """Seconds the other sources' flows wait when conntrack runs too (None: resync + flush +
+    1 s), so the NAT-aware record is stored first and they merge into it on write."""
 
 
 @dataclass
@@ -123,6 +126,7 @@ class Agent:
         self.plugins: dict[str, SourcePlugin] = {}
         self.dnsnames = DnsNameCache()
         self._deferred: list[tuple[float, SourcePlugin, Report]] = []
+        self._held: list[tuple[float, SourcePlugin, Report]] = []
 
     # -- set-up ------------------------------------------------------------------------
     def detect(self) -> Detection:
@@ -224,6 +228,7 @@ class Agent:
                 if now >= next_poll:
                     changed = self.cluster.poll(now)
                     self._retry_deferred(ctx, changed=changed)
+                    self._release_held(ctx)
                     next_poll = now + self.cfg.inventory_poll
                 if now >= next_flush:
                     self.writer.flush()
@@ -241,6 +246,7 @@ class Agent:
             for plugin in self.plugins.values():
                 self._emit(plugin, plugin.flush(now), ctx)
             self.cluster.poll(time.time())
+            self._release_held(ctx, final=True)
             self._retry_deferred(ctx, changed=True, final=True)
             self.writer.flush()
             self._write_status()
@@ -258,7 +264,7 @@ class Agent:
         self._emit(plugin, plugin.process(records, sub, time.time()), ctx)
 
     def _emit(self, plugin: SourcePlugin, reports: list[Report], ctx: DecodeContext, *,
-              retrying: bool = False) -> None:
+              retrying: bool = False, released: bool = False) -> None:
         flows: list[Flow] = []
         for r in reports:
             try:
@@ -269,6 +275,8 @@ class Agent:
                 continue
             if f is None:
                 self.stats.skipped += 1
+            elif not retrying and not released and self._hold(plugin):
+                self._held.append((time.time() + self._view_delay(), plugin, r))
             elif (not retrying and _unresolved(f)
                   and len(self._deferred) < self.cfg.max_deferred):
                 self._deferred.append((time.time() + self.cfg.identity_grace, plugin, r))
@@ -282,6 +290,26 @@ class Agent:
         self.stats.flows += len(flows)
         if flows:
             self.writer.add(flows)
+
+    def _hold(self, plugin: SourcePlugin) -> bool:
+        """Delay this source's flows? Only behind conntrack, and only up to the bound."""
+        return (plugin.name != "conntrack" and "conntrack" in self.plugins
+                and len(self._held) < self.cfg.max_deferred)
+
+    def _view_delay(self) -> float:
+        if self.cfg.view_delay is not None:
+            return self.cfg.view_delay
+        return self.cfg.resync_interval + self.cfg.flush_interval + 1.0
+
+    def _release_held(self, ctx: DecodeContext, *, final: bool = False) -> None:
+        """Emit the other sources' flows whose delay is over (all of them at the end)."""
+        if not self._held:
+            return
+        now = time.time()
+        due = [h for h in self._held if final or h[0] <= now]
+        self._held = [h for h in self._held if not (final or h[0] <= now)]
+        for _deadline, plugin, r in due:
+            self._emit(plugin, [r], ctx, released=True)
 
     def _retry_deferred(self, ctx: DecodeContext, *, changed: bool, final: bool = False) -> None:
         """Re-decode flows that waited for identity: now resolved, or out of time."""
@@ -323,5 +351,9 @@ class Agent:
 
 
 def _unresolved(f: Flow) -> bool:
-    """An end inside the cluster's ranges that no object claimed (yet)."""
-    return EndpointKind.UNKNOWN in (f.source.kind, f.destination.kind)
+    """An end inside the cluster's ranges that no object claimed (yet), or a client-side
+    view still aimed at a service VIP: the NAT-aware record of the same connection (the
+    node's conntrack) usually lands within the grace, and the store then merges this one
+    into it on write instead of showing a VIP-only flow for a moment."""
+    return (EndpointKind.UNKNOWN in (f.source.kind, f.destination.kind)
+            or (f.destination.kind is EndpointKind.SERVICE and f.destination_service is None))

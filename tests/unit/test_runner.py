@@ -109,3 +109,25 @@ def test_a_source_that_dies_is_restarted_and_counted(tmp_path: Path) -> None:
     assert got == (["record"], "crashy/event")
     assert plugin.calls == 2 and agent.stats.source_failures == {"crashy": 1}
     assert not t.is_alive()
+
+
+def test_other_views_wait_for_conntrack_then_are_stored(tmp_path: Path) -> None:
+    import dataclasses
+    import time
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.cfg = dataclasses.replace(agent.cfg, view_delay=0.2)
+    _state_dir(tmp_path, with_client=True)
+    agent.cluster.poll(1.0)
+    packets = ConntrackPlugin(SourceOptions(node_name="node1"))
+    packets.name = "packets"  # stands in for a non-NAT-aware view of the same connection
+    agent.plugins = {"conntrack": PLUGIN, "packets": packets}
+    agent._emit(packets, [Report(clusterip_entry(), True)], ctx)
+    assert agent.writer.pending == 0 and len(agent._held) == 1
+    agent._release_held(ctx)
+    assert agent.writer.pending == 0, "released before its delay"
+    time.sleep(0.25)
+    agent._release_held(ctx)
+    assert agent.writer.pending == 1 and agent._held == []
+    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)  # conntrack is never held
+    assert agent.writer.pending == 2

@@ -34,7 +34,7 @@ from podflow.model.flow import (
     Verdict,
     Workload,
 )
-from podflow.pipeline.correlate import group, merge, merge_all
+from podflow.pipeline.correlate import SPLIT_GAP, group, merge, merge_all
 from podflow.query.filter import FilterSpec
 from podflow.query.servicemap import build_edges
 from podflow.store.duckdb import DuckDBStore
@@ -160,11 +160,13 @@ def test_one_row_batches_any_order(tmp_path: Path) -> None:
 
 
 def test_long_chain_fetched_whole(tmp_path: Path) -> None:
-    """Starts every 8 s for minutes are one connection reaching past the searched window;
-    a bridge arriving last moves its middle to the bridge's key and splits it in three."""
+    """Starts closer than SPLIT_GAP for minutes are one connection reaching past the searched
+    window; a bridge arriving last moves its middle to the bridge's key and splits it in
+    three."""
     rnd = random.Random(5)
     e = _pod("10.244.0.5", 1, "fe-1", "node1")
-    chain = [Flow(1000.0 + 8 * i + rnd.uniform(0, 0.5), e, e, Protocol.TCP,
+    step = 0.8 * SPLIT_GAP  # 40 steps span well beyond the +-60 s window searched on write
+    chain = [Flow(1000.0 + step * i + rnd.uniform(0, 0.05 * SPLIT_GAP), e, e, Protocol.TCP,
                   observations=_obs(NODES[i % 2], "sockets"), flow_id="k") for i in range(40)]
     bridge = replace(chain[20], time=chain[20].time + 0.1, client_key="a",
                      observations=_obs("node1", "conntrack"))
