@@ -48,6 +48,10 @@ from podflow.lab.truth import TruthWriter
 log = logging.getLogger("podflow.lab.workload")
 
 MAX_INFLIGHT = 16
+CLIENT_START_DELAY = 2.0
+"""Seconds a lab pod's clients wait before their first connection (config key
+``client_start_delay``; servers of pods started with it listen by then, as a real cluster's
+readiness probes would ensure). A bare config (tests) has none."""
 """Concurrent attempts per client loop; beyond this, ticks are skipped (bounded load)."""
 DNS_LABEL = ("k8s-app", "kube-dns")
 """The pod label that makes a workload process serve cluster DNS on its port-53 ports."""
@@ -84,7 +88,8 @@ def pod_config(state: LabState, pod: PodState, lab_path: Path) -> dict[str, Any]
             "workload": workload, "node": pod.node, "labels": dict(pod.labels),
             "ports": list(pod.ports), "traffic": _traffic_from(state, workload),
             "netns": pod.netns, "namespace": pod.namespace,
-            "cluster_state": str(lab_path / "cluster-state")}
+            "cluster_state": str(lab_path / "cluster-state"),
+            "client_start_delay": CLIENT_START_DELAY}
 
 
 def external_config(state: LabState, ext: ExternalState, lab_path: Path) -> dict[str, Any]:
@@ -92,7 +97,7 @@ def external_config(state: LabState, ext: ExternalState, lab_path: Path) -> dict
     who = f"external/{ext.name}"
     return {"lab_path": str(lab_path), "who": who, "ip": ext.ip, "workload": who, "node": None,
             "labels": {}, "ports": list(ext.ports), "traffic": _traffic_from(state, who),
-            "netns": ext.netns}
+            "netns": ext.netns, "client_start_delay": CLIENT_START_DELAY}
 
 
 def start_pod(state: LabState, pod: PodState, lab_path: Path, **overrides: Any) -> list[int]:
@@ -221,7 +226,9 @@ class Workload:
             log.error("traffic entry %s: %s", entry, exc)
             return
         turn = random.randrange(1 << 16)
-        await asyncio.sleep(random.uniform(0, every))
+        # like a readiness gate: pods started together get to listen before clients fire
+        delay = float(self.cfg.get("client_start_delay") or 0.0)
+        await asyncio.sleep(delay + random.uniform(0, every))
         next_at = time.monotonic()
         while True:
             if len(self.inflight) < MAX_INFLIGHT:

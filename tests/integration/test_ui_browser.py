@@ -152,8 +152,8 @@ def _click_edge(pg: Any, edge_id: str) -> None:
     loads = pg.evaluate("window.__podflow.flowLoads")
     pg.mouse.click(pos["x"], pos["y"])
     pg.wait_for_function("(id) => document.querySelector('#selection').dataset.id === id",
-                         arg=edge_id, timeout=5_000)
-    pg.wait_for_function("(n) => window.__podflow.flowLoads > n", arg=loads, timeout=10_000)
+                         arg=edge_id, timeout=20_000)
+    pg.wait_for_function("(n) => window.__podflow.flowLoads > n", arg=loads, timeout=20_000)
 
 
 def _rows(pg: Any) -> list[dict[str, str]]:

@@ -76,7 +76,7 @@ def test_servers_clients_and_truth(netns_pair: None, tmp_path: Path) -> None:
     state.save(tmp_path / "state.json")
     pids = start_pod(state, state.pods[1], tmp_path)
     time.sleep(0.5)
-    pids += start_pod(state, state.pods[0], tmp_path)
+    pids += start_pod(state, state.pods[0], tmp_path, client_start_delay=0)
     time.sleep(2.5)
     _stop(pids)
 
@@ -114,6 +114,7 @@ def test_demo_lab_truth_every_category(tmp_path: Path, monkeypatch: pytest.Monke
     spec = replace(spec_mod.load_default_spec(), name="pfwltest")
     try:
         state = manager.up(spec, agents=False)
+        up_done = time.time()
         time.sleep(7)
         old = state.pods[0]
         restart_start = time.time()
@@ -129,7 +130,7 @@ def test_demo_lab_truth_every_category(tmp_path: Path, monkeypatch: pytest.Monke
     # connections in flight while a pod is deleted may fail, as in a real cluster; outside
     # that window (and older than the 2 s connect timeout at the end) every one succeeds
     quiet = [c for c in truth.connects
-             if c.time < restart_start - 2.5 or restart_end + 1 < c.time < end - 2.5]
+             if up_done + 1 < c.time < restart_start - 2.5 or restart_end + 1 < c.time < end - 2.5]
     assert quiet and [c for c in quiet if c.outcome != "ok"] == []
     servers = {a.server for a in truth.accepts}
     assert f"{old.namespace}/{old.name}" in {s.who for s in truth.starts}

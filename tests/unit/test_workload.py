@@ -125,7 +125,8 @@ def test_loopback_run_writes_matching_truth(tmp_path: Path) -> None:
     st.save(tmp_path / "state.json")
 
     async def run() -> None:
-        task = asyncio.create_task(Workload(pod_config(st, pod, tmp_path)).run())
+        task = asyncio.create_task(Workload({**pod_config(st, pod, tmp_path),
+                                             "client_start_delay": 0}).run())
         await asyncio.sleep(1.0)
         signal.raise_signal(signal.SIGTERM)
         await asyncio.wait_for(task, 5)
@@ -256,7 +257,7 @@ def test_loopback_names_and_http_status(tmp_path: Path) -> None:
     st.save(tmp_path / "state.json")
     write_cluster_state(st, tmp_path / "cluster-state")
     cfg = pod_config(st, pod, tmp_path)
-    cfg["dns_port"], cfg["netns"] = dport, "pf-none-such"
+    cfg["dns_port"], cfg["netns"], cfg["client_start_delay"] = dport, "pf-none-such", 0
 
     async def run() -> None:
         task = asyncio.create_task(Workload(cfg).run())
