@@ -188,7 +188,8 @@ def read_cni_conf_dir(path: Path) -> dict[str, Any]:
 def _links_and_routes(netns: str | None) -> tuple[tuple[LinkInfo, ...], tuple[RouteInfo, ...]]:
     from pyroute2 import IPRoute  # imported here: the rest of the module needs no pyroute2
 
-    with IPRoute(netns=netns) if netns else IPRoute() as ipr:
+    # flags=0: pyroute2 would otherwise create a namespace that does not exist (O_CREAT)
+    with IPRoute(netns=netns, flags=0) if netns else IPRoute() as ipr:
         raw_links = list(ipr.get_links())
         raw_addrs = list(ipr.get_addr())
         raw_routes = list(ipr.get_routes(table=254))

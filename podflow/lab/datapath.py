@@ -68,6 +68,8 @@ class Datapath:
     """Offset into a node's pod /24 of its tunnel address (VTEP), None without a tunnel."""
     services = True
     """Whether kube-proxy's services can carry this datapath's pod traffic."""
+    masquerade = True
+    """Whether pods reach the outside masqueraded to their node (else with their own IP)."""
 
     def fabric_commands(self, state: LabState) -> list[str]:
         """Extra ``ip -batch`` lines for the fabric netns (e.g. gateways in pod subnets)."""

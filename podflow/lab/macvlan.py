@@ -55,6 +55,7 @@ class Macvlan(Datapath):
 
     name = "macvlan"
     services = False
+    masquerade = False
 
     def _conf(self, state: LabState, node: NodeState) -> dict[str, Any]:
         data = (node_dir(state, node) / "cni" / "networks").resolve()

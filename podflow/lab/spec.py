@@ -54,8 +54,6 @@ __all__ = ["DNS_LABELS", "SUPPORTED_CNIS", "ExternalSpec", "LabSpec", "PortSpec"
 
 SUPPORTED_CNIS = ("flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan")
 """CNI datapaths the lab can build."""
-NO_SERVICE_CNIS = ("macvlan",)
-"""Datapaths whose pods bypass the node's stack, so kube-proxy cannot serve them."""
 
 LAB_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 """Lab names: short, so netns and interface names stay short and prefixes never overlap."""
@@ -288,7 +286,7 @@ def _dns_builtin(cni: str, namespaces: tuple[str, ...], workloads: tuple[Workloa
     ns = namespaces if DNS_NAMESPACE in namespaces else (*namespaces, DNS_NAMESPACE)
     wl = WorkloadSpec(DNS_NAMESPACE, DNS_WORKLOAD, 1, dict(DNS_LABELS),
                       (PortSpec("udp", 53), PortSpec("tcp", 53)))
-    if cni in NO_SERVICE_CNIS:
+    if not _carries_services(cni):
         return ns, wl, None
     svc = ServiceSpec(DNS_NAMESPACE, DNS_SERVICE, "ClusterIP", dict(DNS_LABELS),
                       (ServicePortSpec("dns", 53, 53, "UDP"),
@@ -297,9 +295,16 @@ def _dns_builtin(cni: str, namespaces: tuple[str, ...], workloads: tuple[Workloa
     return ns, wl, svc
 
 
+def _carries_services(cni: str) -> bool:
+    """Whether kube-proxy's services can carry the datapath's pod traffic (its own say)."""
+    from podflow.lab.datapath import datapath_for  # the datapath modules import this one
+
+    return datapath_for(cni).services
+
+
 def _check_datapath(cni: str, top: dict[str, Any]) -> None:
     """Reject what the datapath cannot carry, before anything else refers to it."""
-    if cni not in NO_SERVICE_CNIS:
+    if _carries_services(cni):
         return
     why = (f"cni {cni} has no ClusterIP/NodePort services (pods bypass the node's stack, so "
            "kube-proxy never sees their traffic); target pods by IP (pod/NS/WORKLOAD:PORT)")

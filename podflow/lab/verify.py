@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from podflow.lab.datapath import datapath_for
 from podflow.lab.state import LabState, lab_dir, lab_store_path
 from podflow.lab.traffic import nodeport_service, parse_target
 from podflow.lab.truth import AcceptRecord, ConnectRecord, Truth, read_truth
@@ -125,8 +126,6 @@ class Report:
                                for m in self.mismatches]}
 
 
-NO_MASQUERADE_CNIS = frozenset({"macvlan"})
-"""Datapaths whose pods reach externals with their own address (no masquerade)."""
 TOLERANCE = 5.0
 """Seconds a flow's start (or an accept) may differ from the truth record's time."""
 _SVC_CATS = ("clusterip", "nodeport", "podip", "egress")
@@ -249,7 +248,7 @@ class Matcher:
             if (dst.ip, dst.port) != (ext.ip, r.remote_port) or svc is not None:
                 return f"destination {Address(dst.ip, dst.port)} is not {r.target}", None
             ts = f.nat.translated_source
-            if self.state.cni in NO_MASQUERADE_CNIS:
+            if not datapath_for(self.state.cni).masquerade:
                 if ts is not None:  # pods reach the outside directly: nothing to undo
                     return f"masquerade source is {ts}, want none on {self.state.cni}", None
             elif self.host_network_node(r.client) is None:

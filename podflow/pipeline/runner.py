@@ -84,8 +84,8 @@ class AgentConfig:
     max_deferred: int = 100_000
     """Bound on flows waiting for identity; beyond it they are stored as they are."""
     view_delay: float | None = None
-    """Seconds the other sources' flows wait when conntrack runs too (None: resync + flush +
-    1 s), so the NAT-aware record is stored first and they merge into it on write."""
+    """Seconds the other sources' flows wait when a NAT-aware source (conntrack) runs too
+    (None: resync + flush + 1 s), so its record is stored first and they merge into it."""
 
 
 @dataclass
@@ -292,8 +292,8 @@ class Agent:
             self.writer.add(flows)
 
     def _hold(self, plugin: SourcePlugin) -> bool:
-        """Delay this source's flows? Only behind conntrack, and only up to the bound."""
-        return (plugin.name != "conntrack" and "conntrack" in self.plugins
+        """Delay this source's flows? Only behind a NAT-aware source, up to the bound."""
+        return (not plugin.nat_aware and any(p.nat_aware for p in self.plugins.values())
                 and len(self._held) < self.cfg.max_deferred)
 
     def _view_delay(self) -> float:

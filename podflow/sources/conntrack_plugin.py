@@ -23,6 +23,7 @@ class ConntrackPlugin:
     """See the module docstring."""
 
     name = "conntrack"
+    nat_aware = True
 
     def __init__(self, opts: SourceOptions) -> None:
         """Prepare the netlink source for ``opts.netns`` (nothing opened yet)."""

@@ -165,6 +165,7 @@ class PacketsPlugin:
     """See the module docstring."""
 
     name = "packets"
+    nat_aware = False
 
     def __init__(self, opts: SourceOptions) -> None:
         """Read the options (nothing is opened until :meth:`run`)."""

@@ -63,6 +63,9 @@ class SourcePlugin(Protocol):
     """One running source in one agent (see the module docstring)."""
 
     name: str
+    nat_aware: bool
+    """True for a source that sees both sides of the node's NAT (conntrack): the agent writes
+    the other sources' views after it, so they merge into its record on write."""
 
     @property
     def ready(self) -> bool:

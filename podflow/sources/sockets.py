@@ -221,6 +221,7 @@ class SocketsPlugin:
     """The registry plugin (see :mod:`podflow.sources.registry` and the module doc)."""
 
     name = "sockets"
+    nat_aware = False
 
     def __init__(self, opts: SourceOptions) -> None:
         """Options: ``poll_interval``; extras ``sockets_rediscover_polls`` (default 5) and

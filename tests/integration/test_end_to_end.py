@@ -200,9 +200,12 @@ def test_restarted_pods_keep_their_identity(lab: tuple[LabState, LabState],
 
 def test_each_connection_is_one_flow(flows: list[Flow]) -> None:
     """Observations from two nodes are merged: one client socket, one flow."""
-    seen: dict[tuple[str, str, int | None], float] = {}
+    seen: dict[tuple[str, str, int | None, str, int | None], float] = {}
     for f in sorted(flows, key=lambda f: f.time):
-        key = (f.protocol.value, f.source.ip, f.source.port)
+        # a client socket is its port *and* where it sent to: one source port may serve
+        # two destinations at once (the visitor's NodePorts on two nodes, say)
+        sent = f.nat.original_destination or f.destination
+        key = (f.protocol.value, f.source.ip, f.source.port, sent.ip, sent.port)
         prev = seen.get(key)
         assert prev is None or f.time - prev > 5, f"connection stored twice: {f}"
         seen[key] = f.time

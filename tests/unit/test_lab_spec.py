@@ -220,3 +220,12 @@ def test_dns_targets_and_http_sections_are_accepted_and_kept() -> None:
         parse_spec({**base, "traffic": [{"from": "a/w", "to": "dns/x:80", "http": "GET"}]})
     with pytest.raises(SpecError, match=r"traffic\[0\]\.to"):
         parse_spec({**base, "traffic": [{"from": "a/w", "to": "dns/:80"}]})
+
+
+def test_every_supported_cni_has_a_datapath() -> None:
+    from podflow.lab.datapath import DATAPATHS, datapath_for
+    from podflow.lab.spec import SUPPORTED_CNIS
+
+    assert set(SUPPORTED_CNIS) == set(DATAPATHS)
+    assert [c for c in SUPPORTED_CNIS if not datapath_for(c).services] == ["macvlan"]
+    assert [c for c in SUPPORTED_CNIS if not datapath_for(c).masquerade] == ["macvlan"]

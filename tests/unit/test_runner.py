@@ -120,7 +120,8 @@ def test_other_views_wait_for_conntrack_then_are_stored(tmp_path: Path) -> None:
     _state_dir(tmp_path, with_client=True)
     agent.cluster.poll(1.0)
     packets = ConntrackPlugin(SourceOptions(node_name="node1"))
-    packets.name = "packets"  # stands in for a non-NAT-aware view of the same connection
+    packets.nat_aware = False  # stands in for a non-NAT-aware view of the same connection
+    packets.name = "packets"
     agent.plugins = {"conntrack": PLUGIN, "packets": packets}
     agent._emit(packets, [Report(clusterip_entry(), True)], ctx)
     assert agent.writer.pending == 0 and len(agent._held) == 1
