@@ -204,6 +204,11 @@ class ObservationPoint:
     """The tuple as the source saw it first, ``proto src:sport -> dst:dport``, for audit."""
     reply: str | None = None
     """The reply tuple as the source saw it (conntrack), for audit."""
+    instance: str = ""
+    """Which kernel object this source tracked the connection as, when it knows: the
+    conntrack entry (``zone/id``), the socket (its cookie), the packet tracker's entry (its
+    first packet's time). Two records of one node and source with the same keys but different
+    instances are two connections (a reused port), never one; empty: unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,7 @@ def flow_to_dict(f: Flow) -> dict[str, Any]:
         "is_reply": f.is_reply,
         "observations": [
             {"node_name": o.node_name, "source": o.source, "original": o.original,
-             "reply": o.reply}
+             "reply": o.reply, "instance": o.instance}
             for o in f.observations
         ],
         "cni_profile": f.cni_profile,
@@ -191,7 +191,8 @@ def flow_from_dict(d: dict[str, Any]) -> Flow:
             drop_reason_desc=d.get("drop_reason_desc"),
             is_reply=bool(d.get("is_reply", False)),
             observations=tuple(
-                ObservationPoint(o["node_name"], o["source"], o.get("original"), o.get("reply"))
+                ObservationPoint(o["node_name"], o["source"], o.get("original"), o.get("reply"),
+                                 o.get("instance") or "")
                 for o in d.get("observations", ())
             ),
             cni_profile=d.get("cni_profile"),

@@ -11,8 +11,13 @@ Grouping: records are one connection when they share a key value and start withi
 :data:`SPLIT_GAP` seconds. Concretely each record gets a group key: the canonical key
 (the smaller of its two) of the nearest bridge within ``SPLIT_GAP`` that shares a key with
 it, else its own ``flow_id``, else its ``client_key``; records with neither stay alone.
-Records of one group key are sorted by start and split where consecutive starts drift apart
-by more than ``SPLIT_GAP`` (a reused port is a new connection).
+Records of one group key are sorted by start (then input order) and split where consecutive
+starts drift apart by more than ``SPLIT_GAP``, and where a record is a second *instance* of a
+vantage already in the connection being built: same node and source, the same ``flow_id`` or
+the same ``client_key``, a different :attr:`~podflow.model.flow.ObservationPoint.instance`
+(a conntrack entry id, a socket cookie).
+That second rule is what tells a reused port apart when the reuse comes within
+``SPLIT_GAP``; records without an instance (older stores) only split on time.
 
 Merging a group takes:
 
@@ -50,8 +55,9 @@ Example (a NodePort connection seen on the ingress node and on the backend's nod
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from podflow.model.flow import (
     Counters,
@@ -63,6 +69,8 @@ from podflow.model.flow import (
     Traffic,
     Verdict,
 )
+
+T = TypeVar("T")
 
 SPLIT_GAP = 5.0
 """Seconds between consecutive start times (sorted) that split one flow_id into two flows."""
@@ -149,15 +157,73 @@ def group(observations: Sequence[Flow]) -> list[list[Flow]]:
             by_key[key].append(f)
     for members in by_key.values():
         members = sorted(members, key=lambda f: f.time)  # stable: keeps input order on ties
-        current = [members[0]]
-        for f in members[1:]:
-            if f.time - current[-1].time > SPLIT_GAP:
-                groups.append(current)
-                current = []
-            current.append(f)
-        groups.append(current)
+        groups += split(members, lambda f: f.time, tracked)
     groups.sort(key=lambda g: (min(f.time for f in g), g[0].flow_id or g[0].client_key))
     return groups
+
+
+Vantage = tuple[str, str, str, str]
+"""(node, source, ``"f"`` or ``"c"``, key): one tracker's view of one tuple, a ``flow_id`` or a
+``client_key`` (a kernel tracker holds one object per tuple at a time), see :func:`split`."""
+
+Tracked = tuple[tuple[Vantage, ...], str]
+"""A record's vantages and its instance."""
+
+
+def split(members: Sequence[T], time: Callable[[T], float],
+          tracked: Callable[[T], Tracked | None]) -> list[list[T]]:
+    """Cut ``members`` (one group key, sorted by start) into connections (the module doc).
+
+    ``tracked`` gives a member's vantages and instance, or None when it names no instance.
+    A cut falls before a member that starts more than ``SPLIT_GAP`` after the previous one,
+    or one of whose vantages the connection being built holds under another instance.
+
+    >>> rows = [(0.0, "conntrack", "1"), (0.5, "sockets", "7"), (2.8, "conntrack", "2"),
+    ...         (3.0, "sockets", "8"), (9.0, "conntrack", "2")]
+    >>> [[r[0] for r in g] for g in split(
+    ...     rows, lambda r: r[0], lambda r: ((("n", r[1], "f", "k"),), r[2]))]
+    [[0.0, 0.5], [2.8, 3.0], [9.0]]
+    """
+    groups: list[list[T]] = []
+    current: list[T] = []
+    seen: dict[Vantage, str] = {}
+    last = 0.0
+    for m in members:
+        t, got = time(m), tracked(m)
+        if current and (t - last > SPLIT_GAP or (got is not None and any(
+                seen.get(v, got[1]) != got[1] for v in got[0]))):
+            groups.append(current)
+            current, seen = [], {}
+        current.append(m)
+        last = t
+        if got is not None:
+            for v in got[0]:
+                seen.setdefault(v, got[1])
+    if current:
+        groups.append(current)
+    return groups
+
+
+def vantages(node: str, source: str, flow_id: str, client_key: str) -> tuple[Vantage, ...]:
+    """The vantages of a record seen by ``source`` on ``node`` with these keys."""
+    out: tuple[Vantage, ...] = ()
+    if flow_id:
+        out += ((node, source, "f", flow_id),)
+    if client_key:
+        out += ((node, source, "c", client_key),)
+    return out
+
+
+def tracked(f: Flow) -> Tracked | None:
+    """A record's vantages and instance for :func:`split` (None: it names no instance).
+
+    Two conntrack entries of one client tuple (a reused port, the DNAT picking another
+    backend) share the ``client_key`` vantage; a client and a server socket never share one.
+    """
+    if len(f.observations) != 1 or not f.observations[0].instance:
+        return None
+    o = f.observations[0]
+    return vantages(o.node_name, o.source, f.flow_id, f.client_key), o.instance
 
 
 def _max_counters(cs: Sequence[Counters]) -> Counters:
@@ -178,7 +244,7 @@ def merge(observations: Sequence[Flow]) -> Flow:
     for f in observations:
         for o in f.observations:
             points.setdefault(o, None)
-    ordered = tuple(sorted(points, key=lambda o: (o.node_name, o.source)))
+    ordered = tuple(sorted(points, key=lambda o: (o.node_name, o.source, o.instance)))
     ends = [f.end_time for f in observations if f.end_time is not None]
     worst = max(observations, key=lambda f: VERDICT_RANK[f.verdict])
     tcp_records = [f for f in observations if f.tcp is not None]

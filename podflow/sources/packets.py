@@ -387,7 +387,8 @@ def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow 
         verdict=r.verdict, drop_reason_desc=r.reason,
         observations=(ObservationPoint(
             ctx.node_name, "packets",
-            f"{p} {r.client}:{r.client_port} -> {r.server}:{r.server_port}"),),
+            f"{p} {r.client}:{r.client_port} -> {r.server}:{r.server_port}",
+            instance=f"{r.start:.6f}"),),
         cni_profile=prof.name, flow_id=fid, client_key=fid, l7=r.l7)
 
 

@@ -12,9 +12,9 @@ How, per write batch (one transaction, see :func:`write_batch`):
    batch row's start (the table is appended roughly in time order, so DuckDB's zone maps on
    ``time`` skip the rest) and sharing a key (``flow_id``, ``client_key``, group key);
 2. decide the batch rows' connections and which stored groups change with the exact rules
-   of :func:`podflow.pipeline.correlate.group` (:mod:`podflow.store.grouping`); a group whose
-   rows reach the edge of the fetched windows (a rare chain of starts every few seconds) is
-   fetched whole by id;
+   of :func:`podflow.pipeline.correlate.group` (:mod:`podflow.store.grouping`); a changed
+   segment whose rows reach the edge of the fetched windows (a rare chain of starts every
+   few seconds) is searched further until it ends inside them;
 3. update the stored rows that moved, append the batch with its ``conn_id``, then replace the
    merged row of every connection the batch touched (DELETE + INSERT of only those, computed
    in SQL by :func:`merged_sql` from their rows).
@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from podflow.pipeline.correlate import SPLIT_GAP
 from podflow.store.edges import number_edges
-from podflow.store.grouping import Row, affected, choose_keys, finish
+from podflow.store.grouping import Row, affected, choose_keys, finish, regroup
 from podflow.store.schema import COLUMNS, CONN_COLUMNS, GROUPING_COLUMNS
 
 WINDOW = 6 * SPLIT_GAP
@@ -55,7 +55,8 @@ _L7_COLS = ["l7_latency_ns", *(n for n, _ in COLUMNS if n.startswith(("dns_", "h
 _L7_PRESENT = "(dns_query IS NOT NULL OR http_protocol IS NOT NULL OR l7_latency_ns IS NOT NULL)"
 HAS_L7 = "(dns_query IS NOT NULL OR http_method IS NOT NULL OR http_code IS NOT NULL)"
 """A row with an HTTP or DNS record (``connections.has_l7``: one of the rows has)."""
-_FETCH = "seq, time, flow_id, client_key, conn_id, conn_key, bridge_time, bridge_seq"
+_FETCH = ("seq, time, flow_id, client_key, conn_id, conn_key, bridge_time, bridge_seq, "
+          "obs_node, obs_source, obs_instance")
 
 
 def merged_sql(rel: str, *, materialize: bool = True) -> str:
@@ -149,22 +150,32 @@ def _near(con: duckdb.DuckDBPyConnection, wins: list[tuple[float, float]], keys:
     return _rows(con, " UNION ".join(parts), params * len(columns))
 
 
-def _incomplete(rows: list[Row], ids: set[int], wins: list[tuple[float, float]]) -> set[int]:
-    los = [w[0] for w in wins]
-    out = set()
-    for r in rows:
-        if r.conn_id in ids:
-            i = bisect.bisect_right(los, r.time) - 1
-            if i < 0 or r.time - wins[i][0] <= _GAP or wins[i][1] - r.time <= _GAP:
-                out.add(r.conn_id)
+def _at_edge(t: float, wins: list[tuple[float, float]]) -> bool:
+    """Within SPLIT_GAP of an edge of the searched windows (or outside them)."""
+    i = bisect.bisect_right([w[0] for w in wins], t) - 1
+    return i < 0 or t - wins[i][0] <= _GAP or wins[i][1] - t <= _GAP
+
+
+def _union(a: list[tuple[float, float]], b: list[tuple[float, float]]
+           ) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for lo, hi in sorted([*a, *b]):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
     return out
 
 
 def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     """Insert a batch (``seq`` assigned) and keep grouping and ``connections`` exact."""
-    cols = table.select(["seq", "time", "flow_id", "client_key"]).to_pydict()
-    new = [Row(*r) for r in zip(cols["seq"], cols["time"], cols["flow_id"],
-                                 cols["client_key"], strict=True)]
+    cols = table.select(["seq", "time", "flow_id", "client_key", "obs_node", "obs_source",
+                         "obs_instance"]).to_pydict()
+    new = [Row(q, t, f, c, obs_node=n, obs_source=o, obs_instance=i)
+           for q, t, f, c, n, o, i in zip(cols["seq"], cols["time"], cols["flow_id"],
+                                          cols["client_key"], cols["obs_node"],
+                                          cols["obs_source"], cols["obs_instance"],
+                                          strict=True)]
     wins = windows(r.time for r in new)
     keys = {k for r in new for k in r.key_values()}
     stored = {r.seq: r for r in _near(con, wins, keys, ("flow_id", "client_key", "conn_key"))}
@@ -175,11 +186,17 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     for r in _near(con, wins, want - keys, ("conn_key",)):
         stored.setdefault(r.seq, r)
     ids = affected(new, moved, list(stored.values()))
-    whole = _incomplete(list(stored.values()), ids, wins)
-    if whole:
-        sub = register(con, "podflow_ids", sorted(whole), pa.int64())
-        for r in _rows(con, f"SELECT {_FETCH} FROM flows WHERE conn_id IN {sub}", []):
+    old_keys = {r.seq: k for r, k, _ in moved}
+    while True:   # a changed segment reaching the searched edge: search further (rare)
+        edge = [r for r in stored.values() if r.conn_id in ids and _at_edge(r.time, wins)]
+        if not edge:
+            break
+        more = windows(r.time for r in edge)
+        ekeys = {k for r in edge for k in (r.conn_key, old_keys.get(r.seq)) if k}
+        for r in _near(con, more, ekeys, ("conn_key",)):
             stored.setdefault(r.seq, r)
+        wins = _union(wins, more)
+        ids = affected(new, moved, list(stored.values()))
     done = finish(new, moved, list(stored.values()), ids)
     if done.changed:
         upd = pa.table({
@@ -245,9 +262,46 @@ SELECT seq, CASE WHEN gkey IS NULL THEN seq ELSE min(seq) OVER (PARTITION BY gke
            AS cid, gkey, btime, bseq FROM split"""
 
 
+_CONFLICTS_SQL = """
+WITH t AS (SELECT k.cid, f.obs_node, f.obs_source, f.obs_instance, f.flow_id, f.client_key
+           FROM podflow_keys k JOIN flows f USING (seq)
+           WHERE coalesce(f.obs_instance, '') <> ''),
+v AS (SELECT cid, obs_node, obs_source, obs_instance, 'f' AS slot, flow_id AS k FROM t
+      WHERE flow_id <> ''
+      UNION ALL SELECT cid, obs_node, obs_source, obs_instance, 'c', client_key FROM t
+      WHERE client_key <> ''),
+bad AS (SELECT DISTINCT cid FROM (
+    SELECT cid FROM v GROUP BY cid, obs_node, obs_source, slot, k
+    HAVING count(DISTINCT obs_instance) > 1))
+SELECT k.seq, f.time, f.flow_id, f.client_key, k.cid, k.gkey, k.btime, k.bseq, f.obs_node,
+       f.obs_source, f.obs_instance
+FROM podflow_keys k JOIN flows f USING (seq) WHERE k.cid IN (SELECT cid FROM bad)"""
+
+
+def _cut_instances(con: duckdb.DuckDBPyConnection) -> None:
+    """Cut the time-only groups of ``_KEYS_SQL`` where a vantage's second instance starts.
+
+    SQL splits on time gaps; the instance rule needs the rows in order with what the group
+    holds so far, which window functions cannot say, so the few groups concerned (a port
+    reused within SPLIT_GAP) are fetched and cut by :func:`regroup`, the write path's code.
+    """
+    rows = _rows(con, _CONFLICTS_SQL, [])
+    if not rows:
+        return
+    upd: dict[int, int] = {}
+    for members in regroup(rows):
+        cid = min(r.seq for r in members)
+        upd.update((r.seq, cid) for r in members)
+    con.register("podflow_cut", pa.table({"seq": list(upd), "cid": list(upd.values())}))
+    con.execute("UPDATE podflow_keys SET cid = c.cid FROM podflow_cut c "
+                "WHERE podflow_keys.seq = c.seq")
+    con.unregister("podflow_cut")
+
+
 def reindex(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute every row's connection and the whole ``connections`` table (in bulk SQL)."""
     con.execute(f"CREATE TEMP TABLE podflow_keys AS {_KEYS_SQL}")
+    _cut_instances(con)
     con.execute("UPDATE flows SET conn_id = k.cid, conn_key = k.gkey, bridge_time = k.btime, "
                 "bridge_seq = k.bseq FROM podflow_keys k WHERE flows.seq = k.seq")
     con.execute("DROP TABLE podflow_keys")

@@ -60,6 +60,7 @@ from podflow.store.schema import (
     STATUS_DDL,
     STORE_SCHEMA_VERSION,
     V1_UPGRADE,
+    V2_UPGRADE,
     columns_to_flows,
     flow_to_rows,
     rows_to_table,
@@ -154,9 +155,13 @@ class DuckDBStore:
             con.execute("INSERT INTO podflow_meta VALUES ('schema_version', ?)",
                         [str(STORE_SCHEMA_VERSION)])
         elif version < STORE_SCHEMA_VERSION:
-            for stmt in V1_UPGRADE:
-                con.execute(stmt)
-            reindex(con)
+            if version == 1:
+                for stmt in V1_UPGRADE:
+                    con.execute(stmt)
+                reindex(con)
+            else:
+                for stmt in V2_UPGRADE:
+                    con.execute(stmt)
             con.execute("UPDATE podflow_meta SET value = ? WHERE key = 'schema_version'",
                         [str(STORE_SCHEMA_VERSION)])
         con.execute(STATUS_DDL)

@@ -10,12 +10,15 @@ change the grouping only near itself, and this module works out how, exactly:
    (stored ones and the batch's own); a stored row sharing a key with a *new* bridge within
    ``SPLIT_GAP`` moves to that bridge's key if the bridge is nearer than the one it had
    (a row's best bridge can only improve: rows are never deleted);
-2. the groups that can change are the old groups of moved rows and the stored groups of a key
-   with a row within ``SPLIT_GAP`` of a new or moved row of that key (they may merge);
-3. the rows of those groups plus the new rows are split again per key on gaps
-   > ``SPLIT_GAP`` (sorted by ``(time, seq)``), which gives exactly the groups ``group()``
-   would give over the whole store: other groups are more than ``SPLIT_GAP`` away from every
-   changed row, so their segments stay as they were.
+2. the groups that can change are the old groups of moved rows and every stored group of a
+   key in the same *segment* as a new or moved row of that key (a segment: rows of one key
+   whose consecutive starts are at most ``SPLIT_GAP`` apart). A cut inside a segment can
+   depend on everything before it in the segment (a second instance of a vantage cuts), so
+   the whole segment is regrouped; segments are short (a connection, a few reused ports);
+3. the rows of those groups plus the new rows are split again per key with
+   :func:`~podflow.pipeline.correlate.split` (sorted by ``(time, seq)``), which gives exactly
+   the groups ``group()`` would give over the whole store: other groups lie in other
+   segments, and the first cut of every segment is the same whatever follows.
 
 A connection's id is the ``seq`` of one of its rows, so ids are unique without a counter: a
 group keeps the old id that is still among its rows (of the old group contributing most rows
@@ -39,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from podflow.pipeline.correlate import SPLIT_GAP
+from podflow.pipeline.correlate import SPLIT_GAP, Tracked, split, vantages
 
 BridgeKey = tuple[float, float, int]
 """``(distance, bridge time, bridge seq)``: the smallest wins (see correlate.group_keys)."""
@@ -57,6 +60,16 @@ class Row:
     conn_key: str | None = None
     bridge_time: float | None = None
     bridge_seq: int | None = None
+    obs_node: str | None = None
+    obs_source: str | None = None
+    obs_instance: str | None = None
+
+    def tracked(self) -> Tracked | None:
+        """Vantages and instance for :func:`~podflow.pipeline.correlate.split`."""
+        if not self.obs_instance:
+            return None
+        return (vantages(self.obs_node or "", self.obs_source or "", self.flow_id,
+                         self.client_key), self.obs_instance)
 
     def key_values(self) -> tuple[str, ...]:
         """The non-empty keys, without repetition."""
@@ -146,16 +159,37 @@ def affected(new: Sequence[Row], moved: Sequence[tuple[Row, str | None, int]],
     for r in [*new, *(m[0] for m in moved)]:
         if r.conn_key is not None:
             changed[r.conn_key].append(r.time)
+    for r, old_key, _ in moved:   # a row leaving may undo a cut after it in its old segment
+        if old_key is not None:
+            changed[old_key].append(r.time)
+    by_key: dict[str, list[Row]] = defaultdict(list)
     for r in stored:
-        times = changed.get(r.conn_key) if r.conn_key is not None else None
-        if times and r.conn_id not in out and any(abs(t - r.time) <= SPLIT_GAP for t in times):
-            assert r.conn_id is not None
-            out.add(r.conn_id)
+        if r.conn_key in changed:
+            by_key[r.conn_key].append(r)
+    for key, times in changed.items():
+        items: list[tuple[float, Row | None]] = sorted(
+            [(r.time, r) for r in by_key.get(key, ())] + [(t, None) for t in times],
+            key=lambda x: x[0])
+        segment: list[Row] = []
+        hit, last = False, None
+        for t, row in items:
+            if last is not None and t - last > SPLIT_GAP:
+                if hit:
+                    out.update(x.conn_id for x in segment if x.conn_id is not None)
+                segment, hit = [], False
+            last = t
+            if row is None:
+                hit = True
+            else:
+                segment.append(row)
+                hit = hit or row.conn_id in out
+        if hit:
+            out.update(x.conn_id for x in segment if x.conn_id is not None)
     return out
 
 
 def regroup(rows: Iterable[Row]) -> list[list[Row]]:
-    """Step 3: split rows per key where consecutive starts are more than SPLIT_GAP apart."""
+    """Step 3: split rows per key (see :func:`~podflow.pipeline.correlate.split`)."""
     by_key: dict[str, list[Row]] = defaultdict(list)
     groups: list[list[Row]] = []
     for r in rows:
@@ -165,13 +199,7 @@ def regroup(rows: Iterable[Row]) -> list[list[Row]]:
             by_key[r.conn_key].append(r)
     for members in by_key.values():
         members.sort(key=lambda r: (r.time, r.seq))
-        current = [members[0]]
-        for r in members[1:]:
-            if r.time - current[-1].time > SPLIT_GAP:
-                groups.append(current)
-                current = []
-            current.append(r)
-        groups.append(current)
+        groups += split(members, lambda r: r.time, Row.tracked)
     return groups
 
 

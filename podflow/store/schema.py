@@ -45,12 +45,13 @@ from podflow.model.flow import (
     Workload,
 )
 
-STORE_SCHEMA_VERSION = 2
+STORE_SCHEMA_VERSION = 3
 """Version of the table layout; a store with a higher one is refused, an older one upgraded.
 
 1: ``flows`` only. 2: ``flows`` carries each row's connection (``conn_id`` and how it was
 grouped, :data:`GROUPING_COLUMNS`) and ``connections`` holds one merged row per connection
-(see :mod:`podflow.store.connections`).
+(see :mod:`podflow.store.connections`). 3: rows name the kernel object their source tracked
+(``obs_instance``), which splits a reused port's connections; older rows have none.
 """
 
 _S, _I, _B, _F = pa.string(), pa.int32(), pa.int64(), pa.float64()
@@ -75,6 +76,7 @@ COLUMNS: list[tuple[str, pa.DataType]] = [
     ("tcp_state", _S), ("tcp_flags", pa.list_(pa.string())), ("rtt_us", _F),
     ("verdict", _S), ("drop_reason", _S), ("is_reply", pa.bool_()),
     ("obs_node", _S), ("obs_source", _S), ("obs_original", _S), ("obs_reply", _S),
+    ("obs_instance", _S),
     ("cni_profile", _S), ("ingested_at", _F), ("client_key", _S),
     ("l7_latency_ns", _B), ("dns_query", _S), ("dns_qtypes", pa.list_(pa.string())),
     ("dns_rcode", _I), ("dns_ips", pa.list_(pa.string())), ("dns_ttl", _B),
@@ -132,8 +134,14 @@ There is deliberately no ART index: agents append roughly in time order, so Duck
 row-group min/max (zone maps) already prune time and ``seq`` ranges, and inserts stay cheap.
 """
 
+V2_UPGRADE = ["ALTER TABLE flows ADD COLUMN IF NOT EXISTS obs_instance VARCHAR",
+              "ALTER TABLE connections ADD COLUMN IF NOT EXISTS obs_instance VARCHAR"]
+"""Statements turning a version 2 layout into this one (rows without an instance never split
+a connection, so the grouping stays as it was)."""
+
 V1_UPGRADE = [f"ALTER TABLE flows ADD COLUMN {n} {_SQL_TYPES[t]}"
-              for n, t in COLUMNS if n in GROUPING_COLUMNS] + [CONNECTIONS_DDL, EDGE_ENDS_DDL]
+              for n, t in COLUMNS if n in (*GROUPING_COLUMNS, "obs_instance")] + [
+                  CONNECTIONS_DDL, EDGE_ENDS_DDL]
 """Statements turning a version 1 layout into this one (the rows are then re-indexed)."""
 
 
@@ -245,7 +253,8 @@ def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
     for o in points:
         row = dict(base)
         row.update(obs_node=o.node_name if o else None, obs_source=o.source if o else None,
-                   obs_original=o.original if o else None, obs_reply=o.reply if o else None)
+                   obs_original=o.original if o else None, obs_reply=o.reply if o else None,
+                   obs_instance=(o.instance or None) if o else None)
         rows.append(row)
     return rows
 
@@ -306,7 +315,8 @@ def columns_to_flows(cols: Mapping[str, Sequence[Any]]) -> list[Flow]:
         obs: tuple[ObservationPoint, ...] = ()
         if c["obs_node"][i] is not None:
             obs = (ObservationPoint(c["obs_node"][i], c["obs_source"][i] or "",
-                                    c["obs_original"][i], c["obs_reply"][i]),)
+                                    c["obs_original"][i], c["obs_reply"][i],
+                                    c["obs_instance"][i] or ""),)
         flags = c["tcp_flags"][i]
         out.append(Flow(
             time=c["time"][i], end_time=c["end_time"][i], state=_STATES[c["state"][i]],

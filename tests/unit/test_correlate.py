@@ -80,6 +80,39 @@ def test_split_on_port_reuse_and_empty_ids() -> None:
     assert len(merge_all([a, b, reuse])) == 2
 
 
+def _seen(node: str, source: str, instance: str) -> tuple[ObservationPoint, ...]:
+    return (ObservationPoint(node, source, instance=instance),)
+
+
+def test_port_reused_within_the_gap_through_a_vip_is_two_flows() -> None:
+    """The client reuses its port to the VIP 2 s later and DNAT picks another backend: both
+    conntrack entries share the client tuple but not their ids, so two flows, each with its
+    own server socket; an entry's ACTIVE and final reports stay one. (The group key of both
+    bridges is the client tuple "v", the smaller of their keys.)"""
+    cli = Endpoint("10.244.0.2", 40000, EndpointKind.POD, "shop", "frontend-1")
+    be1, be2 = replace(F, ip="10.244.0.3", port=9000), replace(F, ip="10.244.0.4", port=9000)
+    svc = Service("shop", "backend", "api", "ClusterIP", "10.96.0.3", 9000)
+    nat = Nat(Address("10.96.0.3", 9000))
+    ct1 = Flow(100.0, cli, be1, Protocol.TCP, destination_service=svc, nat=nat,
+               observations=_seen("node1", "conntrack", "0/1"), flow_id="x1", client_key="v")
+    ct2 = replace(ct1, time=102.0, destination=be2, flow_id="x2",
+                  observations=_seen("node1", "conntrack", "0/2"))
+    s1 = Flow(100.3, cli, be1, Protocol.TCP, observations=_seen("node1", "sockets", "11"),
+              flow_id="x1")
+    s2 = replace(s1, time=102.3, destination=be2, flow_id="x2",
+                 observations=_seen("node1", "sockets", "12"))
+    c1 = Flow(100.4, cli, replace(be1, ip="10.96.0.3"), Protocol.TCP, client_key="v",
+              observations=_seen("node1", "sockets", "21"))
+    c2 = replace(c1, time=102.4, observations=_seen("node1", "sockets", "22"))
+    active = replace(ct1, state=FlowState.ACTIVE)
+    flows = merge_all([ct1, active, ct2, s1, s2, c1, c2])
+    assert [(f.time, f.destination.ip, len(f.observations)) for f in flows] == [
+        (100.0, "10.244.0.3", 3), (102.0, "10.244.0.4", 3)]
+    untracked = [replace(f, observations=_seen("node1", f.observations[0].source, ""))
+                 for f in (ct1, ct2, s1, s2, c1, c2)]
+    assert len(merge_all(untracked)) == 1   # without instances only time could split
+
+
 def test_active_updates_and_verdicts() -> None:
     a, _ = nodeport_pair()
     early = replace(a, state=FlowState.ACTIVE, end_time=100.5,

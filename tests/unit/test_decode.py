@@ -61,7 +61,7 @@ def test_clusterip_flow_end_to_end() -> None:
     assert f.tcp is not None and f.tcp.state == "TIME_WAIT"
     assert f.observations == (ObservationPoint(
         "node1", "conntrack", "tcp 10.244.0.2:41000 -> 10.96.45.7:9000",
-        "tcp 10.244.1.3:9000 -> 10.244.0.2:41000"),)
+        "tcp 10.244.1.3:9000 -> 10.244.0.2:41000", "0/3735928559"),)
     expected = hashlib.sha1(b"6|10.244.1.3|9000|10.244.0.2|41000").hexdigest()[:16]
     assert f.flow_id == expected == flow_id(clusterip_entry())
 

@@ -49,12 +49,18 @@ def _pod(ip: str, port: int, name: str, node: str) -> Endpoint:
                     (("app", name[:2]),), node)
 
 
-def _obs(node: str, source: str) -> tuple[ObservationPoint, ...]:
-    return (ObservationPoint(node, source),)
+def _obs(node: str, source: str, instance: str = "") -> tuple[ObservationPoint, ...]:
+    return (ObservationPoint(node, source, instance=instance),)
 
 
 def connection(rnd: random.Random, t0: float, ck: str, sk: str) -> list[Flow]:
-    """The views of one connection client ``ck`` -> VIP -> server ``sk`` (some left out)."""
+    """The views of one connection client ``ck`` -> VIP -> server ``sk`` (some left out);
+    most name the kernel object they tracked (an instance), some do not (older stores)."""
+    tag = f"{t0:.3f}"
+
+    def obs(node: str, source: str) -> tuple[ObservationPoint, ...]:
+        return _obs(node, source, tag if rnd.random() < 0.8 else "")
+
     cli = _pod("10.244.0.5", 40000 + rnd.randrange(50), "fe-1", "node1")
     srv = _pod("10.244.1.7", 9000, "be-1", "node2")
     node = Endpoint("10.244.0.0", cli.port, EndpointKind.NODE, name="node1")
@@ -67,16 +73,16 @@ def connection(rnd: random.Random, t0: float, ck: str, sk: str) -> list[Flow]:
 
     views = [
         Flow(at(), cli, replace(srv, ip="10.96.0.20", kind=EndpointKind.SERVICE), Protocol.TCP,
-             observations=_obs("node1", "sockets"), client_key=ck, rtt_us=rnd.uniform(1, 9)),
+             observations=obs("node1", "sockets"), client_key=ck, rtt_us=rnd.uniform(1, 9)),
         Flow(at(), cli, srv, Protocol.TCP, destination_service=SVC,
              nat=Nat(Address("10.96.0.20", 9000)), traffic=tr, verdict=verdict,
-             observations=_obs("node1", "conntrack"), flow_id=sk, client_key=ck),
+             observations=obs("node1", "conntrack"), flow_id=sk, client_key=ck),
         Flow(at(), node if rnd.random() < 0.5 else cli, srv, Protocol.TCP, traffic=tr,
-             observations=_obs("node2", "conntrack"), flow_id=sk,
+             observations=obs("node2", "conntrack"), flow_id=sk,
              client_key=rnd.choice([sk, ""])),
-        Flow(at(), node, srv, Protocol.TCP, observations=_obs("node2", "sockets"), flow_id=sk,
+        Flow(at(), node, srv, Protocol.TCP, observations=obs("node2", "sockets"), flow_id=sk,
              rtt_us=rnd.choice([None, 5.0])),
-        Flow(at(), cli, srv, Protocol.TCP, observations=_obs(rnd.choice(NODES), "packets"),
+        Flow(at(), cli, srv, Protocol.TCP, observations=obs(rnd.choice(NODES), "packets"),
              flow_id=(k := rnd.choice([ck, sk])), client_key=k),
     ]
     out = [v for v in views if rnd.random() < 0.8]
@@ -92,7 +98,7 @@ def corpus(seed: int, n: int = 60) -> list[Flow]:
     out: list[Flow] = []
     t = 1000.0
     for _ in range(n):
-        t += rnd.choice([0.5, 2.0, 6.0, 9.0, 12.0, 25.0, 700.0])
+        t += rnd.choice([0.5, 2.0, 3.0, 6.0, 9.0, 12.0, 25.0, 700.0])
         ck, sk = f"c{rnd.randrange(6)}", f"s{rnd.randrange(6)}"
         out += connection(rnd, t, ck, sk)
         if rnd.random() < 0.1:   # a record with no key at all
@@ -190,15 +196,86 @@ def test_version_1_store_upgraded_on_write(tmp_path: Path) -> None:
     DuckDBStore(path).write(old)
     with duckdb.connect(str(path)) as con:   # make it look like podflow's first layout
         con.execute("DROP TABLE connections")
-        for c in GROUPING_COLUMNS:
+        for c in (*GROUPING_COLUMNS, "obs_instance"):
             con.execute(f"ALTER TABLE flows DROP COLUMN {c}")
         con.execute("UPDATE podflow_meta SET value = '1' WHERE key = 'schema_version'")
         con.execute(STATUS_DDL)
-        assert len(con.execute("DESCRIBE flows").fetchall()) == len(COLUMNS) - 4
+        assert len(con.execute("DESCRIBE flows").fetchall()) == len(COLUMNS) - 5
     with pytest.raises(Exception, match="older podflow"):
         DuckDBStore(path, read_only=True).flows()
     store = DuckDBStore(path)
     store.write(new)
+    old = [_without_instances(f) for f in old]   # version 1 rows kept none
     assert store.flows() == merge_all(sorted(old, key=lambda f: f.time)
                                       + sorted(new, key=lambda f: f.time))
-    assert store.stats()["schema_version"] == 2
+    assert store.stats()["schema_version"] == 3
+
+
+def _without_instances(f: Flow) -> Flow:
+    return replace(f, observations=tuple(replace(o, instance="") for o in f.observations))
+
+
+def test_version_2_store_upgraded_on_write(tmp_path: Path) -> None:
+    """A version 2 store gains the instance column; its rows keep their connections."""
+    flows = corpus(4, 30)
+    old, new = [_without_instances(f) for f in flows[:80]], flows[80:]
+    path = tmp_path / "v2.duckdb"
+    DuckDBStore(path).write(old)
+    with duckdb.connect(str(path)) as con:
+        con.execute("ALTER TABLE flows DROP COLUMN obs_instance")
+        con.execute("ALTER TABLE connections DROP COLUMN obs_instance")
+        con.execute("UPDATE podflow_meta SET value = '2' WHERE key = 'schema_version'")
+    with pytest.raises(Exception, match="older podflow"):
+        DuckDBStore(path, read_only=True).flows()
+    store = DuckDBStore(path)
+    store.write(new)
+    assert store.stats()["schema_version"] == 3
+    assert store.flows() == merge_all(sorted(old, key=lambda f: f.time)
+                                      + sorted(new, key=lambda f: f.time))
+
+
+def test_port_reused_within_the_gap_is_two_connections(tmp_path: Path) -> None:
+    """The same 5-tuple 2.8 s later (conntrack gave it a new id, the sockets a new cookie)
+    is a second connection, whichever order the rows arrive in; the ACTIVE then final
+    reports of one entry stay one."""
+    cli = _pod("10.244.0.2", 49059, "web-1", "node1")
+    srv = _pod("10.244.0.3", 9000, "api-1", "node1")
+
+    def conn(t: float, n: int) -> list[Flow]:
+        ct = Flow(t, cli, srv, Protocol.TCP, flow_id="k", client_key="k",
+                  observations=_obs("node1", "conntrack", f"0/{n}"))
+        return [ct, replace(ct, state=FlowState.ACTIVE, end_time=None),
+                Flow(t + 0.4, cli, srv, Protocol.TCP, client_key="k",
+                     observations=_obs("node1", "sockets", f"c{n}")),
+                Flow(t + 0.5, cli, srv, Protocol.TCP, flow_id="k",
+                     observations=_obs("node1", "sockets", f"s{n}"))]
+
+    rows = conn(100.0, 1) + conn(102.8, 2)
+    assert [len(g) for g in group(rows)] == [4, 4]
+    for order in (rows, rows[::-1], rows[4:] + rows[:4]):
+        path = tmp_path / f"s{len(list(tmp_path.iterdir()))}.duckdb"
+        store = DuckDBStore(path)
+        written: list[Flow] = []
+        for f in order:
+            store.write([f])
+            written.append(f)
+        assert [f.time for f in store.flows()] == [100.0, 102.8]
+        check(store, written)
+
+
+def test_cut_cascading_past_the_searched_window(tmp_path: Path) -> None:
+    """Two vantages alternating every 2 s, each row its own instance, pair up as A B, A B ...
+    for minutes; one late row before the first moves every cut, far past the window searched
+    around it, and the store must follow the whole chain."""
+    e = _pod("10.244.0.5", 1, "fe-1", "node1")
+    rows = [Flow(1000.0 + 2.0 * i, e, e, Protocol.TCP, flow_id="k",
+                 observations=_obs("node1", "conntrack" if i % 2 == 0 else "packets",
+                                   f"{i // 2}")) for i in range(80)]
+    store = DuckDBStore(tmp_path / "s.duckdb")
+    for i in range(0, 80, 9):
+        store.write(rows[i:i + 9])
+    assert len(store.flows()) == 40
+    late = replace(rows[1], time=999.0, observations=_obs("node1", "packets", "late"))
+    store.write([late])
+    check(store, [*rows, late])
+    assert len(store.flows()) == 41
