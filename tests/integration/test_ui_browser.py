@@ -142,17 +142,31 @@ def page(served: tuple[str, Path]) -> Iterator[Any]:
 
 
 def _click_edge(pg: Any, edge_id: str) -> None:
-    pos = pg.evaluate("""(id) => {
-        const cy = window.__podflow.cy, e = cy.getElementById(id);
-        if (e.empty()) return null;
-        const p = e.renderedMidpoint(), r = cy.container().getBoundingClientRect();
-        return {x: r.left + p.x, y: r.top + p.y};
-    }""", edge_id)
-    assert pos is not None, f"edge {edge_id} is not drawn"
+    """Click the edge's midpoint until the UI selects it.
+
+    The map refreshes every 5 s and lays itself out again when elements come or go, so a
+    position read before a refresh can miss; each attempt reads the position afresh.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     loads = pg.evaluate("window.__podflow.flowLoads")
-    pg.mouse.click(pos["x"], pos["y"])
-    pg.wait_for_function("(id) => document.querySelector('#selection').dataset.id === id",
-                         arg=edge_id, timeout=20_000)
+    for attempt in range(5):
+        pos = pg.evaluate("""(id) => {
+            const cy = window.__podflow.cy, e = cy.getElementById(id);
+            if (e.empty()) return null;
+            const p = e.renderedMidpoint(), r = cy.container().getBoundingClientRect();
+            return {x: r.left + p.x, y: r.top + p.y};
+        }""", edge_id)
+        assert pos is not None, f"edge {edge_id} is not drawn"
+        pg.mouse.click(pos["x"], pos["y"])
+        try:
+            pg.wait_for_function(
+                "(id) => document.querySelector('#selection').dataset.id === id",
+                arg=edge_id, timeout=8_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 4:
+                raise
     pg.wait_for_function("(n) => window.__podflow.flowLoads > n", arg=loads, timeout=20_000)
 
 
