@@ -155,7 +155,9 @@ def build_edges(flows: Iterable[Flow]) -> list[Edge]:
     return sort_edges(edges)
 
 
-def _end_sql(p: str, s: str) -> str:
+def end_sql(p: str, s: str) -> str:
+    """SQL columns naming one end of a flow row as a map node (``{s}_kind``, ``_ns``,
+    ``_wl``, ``_key``, ``_xname``) from its columns with prefix ``p`` (``src``/``dst``)."""
     kind = (f"CASE WHEN {p}_kind IN ('pod', 'host-network-pod') AND ({p}_workload IS NOT NULL "
             f"OR {p}_pod IS NOT NULL) THEN 'pod' WHEN {p}_kind = 'node' THEN 'node' "
             f"WHEN {p}_kind = 'external' THEN 'external' ELSE 'unknown' END")
@@ -168,7 +170,7 @@ def _end_sql(p: str, s: str) -> str:
 
 
 EDGES_SQL = f"""
-, ends AS (SELECT *, {_end_sql("src", "s")}, {_end_sql("dst", "d")},
+, ends AS (SELECT *, {end_sql("src", "s")}, {end_sql("dst", "d")},
                   CASE WHEN svc_name IS NOT NULL THEN coalesce(svc_namespace, '') || '/' ||
                   svc_name END AS service FROM matched)
 SELECT s_kind, s_ns, s_wl, s_key, max(s_xname) AS s_xname,

@@ -10,7 +10,7 @@ and keeps that number in ``connections.edge_id``. A map query then:
 1. groups the matching connections by ``(edge_id, verdict, nat_snat_ip)`` (integers and
    two small strings: as cheap as a plain GROUP BY), summing counts, bytes and packets;
 2. joins the few resulting rows to ``edge_ends`` and applies servicemap's own map-node rules
-   (``_end_sql``: the rules stay in one place and apply at query time, so changing them
+   (``end_sql``: the rules stay in one place and apply at query time, so changing them
    needs no rewrite of stored data; a rule reading a column not listed here fails loudly);
 3. folds them into edges exactly as ``EDGES_SQL`` would (same output columns, read by
    :func:`~podflow.query.servicemap.edge_from_row`).
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import duckdb
 
-from podflow.query.servicemap import _end_sql
+from podflow.query.servicemap import end_sql
 from podflow.store.schema import EDGE_END_COLUMNS
 
 _COLS = ", ".join(EDGE_END_COLUMNS)
@@ -50,7 +50,7 @@ WITH pre AS (SELECT edge_id, verdict, nat_snat_ip, count(*) AS n,
                     sum(packets_to_dst + packets_to_src) AS p, min(time) AS f,
                     max(coalesce(end_time, time)) AS l
              FROM connections WHERE {where} GROUP BY edge_id, verdict, nat_snat_ip),
-ends AS (SELECT *, {_end_sql("src", "s")}, {_end_sql("dst", "d")},
+ends AS (SELECT *, {end_sql("src", "s")}, {end_sql("dst", "d")},
                 CASE WHEN svc_name IS NOT NULL THEN coalesce(svc_namespace, '') || '/' ||
                 svc_name END AS service
          FROM pre JOIN edge_ends USING (edge_id)),
