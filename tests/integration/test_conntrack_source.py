@@ -113,7 +113,13 @@ def test_overrun_is_counted_and_resync_recovers_everything(lab: tuple[str, str])
         got = h.wait_for(ports, timeout=10.0)
     assert sum(ports.values()) == 2000
     assert h.src.stats.overruns > 0
-    lost = ports - Counter(p for p, _ in got)
-    assert not lost, f"{sum(lost.values())} connections never reported"
+    seen = Counter(p for p, _ in got)
+    # Every connection is recovered, except that a port the kernel handed out again may
+    # have lost its earlier connection: the new SYN reopens the tuple and conntrack destroys
+    # the old entry at once (not after TIME_WAIT's 120 s), so if its events were among the
+    # lost ones and no resync dump fell within its short life, nothing can know it existed.
+    lost = sorted(p for p in ports if not seen[p])
+    assert not lost, f"{len(lost)} ports without any reported connection: {lost[:20]}"
+    assert all(seen[p] <= n for p, n in ports.items())
     assert h.tracker.missed_new > 0  # NEW events lost, the dump found them
     assert all(e.orig_packets for e in got.values())
