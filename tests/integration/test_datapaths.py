@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,31 +24,11 @@ from podflow.lab import manager
 from podflow.lab.netns import list_netns
 from podflow.lab.spec import LabSpec, parse_spec
 from podflow.lab.state import LabState, lab_dir
+from tests.integration.netprobe import Listener, connect
 
 pytestmark = pytest.mark.integration
 
 CNIS = ("flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan")
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(30)
-print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    c.sendall(f"{sys.argv[2]} {peer[0]}\\n".encode()); c.close()
-"""
-CLIENT = """
-import socket, sys, time
-end = time.time() + 5
-while True:
-    try:
-        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-        break
-    except OSError:
-        if time.time() > end: raise
-        time.sleep(0.1)
-print(s.recv(100).decode().strip())
-"""
 
 
 def _spec(name: str, cni: str) -> LabSpec:
@@ -99,27 +78,6 @@ def lab(request: pytest.FixtureRequest, lab_root: Path) -> Iterator[LabState]:
         manager.down(name)
 
 
-class Listener:
-    """A one-line TCP server in a netns, answering ``<tag> <peer ip>``."""
-
-    def __init__(self, netns: str, port: int, tag: str) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c",
-                                      SERVER, str(port), tag],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def _connect(netns: str, ip: str, port: int) -> tuple[str, str]:
-    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, ip,
-                          str(port)], capture_output=True, text=True, timeout=20, check=True)
-    tag, peer = out.stdout.split()
-    return tag, peer
-
-
 def _out(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
@@ -144,9 +102,9 @@ def servers(lab: LabState) -> Iterator[None]:
 def test_pod_to_pod_same_and_cross_node(lab: LabState, servers: None) -> None:
     web, peer, api = _pod(lab, "web"), _pod(lab, "peer"), _pod(lab, "api")
     assert (web.node, peer.node, api.node) == ("node1", "node1", "node2")
-    assert _connect(web.netns, peer.ip, 7000) == ("peer", web.ip)
-    assert _connect(web.netns, api.ip, 9000) == ("api", web.ip)
-    assert _connect(api.netns, web.ip, 8080) == ("web", api.ip)
+    assert connect(web.netns, peer.ip, 7000) == ("peer", web.ip)
+    assert connect(web.netns, api.ip, 9000) == ("api", web.ip)
+    assert connect(api.netns, web.ip, 8080) == ("web", api.ip)
 
 
 def test_services_clusterip_and_nodeport_both_policies(lab: LabState, servers: None) -> None:
@@ -154,18 +112,18 @@ def test_services_clusterip_and_nodeport_both_policies(lab: LabState, servers: N
         assert lab.services == []   # no kube-dns either: pods bypass kube-proxy
         return
     web, client = _pod(lab, "web"), lab.external("client")
-    assert _connect(web.netns, lab.service("app", "api").clusterIP, 80) == ("api", web.ip)
+    assert connect(web.netns, lab.service("app", "api").clusterIP, 80) == ("api", web.ip)
     for node in lab.nodes:   # Cluster: SNAT to the ingress node
-        tag, peer = _connect(client.netns, node.ip, 30080)
+        tag, peer = connect(client.netns, node.ip, 30080)
         assert tag == "web" and peer != client.ip
     # Local: the client address is kept, on the node that has the endpoint
-    assert _connect(client.netns, lab.node("node2").ip, 30090) == ("api", client.ip)
+    assert connect(client.netns, lab.node("node2").ip, 30090) == ("api", client.ip)
 
 
 def test_egress(lab: LabState, servers: None) -> None:
     api = _pod(lab, "api")
     want = api.ip if lab.cni == "macvlan" else lab.node("node2").ip   # no masquerade there
-    assert _connect(api.netns, "192.168.79.10", 5432) == ("db", want)
+    assert connect(api.netns, "192.168.79.10", 5432) == ("db", want)
 
 
 def test_host_network_client_to_pods(lab: LabState, servers: None) -> None:
@@ -176,8 +134,8 @@ def test_host_network_client_to_pods(lab: LabState, servers: None) -> None:
         lab.cni, node1.ip)                        # cni0's address on the bridge datapaths
     remote = {"flannel-vxlan": "10.244.0.0", "calico-vxlan": "10.244.0.0"}.get(
         lab.cni, node1.ip)                        # the VTEP / tunnel address over a tunnel
-    assert _connect(host.netns, _pod(lab, "peer").ip, 7000) == ("peer", local)
-    assert _connect(host.netns, _pod(lab, "api").ip, 9000) == ("api", remote)
+    assert connect(host.netns, _pod(lab, "peer").ip, 7000) == ("peer", local)
+    assert connect(host.netns, _pod(lab, "api").ip, 9000) == ("api", remote)
 
 
 def test_restarted_pods(lab: LabState) -> None:
@@ -190,10 +148,10 @@ def test_restarted_pods(lab: LabState) -> None:
     web = state.pods_of("app", "web")[0]
     listener = Listener(new.netns, 9000, "api2")
     try:
-        assert _connect(web.netns, new.ip, 9000) == ("api2", web.ip)
+        assert connect(web.netns, new.ip, 9000) == ("api2", web.ip)
         if lab.cni != "macvlan":
             vip = state.service("app", "api").clusterIP
-            assert _connect(web.netns, vip, 80) == ("api2", web.ip)
+            assert connect(web.netns, vip, 80) == ("api2", web.ip)
     finally:
         listener.stop()
     host = _pod(lab, "hostnet")
@@ -253,7 +211,7 @@ def test_macvlan_pod_traffic_bypasses_the_node(lab: LabState, servers: None) -> 
     if lab.cni != "macvlan":
         pytest.skip("macvlan only")
     web, api = _pod(lab, "web"), _pod(lab, "api")
-    assert _connect(web.netns, api.ip, 9000) == ("api", web.ip)
+    assert connect(web.netns, api.ip, 9000) == ("api", web.ip)
     for node in lab.nodes:
         ct = subprocess.run(["ip", "netns", "exec", node.netns, "conntrack", "-L"],
                             capture_output=True, text=True, check=False).stdout

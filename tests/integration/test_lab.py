@@ -26,30 +26,9 @@ from podflow.lab import manager
 from podflow.lab.netns import LabError, list_netns, netns_pids
 from podflow.lab.spec import LabSpec, parse_spec
 from podflow.lab.state import LabState, lab_dir
+from tests.integration.netprobe import Listener, connect
 
 pytestmark = pytest.mark.integration
-
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); s.settimeout(30)
-print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    c.sendall(f"{sys.argv[2]} {peer[0]}\\n".encode()); c.close()
-"""
-CLIENT = """
-import socket, sys, time
-end = time.time() + 5
-while True:
-    try:
-        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-        break
-    except OSError:
-        if time.time() > end: raise
-        time.sleep(0.1)
-print(s.recv(100).decode().strip())
-"""
 
 
 def _spec(name: str) -> LabSpec:
@@ -106,27 +85,6 @@ def lab(lab_root: Path) -> Iterator[LabState]:
         manager.down(name)
 
 
-class Listener:
-    """A one-line TCP server in a netns, answering ``<tag> <peer ip>``."""
-
-    def __init__(self, netns: str, port: int, tag: str) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c",
-                                      SERVER, str(port), tag],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def _connect(netns: str, ip: str, port: int) -> tuple[str, str]:
-    out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, ip,
-                          str(port)], capture_output=True, text=True, timeout=20, check=True)
-    tag, peer = out.stdout.split()
-    return tag, peer
-
-
 @pytest.fixture
 def servers(lab: LabState) -> Iterator[dict[str, Listener]]:
     web, api = lab.pods_of("app", "web")[0], lab.pods_of("app", "api")[0]
@@ -148,20 +106,20 @@ def test_pod_to_pod_across_nodes_over_flannel(lab: LabState,
     route = subprocess.run(["ip", "-n", lab.node("node1").netns, "route", "get", api.ip],
                            capture_output=True, text=True, check=True).stdout
     assert "dev flannel.1" in route and "via 10.244.1.0" in route
-    assert _connect(web.netns, api.ip, 9000) == ("api", web.ip)
+    assert connect(web.netns, api.ip, 9000) == ("api", web.ip)
 
 
 def test_clusterip_dnat_reaches_backend(lab: LabState, servers: dict[str, Listener]) -> None:
     web = lab.pods_of("app", "web")[0]
     vip = lab.service("app", "api").clusterIP
     assert vip.startswith("10.96.") and vip not in ("10.96.0.0", "10.96.0.1", "10.96.0.10")
-    assert _connect(web.netns, vip, 80) == ("api", web.ip)
+    assert connect(web.netns, vip, 80) == ("api", web.ip)
 
 
 def test_nodeport_from_external(lab: LabState, servers: dict[str, Listener]) -> None:
     client = lab.external("client").netns
     for node in lab.nodes:
-        tag, peer = _connect(client, node.ip, 30080)
+        tag, peer = connect(client, node.ip, 30080)
         assert tag == "web"
         assert peer != lab.external("client").ip   # externalTrafficPolicy Cluster: SNAT
 
@@ -169,7 +127,7 @@ def test_nodeport_from_external(lab: LabState, servers: dict[str, Listener]) -> 
 def test_pod_egress_is_masqueraded_to_node_ip(lab: LabState,
                                               servers: dict[str, Listener]) -> None:
     api = lab.pods_of("app", "api")[0]
-    assert _connect(api.netns, "192.168.77.10", 5432) == ("db", lab.node(api.node).ip)
+    assert connect(api.netns, "192.168.77.10", 5432) == ("db", lab.node(api.node).ip)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -211,7 +169,7 @@ def test_restart_pod_gets_new_netns_and_ip(lab: LabState) -> None:
     web = state.pods_of("app", "web")[0]
     listener = Listener(new.netns, 9000, "api2")
     try:
-        assert _connect(web.netns, state.service("app", "api").clusterIP, 80) == ("api2", web.ip)
+        assert connect(web.netns, state.service("app", "api").clusterIP, 80) == ("api2", web.ip)
     finally:
         listener.stop()
 
