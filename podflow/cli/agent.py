@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from podflow.cli.limits import MAX_SIZE_HELP, RETENTION_HELP, parse_retention, parse_store_size
+
 if TYPE_CHECKING:
     from podflow.pipeline.runner import Agent
 
@@ -35,6 +37,12 @@ the application's view, RTT, retransmits, owning process; polled every --poll-in
 so it misses connections shorter than that), packets (AF_PACKET: L7, failed connections).
 `--explain` prints the detected profile with its evidence and the chosen sources, then
 exits without collecting.
+
+Retention (--retention 14d, --max-size 20GB): every minute the agent deletes whole
+connections that ended longer ago than --retention, and the oldest ones while the store's
+data exceeds 55% of --max-size (down to 45%: DuckDB's file needs the rest as free space,
+and it reuses the freed space rather than shrinking the file). Agents sharing a store
+should get the same limits.
 
 Examples:
 
@@ -90,6 +98,10 @@ def agent(
     explain: Annotated[bool, typer.Option(
         "--explain", help="Print the detected CNI profile, its evidence, the chosen sources "
         "and why, then exit without collecting.")] = False,
+    retention: Annotated[str | None, typer.Option(
+        "--retention", metavar="DURATION", help=RETENTION_HELP)] = None,
+    max_size: Annotated[str | None, typer.Option(
+        "--max-size", metavar="SIZE", help=MAX_SIZE_HELP)] = None,
     ready_file: Annotated[Path | None, typer.Option("--ready-file", hidden=True)] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="debug, info, warning or error.")] = "info",
@@ -105,6 +117,7 @@ def agent(
     except ValueError as exc:
         typer.echo(f"podflow agent: --sources: {exc}", err=True)
         raise typer.Exit(2) from None
+    limits = store_limits(retention, max_size)
     if os.geteuid() != 0:
         typer.echo("podflow agent: needs root (netlink conntrack, network namespaces)",
                    err=True)
@@ -128,12 +141,27 @@ def agent(
     cfg = AgentConfig(node_name=node, cluster_state=cluster_state, store=store, netns=netns,
                       cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,
                       resync_interval=resync_interval, ready_file=ready_file, sources=chosen,
-                      poll_interval=poll_interval, source_options=options)
+                      poll_interval=poll_interval, source_options=options, **limits)
     if explain:
         typer.echo(explain_text(Agent(cfg), chosen is not None))
         return
     stats = Agent(cfg).run()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
+
+
+def store_limits(retention: str | None, max_size: str | None) -> dict[str, Any]:
+    """The AgentConfig fields of ``--retention`` and ``--max-size`` (exit 2 if malformed)."""
+    try:
+        age = None if retention is None else parse_retention(retention)
+    except ValueError as exc:
+        typer.echo(f"podflow agent: --retention: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        size = None if max_size is None else parse_store_size(max_size)
+    except ValueError as exc:
+        typer.echo(f"podflow agent: --max-size: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return {"retention": age, "max_store_bytes": size}
 
 
 def parse_source_options(items: list[str]) -> dict[str, Any]:

@@ -20,7 +20,9 @@ counts exactly once:
 
 The ledger forgets a connection ``remember`` seconds (default 15 min) after it was last seen.
 A missing, locked or unreadable store is counted in ``podflow_metrics_store_errors_total``
-and retried at the next poll; the follower never dies of it.
+(``reason``: ``missing``, ``busy``, or the damage's kind: ``corrupt``, ``truncated``,
+``not_duckdb``, ``wal_corrupt``, ``schema``, ``unreadable``, ``error``) and retried at the
+next poll; the follower never dies of it.
 
 By default following starts at the store's current end (``backfill=0``): counters count
 from the exporter's start, as Hubble's do. ``backfill=N`` first reads the connections of
@@ -49,6 +51,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 from prometheus_client import Counter, Gauge
 
 from podflow.metrics.registry import MetricSet
@@ -202,9 +205,11 @@ class Follower:
         except StoreBusy:
             self.errors.labels("busy").inc()
             return 0
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, duckdb.Error) as exc:
+            # a damaged store counts under its kind (corrupt, truncated, ...) and is read
+            # again next poll: the follower, and the server's start-up, never die of it
             log.warning("metrics: cannot read %s: %s", self.store_path, exc)
-            self.errors.labels("error").inc()
+            self.errors.labels(exc.kind if isinstance(exc, StoreError) else "error").inc()
             return 0
         self.last_rowid = top
         self.rowid.set(top)

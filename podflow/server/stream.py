@@ -8,7 +8,8 @@ error: the poll returns nothing and the next one tries again.
 
 :func:`sse_events` turns a follower into Server-Sent Events: ``event: flow`` with a
 :func:`~podflow.model.serialize.flow_to_dict` object as data, and ``event: status`` when the
-store is busy or missing (``{"store": "busy"}``), polled every :data:`POLL_INTERVAL` seconds.
+store is busy, missing or damaged (``{"store": "busy"}``, ``"corrupt"`` ...), polled every
+:data:`POLL_INTERVAL` seconds.
 
 Example::
 
@@ -52,7 +53,9 @@ class FlowFollower:
         self.lock_timeout = lock_timeout
         self.after: int | None = None
         self.status = "ok"
-        """``ok``, ``busy`` (the last poll met a locked store) or ``missing``."""
+        """``ok``, ``busy`` (the last poll met a locked store), ``missing``, or the kind of
+        damage the last poll met (``corrupt``, ``truncated``, ...: see
+        :class:`~podflow.store.base.StoreError`)."""
         self._seen: dict[tuple[str, float], tuple[object, ...]] = {}
 
     def _store(self) -> DuckDBStore:
@@ -69,8 +72,8 @@ class FlowFollower:
             self.after, flows, self.status = 0, [], "missing"
         except StoreBusy:
             flows, self.status = [], "busy"
-        except StoreError:
-            flows, self.status = [], "error"
+        except StoreError as exc:   # damaged: its kind (corrupt, truncated, ...)
+            flows, self.status = [], exc.kind
         return self._fresh(flows)
 
     def poll(self) -> list[Flow]:
@@ -87,8 +90,8 @@ class FlowFollower:
             flows, self.status = [], "missing"
         except StoreBusy:
             flows, self.status = [], "busy"
-        except StoreError:
-            flows, self.status = [], "error"
+        except StoreError as exc:   # damaged: its kind (corrupt, truncated, ...)
+            flows, self.status = [], exc.kind
         return self._fresh(flows)[-MAX_BATCH:]
 
     def _fresh(self, flows: list[Flow]) -> list[Flow]:

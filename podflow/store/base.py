@@ -5,6 +5,14 @@ merged flows (one per connection, see :mod:`podflow.pipeline.correlate`) unless 
 raw rows. Writers and readers may be separate processes; stores must not assume they are the
 only user of their backing file or server.
 
+Every problem with the store itself is a :class:`StoreError` whose ``kind`` names it and
+whose ``retryable`` says whether waiting can help: ``busy`` (locked by another process:
+retry), ``missing`` (not created yet), ``schema`` (a newer podflow's layout), ``unreadable``
+(cannot be opened: a directory, permissions), and the damaged files, all
+:class:`StoreCorrupt`: ``corrupt`` (a block fails its checksum), ``truncated``,
+``not_duckdb`` and ``wal_corrupt``. Their messages name the file and what to do
+(:mod:`podflow.store.errors` maps DuckDB's errors to them).
+
 Example::
 
     >>> from podflow.store.duckdb import DuckDBStore
@@ -15,7 +23,8 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from podflow.model.flow import Flow
 
@@ -24,7 +33,20 @@ if TYPE_CHECKING:
 
 
 class StoreError(RuntimeError):
-    """Base class of store errors; ``str()`` is a one-line message fit for a user."""
+    """Base class of store errors; ``str()`` is a one-line message fit for a user.
+
+    ``kind`` names the problem for machines (health endpoints, metrics labels, the agent's
+    health report); ``retryable`` says whether the same operation may succeed later without
+    anyone doing anything (a lock held by another process) or needs a person (a corrupt
+    file). ``path`` is the store file concerned, when known.
+    """
+
+    kind: ClassVar[str] = "error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StoreBusy(StoreError):
@@ -33,13 +55,56 @@ class StoreBusy(StoreError):
     Writers should keep their (bounded) buffer and retry later, counting what they drop.
     """
 
+    kind = "busy"
+    retryable = True
+
 
 class StoreMissing(StoreError):
     """A read-only open of a store that does not exist (yet)."""
 
+    kind = "missing"
+    retryable = True
+
 
 class StoreSchemaError(StoreError):
-    """The store was written by a newer podflow, or is not a podflow store at all."""
+    """The store was written by a newer podflow (or has a layout this one cannot read)."""
+
+    kind = "schema"
+
+
+class StoreUnreadable(StoreError):
+    """The file exists but cannot be opened for another reason than its content (it is a
+    directory, permissions, an I/O error DuckDB gives no more detail on)."""
+
+    kind = "unreadable"
+
+
+class StoreCorrupt(StoreError):
+    """The file's content is damaged: a block fails its checksum.
+
+    Retrying does not help: restore the file from a backup or move it aside (a writer then
+    starts a new store at the path). Subclasses tell the other damaged-file cases apart.
+    """
+
+    kind = "corrupt"
+
+
+class StoreTruncated(StoreCorrupt):
+    """The file is shorter than its own metadata says (cut by a full disk, a bad copy)."""
+
+    kind = "truncated"
+
+
+class StoreNotDuckDB(StoreCorrupt):
+    """The file is not a DuckDB database at all (wrong path, overwritten, empty)."""
+
+    kind = "not_duckdb"
+
+
+class StoreWalCorrupt(StoreCorrupt):
+    """The write-ahead log next to the file (``PATH.wal``) cannot be replayed."""
+
+    kind = "wal_corrupt"
 
 
 class FlowRejected(ValueError):

@@ -106,7 +106,7 @@ def windows(times: Iterable[float]) -> list[tuple[float, float]]:
     """Disjoint ``[lo, hi]`` ranges covering ``WINDOW`` seconds around every time.
 
     >>> windows([100.0, 130.0, 1000.0])
-    [(40.0, 190.0), (940.0, 1060.0)]
+    [(70.0, 160.0), (970.0, 1030.0)]
     """
     spans: list[tuple[float, float]] = []
     for t in sorted(times):
@@ -198,19 +198,7 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         wins = _union(wins, more)
         ids = affected(new, moved, list(stored.values()))
     done = finish(new, moved, list(stored.values()), ids)
-    if done.changed:
-        upd = pa.table({
-            "seq": [r.seq for r in done.changed], "conn_id": [r.conn_id for r in done.changed],
-            "conn_key": [r.conn_key for r in done.changed],
-            "bridge_time": pa.array([r.bridge_time for r in done.changed], pa.float64()),
-            "bridge_seq": pa.array([r.bridge_seq for r in done.changed], pa.int64())})
-        lo, hi = min(upd["seq"].to_pylist()), max(upd["seq"].to_pylist())
-        con.register("podflow_upd", upd)
-        con.execute("UPDATE flows SET conn_id = u.conn_id, conn_key = u.conn_key, "
-                    "bridge_time = u.bridge_time, bridge_seq = u.bridge_seq "
-                    "FROM podflow_upd u WHERE flows.seq = u.seq AND flows.seq BETWEEN ? AND ?",
-                    [lo, hi])
-        con.unregister("podflow_upd")
+    update_grouping(con, done.changed)
     for name, typ, values in (
             ("conn_id", pa.int64(), [r.conn_id for r in new]),
             ("conn_key", pa.string(), [r.conn_key for r in new]),
@@ -222,6 +210,40 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     con.execute("INSERT INTO flows BY NAME SELECT * FROM podflow_batch")
     con.unregister("podflow_batch")
     refresh(con, done.gone, sorted(done.ids))
+
+
+def update_grouping(con: duckdb.DuckDBPyConnection, rows: list[Row]) -> None:
+    """Store the grouping columns of stored ``rows`` (whose connection or key changed)."""
+    if not rows:
+        return
+    upd = pa.table({
+        "seq": pa.array([r.seq for r in rows], pa.int64()),
+        "conn_id": pa.array([r.conn_id for r in rows], pa.int64()),
+        "conn_key": pa.array([r.conn_key for r in rows], pa.string()),
+        "bridge_time": pa.array([r.bridge_time for r in rows], pa.float64()),
+        "bridge_seq": pa.array([r.bridge_seq for r in rows], pa.int64())})
+    lo, hi = min(r.seq for r in rows), max(r.seq for r in rows)
+    con.register("podflow_upd", upd)
+    con.execute("UPDATE flows SET conn_id = u.conn_id, conn_key = u.conn_key, "
+                "bridge_time = u.bridge_time, bridge_seq = u.bridge_seq "
+                "FROM podflow_upd u WHERE flows.seq = u.seq AND flows.seq BETWEEN ? AND ?",
+                [lo, hi])
+    con.unregister("podflow_upd")
+
+
+def rows_where(con: duckdb.DuckDBPyConnection, where: str, params: list[object]) -> list[Row]:
+    """The grouping columns of the stored rows matching ``where`` (SQL over ``flows``)."""
+    return _rows(con, f"SELECT {_FETCH} FROM flows WHERE {where}", params)
+
+
+def rows_near(con: duckdb.DuckDBPyConnection, times: Iterable[float], keys: set[str]
+              ) -> list[Row]:
+    """Stored rows within ``WINDOW`` of one of ``times`` whose flow_id or client_key is in
+    ``keys`` (what choosing a row's key looks at)."""
+    times = list(times)
+    if not times:
+        return []
+    return _near(con, windows(times), keys, ("flow_id", "client_key"))
 
 
 def refresh(con: duckdb.DuckDBPyConnection, gone: Iterable[int], seqs: list[int]) -> None:

@@ -3,7 +3,11 @@
 DuckDB lets one process at a time hold a database file, so the store never keeps it open:
 each operation (a write batch, a query) opens a connection, does its work in one
 transaction and closes it. Opening retries the lock error with jittered exponential backoff
-for ``lock_timeout`` seconds and then raises :class:`~podflow.store.base.StoreBusy`.
+for ``lock_timeout`` seconds and then raises :class:`~podflow.store.base.StoreBusy`; a
+damaged file (checksum, truncation, not a database, a bad write-ahead log) raises the
+matching :class:`~podflow.store.base.StoreCorrupt` at once, whether DuckDB notices on opening
+or mid-query (:mod:`podflow.store.errors`). :meth:`DuckDBStore.prune` applies retention by
+age and size (:mod:`podflow.store.retention`).
 Writes go in as one Arrow table per batch (DuckDB's fast path); ``seq`` numbers rows in
 commit order so followers can ask for what landed after the last row they saw.
 
@@ -32,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,13 +53,26 @@ from podflow.query.filter import FilterSpec
 from podflow.query.servicemap import Edge, edge_from_row, sort_edges
 from podflow.store.base import (
     FlowRejected,
-    StoreBusy,
     StoreError,
     StoreMissing,
     StoreSchemaError,
+    StoreUnreadable,
 )
 from podflow.store.connections import register, reindex, write_batch
+from podflow.store.creation import creation_lock, empty, unborn
 from podflow.store.edges import edges_sql
+from podflow.store.errors import busy, classify, is_lock
+from podflow.store.retention import (
+    MAX_SIZE_PASSES,
+    SIZE_TARGET,
+    SIZE_TRIGGER,
+    PruneResult,
+    connections_for_size,
+    data_bytes,
+    file_bytes,
+    prune_age,
+    prune_oldest,
+)
 from podflow.store.schema import (
     DDL,
     STATUS_DDL,
@@ -82,7 +100,7 @@ class DuckDBStore:
         self.lock_waits = 0
         """How many times an open found the file locked (for metrics and benchmarks)."""
         if read_only and not self.path.exists():
-            raise StoreMissing(f"no flow store at {self.path}")
+            raise StoreMissing(f"no flow store at {self.path}", self.path)
 
     def __enter__(self) -> DuckDBStore:
         return self
@@ -96,33 +114,56 @@ class DuckDBStore:
     # -- connections --------------------------------------------------------------------
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one operation; DuckDB errors about the file become store errors.
+
+        A lock held by another process is retried until ``lock_timeout`` (then
+        :class:`StoreBusy`); a damaged file raises at once (:mod:`podflow.store.errors`),
+        whether DuckDB notices on opening or in the middle of a query. A file that does not
+        exist yet is opened under the creation lock (:mod:`podflow.store.creation`).
+        """
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
-            raise StoreMissing(f"no flow store at {self.path}")
+            raise StoreMissing(f"no flow store at {self.path}", self.path)
         deadline = time.monotonic() + self.lock_timeout
+        if unborn(self.path):
+            try:
+                with creation_lock(self.path, deadline):
+                    if empty(self.path):   # a creation that failed: nothing was in it
+                        if not write:
+                            raise StoreMissing(f"no flow store at {self.path} yet (the "
+                                               "file is empty)", self.path)
+                        self.path.unlink()
+                    con = self._open(write, deadline)
+            except TimeoutError as exc:
+                raise busy(self.path, self.lock_timeout, str(exc)) from None
+        else:
+            con = self._open(write, deadline)
+        try:
+            yield con
+        except duckdb.Error as exc:
+            err = classify(exc, self.path)
+            if err is None:
+                raise
+            raise err from exc
+        finally:
+            con.close()
+
+    def _open(self, write: bool, deadline: float) -> duckdb.DuckDBPyConnection:
+        """Connect, retrying while another process holds the file (see :meth:`_connect`)."""
         delay = 0.005
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=not write)
-                break
+                return duckdb.connect(str(self.path), read_only=not write)
             except duckdb.Error as exc:
-                msg = str(exc)
-                if "does not exist" in msg:
-                    raise StoreMissing(f"no flow store at {self.path}") from None
-                if "lock" not in msg and "different configuration" not in msg:
-                    raise StoreSchemaError(
-                        f"{self.path} is not a readable podflow store: {msg}") from None
+                if not is_lock(exc):
+                    raise classify(exc, self.path) or StoreUnreadable(
+                        f"cannot open flow store {self.path}: {exc}", self.path) from exc
                 self.lock_waits += 1
                 if time.monotonic() >= deadline:
-                    raise StoreBusy(f"flow store {self.path} stayed locked by another process "
-                                    f"for {self.lock_timeout:g}s") from None
+                    raise busy(self.path, self.lock_timeout, str(exc)) from None
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.1)
-        try:
-            yield con
-        finally:
-            con.close()
 
     def _version(self, con: duckdb.DuckDBPyConnection) -> int | None:
         rows = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
@@ -179,6 +220,79 @@ class DuckDBStore:
             self._ensure_schema(con)
             reindex(con)
             con.execute("COMMIT")
+
+    # -- retention ----------------------------------------------------------------------
+    def prune(self, max_age: float | None, max_bytes: int | None,
+              now: float | None = None) -> PruneResult:
+        """Delete connections older than ``max_age`` seconds, then, while the store uses
+        more than :data:`~podflow.store.retention.SIZE_TRIGGER` of ``max_bytes``, the oldest
+        ones until it is estimated to use :data:`~podflow.store.retention.SIZE_TARGET` of
+        it; reclaim the space (a checkpoint). None disables a limit.
+
+        Whole connections go, with their rows, merged rows, unused edge ends and older
+        health reports; what remains is exactly what grouping the remaining rows gives (see
+        :mod:`podflow.store.retention`, which also says what DuckDB does with the space).
+        A store that does not exist is left alone. ValueError for a limit that is not
+        positive.
+        """
+        if max_age is not None and not (math.isfinite(max_age) and max_age > 0):
+            raise ValueError(f"retention must be a positive number of seconds, not {max_age!r}")
+        if max_bytes is not None and not max_bytes > 0:
+            raise ValueError(f"maximum store size must be a positive number of bytes, not "
+                             f"{max_bytes!r}")
+        if self.read_only:
+            raise StoreError(f"store {self.path} was opened read-only", self.path)
+        before = file_bytes(self.path)
+        if not self.path.exists() or (max_age is None and max_bytes is None):
+            return PruneResult(bytes_before=before, bytes_after=before)
+        now = time.time() if now is None else now
+        counts = [0, 0, 0, 0]
+        size_cut: float | None = None
+        with self._connect(write=True) as con:
+            if self._version(con) is None:
+                return PruneResult(bytes_before=before, bytes_after=before)
+            con.execute("BEGIN TRANSACTION")
+            self._ensure_schema(con)   # an older layout is upgraded first, as by a write
+            if max_age is not None:
+                counts = list(prune_age(con, now - max_age))
+            con.execute("COMMIT")
+            if counts[0] or max_bytes is not None:
+                con.execute("CHECKPOINT")
+            used = data_bytes(con, self.path)
+            if max_bytes is not None and used > SIZE_TRIGGER * max_bytes:
+                size_cut, used = self._prune_size(con, int(SIZE_TARGET * max_bytes), used,
+                                                  counts)
+        return PruneResult(
+            rows_deleted=counts[0], connections_deleted=counts[1],
+            statuses_deleted=counts[2], regrouped=counts[3],
+            age_cutoff=None if max_age is None else now - max_age, size_cutoff=size_cut,
+            bytes_before=before, bytes_after=file_bytes(self.path), data_bytes=used)
+
+    def _prune_size(self, con: duckdb.DuckDBPyConnection, target: int, used: int,
+                    counts: list[int]) -> tuple[float | None, int]:
+        """Delete the oldest connections until ``used`` bytes are estimated to fit
+        ``target``; add to ``counts``; return the newest age deleted and the bytes used."""
+        cut: float | None = None
+        got = con.execute("SELECT (SELECT count(*) FROM connections), "
+                          "(SELECT count(*) FROM flows)").fetchall()[0]
+        conns, rows = int(got[0]), int(got[1])
+        estimate = used
+        for _ in range(MAX_SIZE_PASSES):
+            n = connections_for_size(estimate, target, conns)
+            if not n:
+                break
+            con.execute("BEGIN TRANSACTION")
+            r, c, st, rb, newest = prune_oldest(con, n)
+            con.execute("COMMIT")
+            if not c:
+                break
+            cut = newest if newest is not None else cut
+            for i, v in enumerate((r, c, st, rb)):
+                counts[i] += v
+            estimate = round(estimate * (rows - r) / rows) if rows else 0
+            conns, rows = conns - c, rows - r
+        con.execute("CHECKPOINT")
+        return cut, data_bytes(con, self.path)
 
     # -- writing ------------------------------------------------------------------------
     def write_status(self, node: str, status: Mapping[str, Any], at: float | None = None) -> None:
@@ -343,6 +457,35 @@ class DuckDBStore:
             cols = self._columns(con, sql, params + wparams)
         return list(zip(columns_to_flows(cols), (bool(m) for m in cols["podflow_match"]),
                         strict=True))
+
+    def check(self) -> dict[str, Any]:
+        """Whether the store can be read now, for health endpoints; never raises a
+        :class:`StoreError`.
+
+        ``{"ok", "state", "kind", "error", "last_rowid"}``: ``state`` is ``ok``,
+        ``missing`` (no store yet: fine), ``busy`` (locked by writers past
+        ``lock_timeout``: fine, retried) or the error's ``kind`` (``corrupt``,
+        ``truncated``, ``not_duckdb``, ``wal_corrupt``, ``schema``, ``unreadable``:
+        ``ok`` is false, ``error`` says what to do). It reads the metadata, the newest row
+        id, the connection count and the agents' reports: damage elsewhere in the file
+        shows when a query reaches it.
+        """
+        out: dict[str, Any] = {"ok": True, "state": "ok", "kind": None, "error": None,
+                               "last_rowid": None}
+        try:
+            with self._connect(write=False) as con:
+                if self._has_schema(con):
+                    got = con.execute("SELECT (SELECT coalesce(max(seq), 0) FROM flows), "
+                                      "(SELECT count(*) FROM connections)").fetchall()
+                    out["last_rowid"] = int(got[0][0])
+                else:
+                    out["last_rowid"] = 0
+            self.statuses()
+        except StoreError as exc:
+            out.update(ok=exc.retryable, state=exc.kind, kind=exc.kind, error=str(exc))
+            if isinstance(exc, StoreMissing):
+                out["last_rowid"] = 0
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Counts for ``lab status`` and tests: rows, connections, time span, rows per node."""

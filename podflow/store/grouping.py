@@ -243,3 +243,49 @@ def finish(new: Sequence[Row], moved: Sequence[tuple[Row, str | None, int]],
     for r in new:
         r.conn_id = out.ids[r.seq]
     return out
+
+
+def rechoose(rows: Sequence[Row], candidates: Sequence[Row]) -> list[tuple[Row, str | None]]:
+    """Choose again the key of stored ``rows`` whose bridge was deleted (retention).
+
+    ``candidates`` must hold every remaining row within ``SPLIT_GAP`` of one of ``rows``
+    sharing a key with it. Returns each row whose key or bridge changed, with its old key
+    (rows are updated in place, ``conn_id`` untouched).
+    """
+    bridges = _bridges(candidates)
+    out = []
+    for r in rows:
+        old = (r.conn_key, r.bridge_time, r.bridge_seq)
+        found = _best(r, bridges)
+        _take(r, found[1] if found else None)
+        if (r.conn_key, r.bridge_time, r.bridge_seq) != old:
+            out.append((r, old[0]))
+    return out
+
+
+def rebuild(rows: Sequence[Row], moved: Iterable[int] = ()) -> Assignment:
+    """Regroup stored rows after others were deleted or moved to another key (retention).
+
+    ``rows`` are every remaining row of the keys concerned (with their current key),
+    ``moved`` the ``seq`` of rows whose key changed. A group that is exactly an old one
+    keeps its id and is not reported; the others get :func:`pick_id` and their rows whose
+    columns changed are in ``changed``, the old ids in ``gone``.
+    """
+    moved = set(moved)
+    size: dict[int | None, int] = defaultdict(int)
+    for r in rows:
+        size[r.conn_id] += 1
+    out = Assignment()
+    for members in regroup(rows):
+        old = {r.conn_id for r in members}
+        whole = len(old) == 1 and None not in old and size[next(iter(old))] == len(members)
+        if whole and not any(r.seq in moved for r in members):
+            continue
+        cid = pick_id(members)
+        out.gone |= {c for c in old if c is not None}
+        for r in members:
+            out.ids[r.seq] = cid
+            if r.conn_id != cid or r.seq in moved:
+                r.conn_id = cid
+                out.changed.append(r)
+    return out

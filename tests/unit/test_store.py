@@ -20,6 +20,7 @@ from podflow.store.base import (
     StoreBusy,
     StoreError,
     StoreMissing,
+    StoreNotDuckDB,
     StoreSchemaError,
 )
 from podflow.store.duckdb import DuckDBStore
@@ -101,7 +102,7 @@ def test_missing_and_readonly(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="read-only"):
         ro.write(_flows("n", 1))
     (tmp_path / "junk.duckdb").write_text("not a database")
-    with pytest.raises(StoreSchemaError):
+    with pytest.raises(StoreNotDuckDB):   # told apart from a newer layout (schema error)
         DuckDBStore(tmp_path / "junk.duckdb").flows()
 
 
