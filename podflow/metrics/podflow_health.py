@@ -18,6 +18,9 @@ agent, as the agent counted it (so an agent restart is a counter reset):
   ``kernel_drops``,         ``s``               ``packet_drop`` (capture buffer drops)
   ``packet_drops``, ``drops``
   ``lost_<why>``            ``s``               ``<why>`` (any other cause a source counts)
+  ``lost[s][why]``          ``s``               ``<why>`` (records the agent loop could not
+                                                handle and skipped; ``s`` may be
+                                                ``inventory`` for Kubernetes objects)
   ========================  ==================  ==========================================
 
   Every running source gets a ``queue_full`` series (0 until something is lost), so
@@ -70,6 +73,9 @@ def lost_events(status: Mapping[str, Any]) -> list[tuple[str, str, float]]:
         add(str(src), "queue_full", n)
     add("store", "store_buffer_full", status.get("store_lost"))
     add("store", "store_rejected", status.get("store_rejected"))
+    for src, reasons in (status.get("lost") or {}).items():
+        for reason, v in (reasons.items() if isinstance(reasons, Mapping) else ()):
+            add(str(src), str(reason), v)
     for src, stats in (status.get("source_stats") or {}).items():
         for key, v in (stats.items() if isinstance(stats, Mapping) else ()):
             if key in _STAT_REASONS:

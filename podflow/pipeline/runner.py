@@ -5,8 +5,14 @@ batches to a :class:`LossyQueue`; this loop is the only consumer. It lets the so
 processor decide what is ready to report, turns reports into Flows with the inventory as it
 was at each connection's start, and hands them to a bounded, retrying store writer. Loss
 anywhere (queue full, store buffer full, netlink overrun) is counted, written to the store as
-the agent's health report every ``status_interval`` seconds, and printed at exit: never a
-crash or a hang.
+the agent's health report at start and every ``status_interval`` seconds, and printed at exit
+(also on SIGTERM, after a last flush): never a crash or a hang.
+
+No input stops the loop: every step that handles outside input (a source's ``process`` and
+``decode``, the retries, the inventory poll, the final flush) runs through :meth:`Agent._guard`,
+the one place where an exception is caught, counted in the health report's ``lost`` (by source
+and reason, served as ``podflow_lost_events_total``) and skipped. Decoders also check their
+bounds and count what they skip themselves, so the counts name the real cause.
 
 Example (what ``podflow agent`` does)::
 
@@ -23,15 +29,18 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from podflow.cni.detect import Detection, detect
 from podflow.cni.snapshot import read_node_snapshot
 from podflow.inventory.snapshot_dir import ClusterStateDir
 from podflow.model.flow import EndpointKind, Flow
+from podflow.model.losses import DecodeError, reason_label
 from podflow.pipeline.decode import DecodeContext
 from podflow.pipeline.dnsnames import DnsNameCache
 from podflow.pipeline.queue import LossyQueue
@@ -40,6 +49,15 @@ from podflow.sources.registry import SOURCES, Report, Sink, SourceOptions, Sourc
 from podflow.store.duckdb import DuckDBStore
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Failed:
+    """What :meth:`Agent._guard` returns when the step raised (already counted)."""
+
+
+FAILED = Failed()
 
 
 @dataclass
@@ -86,6 +104,12 @@ class AgentConfig:
     view_delay: float | None = None
     """Seconds the other sources' flows wait when a NAT-aware source (conntrack) runs too
     (None: resync + flush + 1 s), so its record is stored first and they merge into it."""
+    retention: float | None = None
+    """Delete stored flows older than this many seconds (None: keep everything)."""
+    max_store_bytes: int | None = None
+    """Delete the oldest flows while the store file is larger than this (None: no limit)."""
+    prune_interval: float = 60.0
+    """Seconds between retention passes (when ``retention`` or ``max_store_bytes`` is set)."""
 
 
 @dataclass
@@ -99,7 +123,8 @@ class AgentStats:
     records: int = 0
     flows: int = 0
     skipped: int = 0
-    decode_errors: int = 0
+    lost: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Records skipped because handling them raised: source -> reason -> count."""
     deferred: int = 0
     deferred_resolved: int = 0
     queue_lost: dict[str, int] = field(default_factory=dict)
@@ -109,6 +134,10 @@ class AgentStats:
     store_lost: int = 0
     store_failures: int = 0
     store_rejected: int = 0
+    store_state: str = "ok"
+    """``ok`` or the kind of store problem stopping writes (``busy``, ``corrupt``, ...)."""
+    store_error: str | None = None
+    """The last store failure."""
     source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -127,6 +156,29 @@ class Agent:
         self.dnsnames = DnsNameCache()
         self._deferred: list[tuple[float, SourcePlugin, Report]] = []
         self._held: list[tuple[float, SourcePlugin, Report]] = []
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- the one guarded place -------------------------------------------------------------
+    def _guard(self, source: str, stage: str, n: int, fn: Callable[[], T]) -> T | Failed:
+        """Run one step on outside input; if it raises, count ``n`` lost records and go on.
+
+        The reason is the decoder's own (:class:`DecodeError`) or ``<stage>_<exception>``.
+        The first failure of each (source, reason) is logged with its traceback, later ones
+        only at debug level: a hostile peer repeating one bad packet must not flood the log.
+        """
+        try:
+            return fn()
+        except Exception as exc:
+            reason = (exc.reason if isinstance(exc, DecodeError)
+                      else reason_label(f"{stage}_{type(exc).__name__}"))
+            per = self.stats.lost.setdefault(source, {})
+            per[reason] = per.get(reason, 0) + n
+            first = (source, reason) not in self._logged
+            self._logged.add((source, reason))
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "%s: %d record(s) skipped at %s (%s): %s", source, n, stage, reason, exc,
+                    exc_info=first)
+            return FAILED
 
     # -- set-up ------------------------------------------------------------------------
     def detect(self) -> Detection:
@@ -201,7 +253,7 @@ class Agent:
     def run(self) -> AgentStats:
         """Collect until stopped; flush everything; return the stats."""
         self._install_signals()
-        self.cluster.poll(time.time())
+        self._poll_inventory(time.time())
         det = self.detect()
         ctx = DecodeContext(node_name=self.cfg.node_name, inventory=self.cluster.inventory,
                             profile=det.profile)
@@ -209,6 +261,8 @@ class Agent:
         log.info("node %s: CNI profile %s (%s); sources %s", self.cfg.node_name,
                  det.profile.name, "; ".join(det.evidence), ",".join(names))
         threads = self._start_sources(names, det)
+        # the agent is visible (and its profile known) from the start
+        self._write_status(wait=10.0)
         if self.cfg.ready_file is not None:
             self._wait_ready()
             self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,
@@ -216,6 +270,7 @@ class Agent:
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_flush = next_poll = time.time()
         next_status = time.time() + self.cfg.status_interval
+        next_prune = time.time() + min(self.cfg.prune_interval, 5.0)
         try:
             while not self.stop.is_set():
                 now = time.time()
@@ -226,7 +281,7 @@ class Agent:
                     self._consume(item[0], item[1], ctx)
                 now = time.time()
                 if now >= next_poll:
-                    changed = self.cluster.poll(now)
+                    changed = self._poll_inventory(now)
                     self._retry_deferred(ctx, changed=changed)
                     self._release_held(ctx)
                     next_poll = now + self.cfg.inventory_poll
@@ -236,21 +291,48 @@ class Agent:
                 if now >= next_status:
                     self._write_status()
                     next_status = now + self.cfg.status_interval
+                if now >= next_prune:
+                    self._prune()
+                    next_prune = now + self.cfg.prune_interval
         finally:
-            self.stop.set()
-            for t in threads:
-                t.join(timeout=5)
-            while (item := self.queue.get(timeout=0)) is not None:
-                self._consume(item[0], item[1], ctx)
-            now = time.time()
-            for plugin in self.plugins.values():
-                self._emit(plugin, plugin.flush(now), ctx)
-            self.cluster.poll(time.time())
-            self._release_held(ctx, final=True)
-            self._retry_deferred(ctx, changed=True, final=True)
-            self.writer.flush()
-            self._write_status()
+            self._finish(threads, ctx)
         return self.stats
+
+    def _finish(self, threads: list[threading.Thread], ctx: DecodeContext) -> None:
+        """Stop the sources, report what is still open, flush, write the last report."""
+        self.stop.set()
+        end = time.monotonic() + 5.0
+        for t in threads:  # 5 s for all of them, not each: a SIGTERM grace period is short
+            t.join(timeout=max(0.0, end - time.monotonic()))
+        while (item := self.queue.get(timeout=0)) is not None:
+            self._consume(item[0], item[1], ctx)
+        now = time.time()
+        for plugin in self.plugins.values():
+            reports = self._guard(plugin.name, "flush", 1, partial(plugin.flush, now))
+            self._emit(plugin, [] if isinstance(reports, Failed) else reports, ctx)
+        self._poll_inventory(time.time())
+        self._release_held(ctx, final=True)
+        self._retry_deferred(ctx, changed=True, final=True)
+        self.writer.flush()
+        self.health()  # the stats returned (and printed) say how the store ended up
+        self._write_status(wait=10.0)
+
+    def _poll_inventory(self, now: float) -> bool:
+        """Re-read the cluster state; a failure keeps the last good inventory."""
+        return self._guard("inventory", "poll", 1, lambda: self.cluster.poll(now)) is True
+
+    def _prune(self) -> None:
+        """Apply the retention limits, if any (a failure is logged; the next pass retries)."""
+        if self.cfg.retention is None and self.cfg.max_store_bytes is None:
+            return
+        if self._store_damaged():
+            return
+        try:
+            DuckDBStore(self.cfg.store, lock_timeout=1.0).prune(self.cfg.retention,
+                                                                self.cfg.max_store_bytes)
+        except Exception as exc:
+            log.warning("retention pass on %s failed (next in %.0fs): %s", self.cfg.store,
+                        self.cfg.prune_interval, exc)
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
         end = time.time() + timeout
@@ -261,17 +343,17 @@ class Agent:
         name, _, sub = kind.partition("/")
         plugin = self.plugins[name]
         self.stats.records += len(records)
-        self._emit(plugin, plugin.process(records, sub, time.time()), ctx)
+        reports = self._guard(name, "process", len(records),
+                              lambda: plugin.process(records, sub, time.time()))
+        self._emit(plugin, [] if isinstance(reports, Failed) else reports, ctx)
 
     def _emit(self, plugin: SourcePlugin, reports: list[Report], ctx: DecodeContext, *,
               retrying: bool = False, released: bool = False) -> None:
         flows: list[Flow] = []
         for r in reports:
-            try:
-                f = plugin.decode(r.record, ctx, r.final)
-            except Exception as exc:  # one bad record must not stop the node's collection
-                self.stats.decode_errors += 1
-                log.warning("%s: could not decode %s: %s", plugin.name, r.record, exc)
+            f = self._guard(plugin.name, "decode", 1,
+                            partial(plugin.decode, r.record, ctx, r.final))
+            if isinstance(f, Failed):
                 continue
             if f is None:
                 self.stats.skipped += 1
@@ -285,8 +367,10 @@ class Agent:
                 flows.append(f)
         for f in flows:  # learn what pods resolved before naming external ends with it
             if f.l7 is not None and f.l7.dns is not None:
-                self.dnsnames.observe(f)
-        flows = [self.dnsnames.apply(f) for f in flows]
+                self._guard(plugin.name, "dns_names", 0, partial(self.dnsnames.observe, f))
+        named = [self._guard(plugin.name, "enrich", 1, partial(self.dnsnames.apply, f))
+                 for f in flows]
+        flows = [f for f in named if not isinstance(f, Failed)]
         self.stats.flows += len(flows)
         if flows:
             self.writer.add(flows)
@@ -320,8 +404,9 @@ class Agent:
         for deadline, plugin, r in self._deferred:
             ready = final or now >= deadline
             if not ready and changed:
-                f = plugin.decode(r.record, ctx, r.final)
-                ready = f is None or not _unresolved(f)
+                f = self._guard(plugin.name, "decode", 0,
+                                partial(plugin.decode, r.record, ctx, r.final))
+                ready = f is None or (not isinstance(f, Failed) and not _unresolved(f))
                 self.stats.deferred_resolved += int(ready)
             if ready:
                 self._emit(plugin, [r], ctx, retrying=True)
@@ -336,16 +421,32 @@ class Agent:
         s.store_written, s.store_pending = self.writer.written, self.writer.pending
         s.store_lost, s.store_failures = self.writer.lost, self.writer.failures
         s.store_rejected = self.writer.rejected
+        s.store_state, s.store_error = self.writer.state, self.writer.last_error
         for name, plugin in self.plugins.items():
             try:
                 s.source_stats[name] = plugin.stats()
             except Exception as exc:  # health must never take the agent down
                 s.source_stats[name] = {"error": str(exc)}
-        return asdict(s)
+        report = asdict(s)
+        skipped = self.cluster.losses.by_reason()  # objects the inventory could not read
+        if skipped:
+            inv = report["lost"].setdefault("inventory", {})
+            for reason, n in skipped.items():
+                inv[reason] = inv.get(reason, 0) + n
+        return report
 
-    def _write_status(self) -> None:
+    def _store_damaged(self) -> bool:
+        """The writer found the store damaged (it retries on its own backoff meanwhile)."""
+        return self.writer.state not in ("ok", "busy", "missing", "error")
+
+    def _write_status(self, *, wait: float = 1.0) -> None:
+        """Write the health report; a periodic one waits at most ``wait`` s for the lock
+        (the loop must not stall on a busy store; the next report will do)."""
+        if self._store_damaged():  # a damaged store cannot hold the report; the log has it
+            return
         try:
-            DuckDBStore(self.cfg.store).write_status(self.cfg.node_name, self.health())
+            DuckDBStore(self.cfg.store, lock_timeout=wait).write_status(self.cfg.node_name,
+                                                                        self.health())
         except Exception as exc:  # a busy store: the next report will do
             log.debug("status not written: %s", exc)
 

@@ -3,7 +3,10 @@
 Several agents share one store file and readers open it too, so a write may find the store
 busy for a while. :class:`BufferedWriter` keeps flows in a bounded buffer and retries at the
 next flush; only when the buffer is full does it drop the oldest flows, counting them in
-``lost``. It never raises out of :meth:`flush` for a busy or failing store.
+``lost``. It never raises out of :meth:`flush` for a busy or failing store. A store that is
+damaged (corrupt, truncated, not a DuckDB file: waiting does not help) is said once, in
+``state``, and retried with a backoff up to a minute, so that once someone moves the file
+aside the buffered flows go into a fresh store.
 
 Example::
 
@@ -20,11 +23,12 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from podflow.store.base import FlowRejected
+from podflow.store.base import FlowRejected, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,14 @@ class BufferedWriter:
         """Flushes that failed (store busy or broken); the flows stayed buffered."""
         self.last_error: str | None = None
         """The last failure, for health reporting."""
+        self.state = "ok"
+        """``ok``, or the kind of the store problem that stops writing (``busy``,
+        ``corrupt``, ``truncated``, ...; see :class:`~podflow.store.base.StoreError`)."""
+        self._retry_at = 0.0
+        self._backoff = self.FIRST_BACKOFF
+
+    FIRST_BACKOFF = 5.0
+    """Seconds before the first retry of a damaged store (doubling up to a minute)."""
 
     def add(self, flows: Sequence[Any]) -> None:
         """Buffer flows; drop (and count) the oldest beyond the bound."""
@@ -77,6 +89,8 @@ class BufferedWriter:
     def flush(self) -> int:
         """Write what is buffered (in batches); return how many were stored now."""
         stored = 0
+        if time.monotonic() < self._retry_at:
+            return 0
         while self._buf:
             batch = [self._buf[i] for i in range(min(len(self._buf), self._max_batch))]
             try:
@@ -96,13 +110,28 @@ class BufferedWriter:
                 log.warning("store rejected %d flows: %s", len(exc.errors), exc)
                 continue
             except Exception as exc:  # a busy or failing store must not stop the agent
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("store write failed, will retry (%d flows buffered): %s",
-                            len(self._buf), self.last_error)
+                self._failed(exc)
                 return stored
+            if self.state != "ok":
+                log.warning("store writable again (%d flows buffered)", len(self._buf))
+            self.state, self._backoff, self._retry_at = "ok", self.FIRST_BACKOFF, 0.0
             for _ in range(len(batch)):
                 self._buf.popleft()
             stored += n
             self.written += n
         return stored
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        kind = exc.kind if isinstance(exc, StoreError) else "error"
+        if isinstance(exc, StoreError) and not exc.retryable:  # damaged: say it once, back off
+            if self.state != kind:
+                log.error("store unusable, buffering up to %d flows and retrying: %s",
+                          self._max_buffer, exc)
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 60.0)
+        else:
+            log.warning("store write failed, will retry (%d flows buffered): %s",
+                        len(self._buf), self.last_error)
+        self.state = kind

@@ -132,3 +132,89 @@ def test_other_views_wait_for_conntrack_then_are_stored(tmp_path: Path) -> None:
     assert agent.writer.pending == 1 and agent._held == []
     agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)  # conntrack is never held
     assert agent.writer.pending == 2
+
+
+class Hostile:
+    """A source whose processing and decoding raise on the records named "bad"."""
+
+    name = "hostile"
+    nat_aware = True
+    ready = True
+
+    def process(self, records: list[str], kind: str, now: float) -> list[Report]:
+        if "bad" in records:
+            raise ValueError("invalid length of packed IP address string")
+        return [Report(r, True) for r in records]
+
+    def decode(self, record: str, ctx: object, final: bool) -> None:
+        if record == "undecodable":
+            raise IndexError("index out of range")
+
+    def flush(self, now: float) -> list[Report]:
+        raise RuntimeError("flush failed")
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+def test_records_that_raise_are_counted_by_source_and_reason_and_skipped(
+        tmp_path: Path) -> None:
+    from podflow.metrics.podflow_health import lost_events
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.plugins = {"hostile": Hostile()}  # type: ignore[dict-item]
+    agent._consume(["ok", "bad", "ok"], "hostile/pkt", ctx)  # the batch is lost, counted
+    agent._consume(["undecodable", "fine"], "hostile/pkt", ctx)
+    agent._consume(["undecodable"], "hostile/pkt", ctx)
+    assert agent.stats.lost == {"hostile": {"process_valueerror": 3, "decode_indexerror": 2}}
+    assert agent.stats.skipped == 1  # "fine" decodes to None: skipped, not lost
+    report = agent.health()
+    assert ("hostile", "process_valueerror", 3.0) in lost_events(report)
+
+
+def test_the_final_flush_survives_a_failing_source_and_still_reports(tmp_path: Path) -> None:
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.plugins = {"hostile": Hostile()}  # type: ignore[dict-item]
+    agent._finish([], ctx)
+    assert agent.stats.lost == {"hostile": {"flush_runtimeerror": 1}}
+    with DuckDBStore(tmp_path / "flows.duckdb", read_only=True) as st:
+        (status,) = st.statuses()
+    assert status["status"]["lost"] == {"hostile": {"flush_runtimeerror": 1}}
+
+
+def test_an_inventory_poll_that_raises_keeps_the_loop_and_is_counted(tmp_path: Path) -> None:
+    agent, _ = _agent(tmp_path, grace=5)
+
+    def broken(now: float) -> bool:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    agent.cluster.poll = broken  # type: ignore[method-assign]
+    assert agent._poll_inventory(1.0) is False
+    assert agent.stats.lost == {"inventory": {"poll_recursionerror": 1}}
+
+
+def test_a_decoders_own_reason_names_the_loss(tmp_path: Path) -> None:
+    from podflow.model.losses import DecodeError
+
+    agent, _ = _agent(tmp_path, grace=5)
+
+    def refuse() -> None:
+        raise DecodeError("short_ipv4_header", "12 bytes")
+
+    agent._guard("packets", "process", 2, refuse)
+    assert agent.stats.lost == {"packets": {"short_ipv4_header": 2}}
+
+
+def test_kubernetes_objects_the_inventory_skipped_are_in_the_health_report(
+        tmp_path: Path) -> None:
+    from podflow.metrics.podflow_health import lost_events
+
+    agent, _ = _agent(tmp_path, grace=5)
+    d = tmp_path / "cluster-state"
+    pods = json.loads((d / "pods.json").read_text())
+    pods["items"].append({"kind": "Pod", "metadata": "oops"})
+    (d / "pods.json").write_text(json.dumps(pods))
+    agent._poll_inventory(2.0)
+    report = agent.health()
+    assert report["lost"]["inventory"]["bad_object"] >= 1
+    assert any(s == "inventory" and r == "bad_object" for s, r, _ in lost_events(report))

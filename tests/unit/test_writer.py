@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from podflow.pipeline.writer import BufferedWriter
 from podflow.store.base import FlowRejected, StoreBusy
+from tests.unit.test_store import _flows
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,24 @@ def test_full_buffer_drops_oldest_and_counts_them() -> None:
     assert w.pending == 3 and w.lost == 2
     st.busy = 0
     assert w.flush() == 3 and st.rows == ["3", "4", "5"]
+
+
+def test_a_damaged_store_is_said_once_backed_off_and_recovered(tmp_path: Path) -> None:
+    """Not a DuckDB file: no busy-retry every flush; flows stay buffered; once the file is
+    moved aside they go into a fresh store."""
+    from podflow.store.duckdb import DuckDBStore
+
+    path = tmp_path / "flows.duckdb"
+    path.write_bytes(b"this is not a database" * 1000)
+    w = BufferedWriter(lambda: DuckDBStore(path, lock_timeout=30))
+    w.add(_flows("node1", 2))
+    started = time.monotonic()
+    assert w.flush() == 0
+    assert time.monotonic() - started < 10, "a damaged store was waited on as a locked one"
+    assert (w.state, w.failures, w.pending) == ("not_duckdb", 1, 2)
+    assert w.flush() == 0 and w.failures == 1, "retried before its backoff"
+    path.rename(tmp_path / "flows.duckdb.damaged")
+    w._retry_at = 0.0  # the backoff is over
+    assert w.flush() == 2 and w.state == "ok" and w.pending == 0
+    with DuckDBStore(path, read_only=True) as st:
+        assert len(st.flows()) == 2
