@@ -7,6 +7,14 @@ record header per packet (seconds, sub-second part, captured length, original le
 (Ethernet), in the machine's byte order as libpcap does; :func:`read_pcap` reads both byte
 orders and both microsecond and nanosecond (``0xa1b23c4d``) files.
 
+A file that cannot be read is refused with :class:`PcapError` (one error type, a message
+naming the record and its byte offset), never anything else, whatever its bytes: a record
+claiming more than :data:`MAX_CAPLEN` bytes (what libpcap accepts for Ethernet; it would
+otherwise be allocated) and a file that ends inside a record (a cut copy, or a capture
+still being written) both raise it, after every whole record before them was yielded, as
+``tcpdump -r`` reports "truncated dump file" after printing the packets it read. A file that
+ends exactly after a record ends cleanly.
+
 Example::
 
     >>> import io
@@ -34,13 +42,17 @@ LINKTYPE_RAW = 101
 DEFAULT_SNAPLEN = 262144
 """Largest packet kept whole, as tcpdump's default."""
 
+MAX_CAPLEN = 262144
+"""Largest captured length a record may claim (libpcap's limit for Ethernet, tcpdump's
+default snap length); more is refused as a broken file."""
+
 _MAGIC_US = 0xA1B2C3D4
 _MAGIC_NS = 0xA1B23C4D
 _REC = struct.Struct("=IIII")
 
 
 class PcapError(ValueError):
-    """The file is not a pcap podflow can read."""
+    """The file is not a pcap podflow can read (the message says where and why)."""
 
 
 class PcapWriter:
@@ -91,18 +103,31 @@ def read_header(inp: BinaryIO) -> tuple[str, float, int]:
 
 
 def read_pcap(inp: BinaryIO) -> Iterator[tuple[float, bytes]]:
-    """Every (timestamp, bytes) of a pcap stream, in file order."""
+    """Every (timestamp, bytes) of a pcap stream, in file order.
+
+    Raises :class:`PcapError` for a broken header, a record longer than
+    :data:`MAX_CAPLEN` or a file cut inside a record (after yielding the records before).
+    """
     order, div, _link = read_header(inp)
     rec = struct.Struct(order + "IIII")
     read = inp.read
+    n, at = 0, 24
     while True:
         h = read(16)
         if len(h) < 16:
+            if h:
+                raise PcapError(f"truncated pcap: record {n + 1} at byte {at} has "
+                                f"{len(h)} of its 16 header bytes")
             return
         sec, frac, caplen, _orig = rec.unpack(h)
+        if caplen > MAX_CAPLEN:
+            raise PcapError(f"broken pcap: record {n + 1} at byte {at} claims {caplen} "
+                            f"bytes, more than the {MAX_CAPLEN} a record may hold")
         data = read(caplen)
         if len(data) < caplen:
-            return
+            raise PcapError(f"truncated pcap: record {n + 1} at byte {at} has {len(data)} "
+                            f"of its {caplen} bytes")
+        n, at = n + 1, at + 16 + caplen
         yield sec + frac / div, data
 
 

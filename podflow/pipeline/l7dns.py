@@ -1,10 +1,20 @@
-"""DNS messages -> what a flow's ``l7.dns`` records (pure; decoding by dpkt).
+"""DNS messages -> what a flow's ``l7.dns`` records (pure, hand-written decoder).
 
 A packet source sees queries and responses as UDP (or TCP, length-prefixed) payloads on port
 53. :func:`parse_dns` turns one message into a :class:`DnsMessage`: its id, whether it is a
 response, the question (name without the trailing dot, type names), the response code and
 the answer section (addresses, CNAMEs, smallest TTL). :func:`to_info` folds the messages of
 one exchange into the model's :class:`~podflow.model.flow.DnsInfo`.
+
+The decoder reads only what it keeps (header, questions, answers; the authority and
+additional sections are not looked at) and checks every bound (RFC 1035 4.1): each
+section's records must fit in the message, labels are at most 63 bytes (the ``0x40`` and
+``0x80`` label types are refused), names at most 255 bytes, and a compression pointer must
+point before the start of the labels it continues, so a chain of pointers always ends. A
+message that breaks a rule is counted in the ``losses`` given, by reason (``short_dns``,
+``bad_dns_pointer``, ``bad_dns_label``, ``long_dns_name``, ``bad_dns_rdata``, ...), and
+yields None. Name bytes outside ``[a-z0-9-_*]`` and the dot inside a label are written as
+``\\DDD`` (decimal, RFC 1035 5.1 presentation format), so any name is printable.
 
 Example::
 
@@ -19,16 +29,21 @@ Example::
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import dpkt
-
 from podflow.model.flow import DnsInfo
+from podflow.model.losses import DecodeError, Losses
 
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
           33: "SRV", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
 """DNS type numbers -> names (others are shown as ``TYPE<n>``, as RFC 3597 writes them)."""
+A, CNAME, AAAA = 1, 5, 28
+_HEADER = struct.Struct("!HHHH")
+_RR = struct.Struct("!HHIH")
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+_TEXT = [chr(b) if b in _PLAIN else f"\\{b:03d}" for b in range(256)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,37 +73,109 @@ def qtype_name(t: int) -> str:
     return QTYPES.get(t, f"TYPE{t}")
 
 
-def parse_dns(payload: bytes) -> DnsMessage | None:
-    """One DNS message (UDP payload), or None when it is not a well-formed message."""
-    try:
-        d = dpkt.dns.DNS(payload)
-    except (dpkt.UnpackError, IndexError, ValueError, UnicodeDecodeError):
-        return None
-    qname = d.qd[0].name.rstrip(".").lower() if d.qd else ""
+def read_name(msg: bytes, at: int) -> tuple[str, int]:
+    """The (possibly compressed) name at ``at``: (text, lower-cased, no trailing dot; the
+    offset after it in the record). Raises :class:`DecodeError` on a broken name.
+
+    >>> read_name(b"\\x02ab\\x00\\x01c\\xc0\\x00", 4)
+    ('c.ab', 8)
+    """
+    labels: list[str] = []
+    size, pos, after, floor = 0, at, -1, at
+    while True:
+        if pos >= len(msg):
+            raise DecodeError("short_dns_name")
+        n = msg[pos]
+        if n == 0:
+            break
+        if n >= 0xC0:
+            if pos + 1 >= len(msg):
+                raise DecodeError("short_dns_name")
+            ptr = (n & 0x3F) << 8 | msg[pos + 1]
+            if ptr >= floor:
+                raise DecodeError("bad_dns_pointer", f"pointer to {ptr} at {pos}")
+            if after < 0:
+                after = pos + 2
+            pos = floor = ptr
+            continue
+        if n > 63:
+            raise DecodeError("bad_dns_label", f"label type {n:#x} at {pos}")
+        size += n + 1
+        if size > 255:
+            raise DecodeError("long_dns_name")
+        if pos + 1 + n > len(msg):
+            raise DecodeError("short_dns_name")
+        labels.append("".join(_TEXT[b] for b in msg[pos + 1:pos + 1 + n]))
+        pos += 1 + n
+    return ".".join(labels).lower(), after if after >= 0 else pos + 1
+
+
+def decode_dns(msg: bytes) -> DnsMessage:
+    """One DNS message; raises :class:`DecodeError` (with the loss reason) on a broken one."""
+    if len(msg) < 12:
+        raise DecodeError("short_dns", f"{len(msg)} bytes")
+    ident, flags, qdcount, ancount = _HEADER.unpack_from(msg)
+    pos, first, qtypes = 12, "", []
+    for k in range(qdcount):
+        name, pos = read_name(msg, pos)
+        if pos + 4 > len(msg):
+            raise DecodeError("short_dns_question")
+        qtypes.append(qtype_name(msg[pos] << 8 | msg[pos + 1]))
+        pos += 4
+        if k == 0:
+            first = name
     ips: list[str] = []
     cnames: list[str] = []
     ttls: list[int] = []
-    for rr in d.an:
-        if rr.type == dpkt.dns.DNS_A and len(rr.rdata) == 4:
-            ips.append(socket.inet_ntop(socket.AF_INET, rr.rdata))
-        elif rr.type == dpkt.dns.DNS_AAAA and len(rr.rdata) == 16:
-            ips.append(socket.inet_ntop(socket.AF_INET6, rr.rdata))
-        elif rr.type == dpkt.dns.DNS_CNAME:
-            cnames.append(str(rr.cname).rstrip(".").lower())
-        else:
-            continue
-        ttls.append(rr.ttl)
-    return DnsMessage(id=d.id, response=bool(d.qr), query=qname,
-                      qtypes=tuple(qtype_name(q.type) for q in d.qd), rcode=d.rcode,
-                      ips=tuple(ips), cnames=tuple(cnames), ttl=min(ttls) if ttls else None)
+    for _ in range(ancount):
+        _owner, pos = read_name(msg, pos)
+        if pos + 10 > len(msg):
+            raise DecodeError("short_dns_answer")
+        rtype, _cls, ttl, rdlen = _RR.unpack_from(msg, pos)
+        pos += 10
+        if pos + rdlen > len(msg):
+            raise DecodeError("short_dns_answer")
+        if rtype in (A, AAAA):
+            if rdlen != (4 if rtype == A else 16):
+                raise DecodeError("bad_dns_rdata", f"type {rtype}, {rdlen} bytes")
+            ips.append(socket.inet_ntop(socket.AF_INET if rtype == A else socket.AF_INET6,
+                                        msg[pos:pos + rdlen]))
+            ttls.append(ttl)
+        elif rtype == CNAME:
+            cname, stop = read_name(msg[:pos + rdlen], pos)
+            if stop != pos + rdlen:
+                raise DecodeError("bad_dns_rdata", f"CNAME of {rdlen} bytes")
+            cnames.append(cname)
+            ttls.append(ttl)
+        pos += rdlen
+    return DnsMessage(id=ident, response=bool(flags & 0x8000), query=first,
+                      qtypes=tuple(dict.fromkeys(qtypes)), rcode=flags & 15, ips=tuple(ips),
+                      cnames=tuple(cnames), ttl=min(ttls) if ttls else None)
 
 
-def parse_dns_tcp(payload: bytes) -> DnsMessage | None:
-    """The first DNS message of a TCP segment (2-byte length prefix, RFC 1035 4.2.2)."""
-    if len(payload) < 14:
+def parse_dns(payload: bytes, losses: Losses | None = None) -> DnsMessage | None:
+    """One DNS message (UDP payload), or None when it is not a well-formed message (then
+    counted in ``losses`` by reason)."""
+    try:
+        return decode_dns(payload)
+    except DecodeError as exc:
+        if losses is not None:
+            losses.count(exc.reason)
         return None
+
+
+def parse_dns_tcp(payload: bytes, losses: Losses | None = None) -> DnsMessage | None:
+    """The first DNS message of a TCP segment (2-byte length prefix, RFC 1035 4.2.2).
+
+    A segment that does not hold a whole message (split across segments) is counted as
+    ``short_dns_tcp``.
+    """
     n = int.from_bytes(payload[:2], "big")
-    return parse_dns(payload[2:2 + n]) if len(payload) >= 2 + n else None
+    if len(payload) < 14 or len(payload) < 2 + n:
+        if losses is not None:
+            losses.count("short_dns_tcp")
+        return None
+    return parse_dns(payload[2:2 + n], losses)
 
 
 def to_info(messages: Iterable[DnsMessage]) -> DnsInfo | None:

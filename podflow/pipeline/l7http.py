@@ -6,11 +6,25 @@ line, usually all headers, the status line. Parsing is by hand: dpkt's ``http.Re
 needs the complete header block and raises on a head split across segments, and all that is
 needed here is one line plus the Host header.
 
+Any bytes are safe: only the first 8 KiB are read, the request line must be exactly
+``METHOD SP target SP HTTP/1.0|1.1`` and the status line ``HTTP/1.0|1.1 SP 3DIGIT`` (lines
+end with CRLF or a bare LF, as RFC 9112 lets a recipient accept); a
+payload that starts like HTTP but is not is counted in the ``losses`` given
+(``bad_http_request_line``, ``bad_http_status_line``) and yields None. The target and Host
+are kept as visible ASCII: other bytes (controls, spaces, 8-bit) are percent-encoded, so
+nothing unprintable reaches the store or a terminal.
+
+The stored path drops the query string and fragment by default (they often carry tokens:
+``/login?token=...``); ``query=True`` keeps them (the packets source's ``http_query``
+option).
+
 Example::
 
     >>> r = parse_request(b"GET /items?id=3 HTTP/1.1\\r\\nHost: shop\\r\\n\\r\\n")
     >>> r.method, r.url, r.host, r.protocol
-    ('GET', '/items?id=3', 'shop', 'HTTP/1.1')
+    ('GET', '/items', 'shop', 'HTTP/1.1')
+    >>> parse_request(b"GET /items?id=3 HTTP/1.1\\r\\n\\r\\n", query=True).url
+    '/items?id=3'
     >>> parse_response(b"HTTP/1.0 404 Not Found\\r\\n").code
     404
 """
@@ -19,10 +33,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from podflow.model.losses import Losses
+
 METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 """Request methods recognised (those the kernel filter matches by their first 4 bytes)."""
 _STARTS = tuple(m.encode() + b" " for m in METHODS)
+_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
 _MAX_HEAD = 8192
+_VISIBLE = [chr(b) if 0x21 <= b <= 0x7E else f"%{b:02X}" for b in range(256)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,7 @@ class HttpRequest:
     method: str
     """Method, e.g. ``GET``."""
     url: str
-    """Request target, e.g. ``/items?id=3``."""
+    """Request target, e.g. ``/items`` (with ``?id=3`` only when asked for)."""
     protocol: str
     """``HTTP/1.0`` or ``HTTP/1.1``."""
     host: str | None = None
@@ -59,32 +77,64 @@ def is_response(payload: bytes) -> bool:
     return payload.startswith(b"HTTP/1.")
 
 
-def parse_request(payload: bytes) -> HttpRequest | None:
-    """The request in the first segment, or None when it is not HTTP/1.x."""
+def visible(raw: bytes) -> str:
+    """``raw`` as visible ASCII: bytes outside ``!``..``~`` percent-encoded.
+
+    >>> visible(b"/a b\\x00\\xff")
+    '/a%20b%00%FF'
+    """
+    return "".join(_VISIBLE[b] for b in raw)
+
+
+def strip_query(target: bytes) -> bytes:
+    """A request target without its query string and fragment.
+
+    >>> strip_query(b"/login?user=a&token=s3cret#top")
+    b'/login'
+    """
+    return target.split(b"?", 1)[0].split(b"#", 1)[0]
+
+
+def parse_request(payload: bytes, query: bool = False,
+                  losses: Losses | None = None) -> HttpRequest | None:
+    """The request in the first segment, or None when it is not HTTP/1.x.
+
+    ``query``: keep the query string and fragment of the target (dropped by default).
+    A payload that starts with a method but has no valid request line is counted in
+    ``losses`` as ``bad_http_request_line``.
+    """
     if not is_request(payload):
         return None
     head = payload[:_MAX_HEAD]
-    line, _, rest = head.partition(b"\r\n")
-    parts = line.split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+    line, _, rest = head.partition(b"\n")
+    parts = line.removesuffix(b"\r").split(b" ")
+    if len(parts) != 3 or parts[2] not in _VERSIONS or not parts[1]:
+        if losses is not None:
+            losses.count("bad_http_request_line")
         return None
     host = None
-    for h in rest.split(b"\r\n"):
+    for h in rest.split(b"\n"):
+        h = h.removesuffix(b"\r")
         if not h:
             break
         name, sep, value = h.partition(b":")
         if sep and name.strip().lower() == b"host":
-            host = value.strip().decode("latin-1")
+            host = visible(value.strip())
             break
-    return HttpRequest(parts[0].decode("ascii"), parts[1].decode("latin-1"),
-                       parts[2].decode("ascii", "replace"), host)
+    target = parts[1] if query else strip_query(parts[1])
+    return HttpRequest(parts[0].decode("ascii"), visible(target), parts[2].decode("ascii"),
+                       host)
 
 
-def parse_response(payload: bytes) -> HttpResponse | None:
-    """The status line, or None when it is not one."""
+def parse_response(payload: bytes, losses: Losses | None = None) -> HttpResponse | None:
+    """The status line, or None when it is not one (counted in ``losses`` as
+    ``bad_http_status_line`` when the payload starts with ``HTTP/1.``)."""
     if not is_response(payload):
         return None
-    parts = payload[:256].partition(b"\r\n")[0].split(b" ", 2)
-    if len(parts) < 2 or len(parts[1]) != 3 or not parts[1].isdigit():
+    parts = payload[:256].partition(b"\n")[0].removesuffix(b"\r").split(b" ", 2)
+    if len(parts) < 2 or parts[0] not in _VERSIONS or len(parts[1]) != 3 \
+            or not parts[1].isdigit():
+        if losses is not None:
+            losses.count("bad_http_status_line")
         return None
-    return HttpResponse(parts[0].decode("ascii", "replace"), int(parts[1]))
+    return HttpResponse(parts[0].decode("ascii"), int(parts[1]))

@@ -38,6 +38,11 @@ same direction, flags, sequence/ack numbers and length (UDP: the first payload b
 the DNS id) is a duplicate. A closed or failed connection lingers a while, so late copies
 and SYN retransmissions do not open a new one.
 
+HTTP request paths are kept without their query string and fragment (they often carry
+tokens) unless :attr:`TrackerConfig.http_query`. A DNS or HTTP payload that cannot be decoded
+is counted by reason in the tracker's :attr:`PacketTracker.losses` (the packet still counts
+for its connection); an exchange keeps at most :data:`MAX_DNS_MESSAGES` messages.
+
 Example::
 
     >>> from podflow.pcap import tcp_frame
@@ -54,6 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from podflow.model.flow import L7, HttpInfo, Verdict
+from podflow.model.losses import Losses
 from podflow.pipeline.l7dns import DnsMessage, parse_dns, parse_dns_tcp, to_info
 from podflow.pipeline.l7http import (
     HttpRequest,
@@ -70,6 +76,11 @@ _ICMP_NAMES = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreach
                13: "administratively prohibited"}
 _ICMP6_NAMES = {0: "no route", 1: "administratively prohibited", 3: "address unreachable",
                 4: "port unreachable"}
+
+MAX_DNS_MESSAGES = 64
+"""DNS messages kept per exchange (a stub resolver's search-list walk needs a dozen); more
+on one socket are counted as ``dns_messages_over_limit``, so a flood cannot grow one record
+without bound."""
 
 _FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"),
                (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"), (0x100, "NS"))
@@ -104,6 +115,9 @@ class TrackerConfig:
     """Bound on tracked connections; the oldest tenth is evicted beyond it."""
     scan_interval: float = 0.5
     """Seconds between two time-out scans."""
+    http_query: bool = False
+    """Keep the query string (and fragment) of HTTP request targets; dropped by default,
+    since they often carry tokens."""
 
 
 @dataclass
@@ -243,15 +257,20 @@ class Conn:
         proto, src, dst, sport, dport = p.quoted
         return cls(proto, src, sport, dst, dport, p.ts, p.vni)
 
-    def payload(self, p: Pkt, forward: bool) -> None:
-        """Look at a payload for HTTP or DNS."""
+    def payload(self, p: Pkt, forward: bool, losses: Losses | None = None,
+                http_query: bool = False) -> None:
+        """Look at a payload for HTTP or DNS (what cannot be decoded is counted in
+        ``losses``; ``http_query``: keep HTTP query strings)."""
         if not self.dns_port:
             self.looks -= 1
         if self.dns_port:
-            msg = (parse_dns_tcp if p.proto == TCP else parse_dns)(p.payload)
+            msg = (parse_dns_tcp if p.proto == TCP else parse_dns)(p.payload, losses)
             if msg is None:
                 return
-            self.dns.append(msg)
+            if len(self.dns) < MAX_DNS_MESSAGES:
+                self.dns.append(msg)
+            elif losses is not None:
+                losses.count("dns_messages_over_limit")
             if msg.response:
                 self.pending.discard(msg.id)
                 self.resp_ts = self.resp_ts or p.ts
@@ -259,11 +278,11 @@ class Conn:
                 self.pending.add(msg.id)
                 self.req_ts = self.req_ts or p.ts
         elif forward and self.req is None:
-            self.req = parse_request(p.payload)
+            self.req = parse_request(p.payload, http_query, losses)
             if self.req is not None:
                 self.req_ts = p.ts
         elif not forward and self.resp is None:
-            self.resp = parse_response(p.payload)
+            self.resp = parse_response(p.payload, losses)
             if self.resp is not None:
                 self.resp_ts = p.ts
         if self.req is not None and self.resp is not None:
@@ -302,10 +321,13 @@ class Conn:
 class PacketTracker:
     """See the module docstring."""
 
-    def __init__(self, cfg: TrackerConfig | None = None) -> None:
-        """An empty tracker with ``cfg`` (defaults: live capture settings)."""
+    def __init__(self, cfg: TrackerConfig | None = None, losses: Losses | None = None) -> None:
+        """An empty tracker with ``cfg`` (defaults: live capture settings); payloads it
+        cannot decode (DNS, HTTP) are counted in ``losses`` (its own if not given)."""
         self.cfg = cfg or TrackerConfig()
         self.stats = TrackerStats()
+        self.losses = Losses() if losses is None else losses
+        """Payloads skipped as undecodable, by reason."""
         self._conns: dict[tuple[int, bytes, int, bytes, int], tuple[Conn, bool]] = {}
         self._out: list[tuple[PacketFlow, bool]] = []
         self._last_scan = 0.0
@@ -360,7 +382,7 @@ class PacketTracker:
             if f & 7:
                 self._tcp(c, p, fwd, f)
         if c.looks and end > off:
-            c.payload(p, fwd)
+            c.payload(p, fwd, self.losses, self.cfg.http_query)
 
     def drop(self, p: Pkt, reason: str) -> None:
         """A packet that a netfilter rule logged (NFLOG) and dropped: a DROPPED flow."""
@@ -375,12 +397,17 @@ class PacketTracker:
 
     def _new(self, p: Pkt) -> Conn:
         c = Conn.open(p)
-        self._conns[(p.proto, c.client, c.cport, c.server, c.sport)] = (c, True)
-        self._conns[(p.proto, c.server, c.sport, c.client, c.cport)] = (c, False)
+        self._index(c)
         self.stats.connections += 1
         if len(self._conns) > 2 * self.cfg.max_connections:
             self._evict()
         return c
+
+    def _index(self, c: Conn) -> None:
+        """Find ``c`` by its tuple both ways. A packet to itself (same address and port at
+        both ends) has one key: it is the forward one, so the connection still expires."""
+        self._conns[(c.proto, c.server, c.sport, c.client, c.cport)] = (c, False)
+        self._conns[(c.proto, c.client, c.cport, c.server, c.sport)] = (c, True)
 
     def _tcp(self, c: Conn, p: Pkt, fwd: bool, f: int) -> None:
         if f & SYN:
@@ -411,8 +438,7 @@ class PacketTracker:
                 self.stats.ignored += 1
                 return
             c = Conn.for_quoted(p)
-            self._conns[(proto, qsrc, qsport, qdst, qdport)] = (c, True)
-            self._conns[(proto, qdst, qdport, qsrc, qsport)] = (c, False)
+            self._index(c)
             self.stats.connections += 1
         else:
             c = hit[0]

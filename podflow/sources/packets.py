@@ -16,7 +16,17 @@ Modes (``SourceOptions.extra``, all optional):
 
 Other keys: ``nflog_group`` (int: also read drops logged to that NFLOG group, see
 :mod:`podflow.sources.nflog`), ``syn_timeout``/``dns_timeout`` (s), ``snaplen`` (bytes kept
-per packet, default 4096), ``pcap`` (a path: also write every captured packet there).
+per packet, default 4096), ``pcap`` (a path: also write every captured packet there),
+``http_query`` (bool, default false: keep the query string and fragment of HTTP request
+paths, ``--source-option http_query=true``; by default ``/login?token=s3cret`` is stored as
+``/login``, since query strings often carry tokens).
+
+Hostile packets: any pod can send the node any bytes that pass the filter (an inner IPv4
+header with IHL 0 in a VXLAN datagram, an ICMP error quoting a truncated header, a DNS name
+whose pointers loop, a request line of binary). Every decoder checks its bounds; a packet or
+payload it cannot read is counted by reason in :attr:`PacketsPlugin.losses` (``stats()``
+keys ``lost_<reason>``, served as ``podflow_lost_events_total{source="packets"}``) and
+skipped, and nothing a packet holds makes :meth:`PacketsPlugin.process` raise.
 
 Each socket is created inside its namespace by a forked helper (:mod:`podflow.sources.netns`),
 gets a drop-all filter, is bound, drained, then gets the real filter
@@ -54,6 +64,7 @@ from podflow.model.flow import (
     TcpInfo,
     Traffic,
 )
+from podflow.model.losses import Losses
 from podflow.pcap import PcapWriter, open_writer
 from podflow.pipeline.decode import PROTOCOLS, DecodeContext, flow_id_for
 from podflow.pipeline.enrich import endpoint
@@ -172,7 +183,7 @@ class PacketsPlugin:
         x = opts.extra
         self.opts = opts
         self.interfaces: str | list[str] = x.get("interfaces", "auto")
-        self.sidecar = bool(x.get("sidecar", False))
+        self.sidecar = flag(x.get("sidecar", False), "sidecar")
         self.sidecar_interface = str(x.get("sidecar_interface", "eth0"))
         self.sidecar_netns: list[str] | None = x.get("sidecar_netns")
         self.sidecar_exclude: list[str] = list(x.get("sidecar_exclude", []))
@@ -182,9 +193,13 @@ class PacketsPlugin:
         self._bridges_at = 0.0
         self.nflog_group: int | None = x.get("nflog_group")
         self.snaplen = int(x.get("snaplen", 4096))
+        self.http_query = flag(x.get("http_query", False), "http_query")
+        self.losses = Losses()
+        """Packets and payloads skipped as undecodable, by reason (see the module doc)."""
         self.tracker = PacketTracker(TrackerConfig(
             syn_timeout=float(x.get("syn_timeout", 5.0)),
-            dns_timeout=float(x.get("dns_timeout", 5.0))))
+            dns_timeout=float(x.get("dns_timeout", 5.0)),
+            http_query=self.http_query), self.losses)
         self.pcap_path = Path(x["pcap"]) if x.get("pcap") else None
         self._pcap: PcapWriter | None = None
         self._ready = threading.Event()
@@ -260,7 +275,7 @@ class PacketsPlugin:
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if key.data is None:
-                    for m in nflog.parse_messages(_recv_all(sock)):
+                    for m in nflog.parse_messages(_recv_all(sock), losses=self.losses):
                         drops.append((m.ts, m.prefix, m.payload))
                 else:
                     try:
@@ -312,18 +327,22 @@ class PacketsPlugin:
 
     # -- processing ----------------------------------------------------------------------
     def process(self, records: list[Any], kind: str, now: float) -> list[Report]:
-        """Parse and track a batch; report finished (and long-open) connections."""
-        t = self.tracker
+        """Parse and track a batch; report finished (and long-open) connections.
+
+        Never raises for what a packet holds: undecodable ones are counted in
+        :attr:`losses` and skipped.
+        """
+        t, losses = self.tracker, self.losses
         if kind == "pkt":
             if self.pcap_path is not None and self._pcap is None:
                 self._pcap = open_writer(self.pcap_path, self.snaplen)
             for ts, _where, data in records:
-                t.feed(parse(data, ts))
+                t.feed(parse(data, ts, losses))
                 if self._pcap is not None:
                     self._pcap.write(ts, data)
         elif kind == "nflog":
             for ts, prefix, payload in records:
-                p = parse_ip(payload, ts)
+                p = parse_ip(payload, ts, losses)
                 if p is not None:
                     t.drop(p, prefix or "dropped (NFLOG)")
         t.expire(now)
@@ -343,12 +362,13 @@ class PacketsPlugin:
         return packet_flow_to_flow(record, ctx, final)
 
     def stats(self) -> dict[str, Any]:
-        """Capture, kernel-drop and tracker counters."""
+        """Capture, kernel-drop and tracker counters, and the losses (``lost_<reason>``)."""
         self._collect_kernel_stats()
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
         out["sockets"] = len(self._socks)
         out.update({f"tracker_{k}": v for k, v in vars(self.tracker.stats).items()})
+        out.update(self.losses.as_stats())
         return out
 
 
@@ -426,6 +446,23 @@ def bridge_names(netns: str | None) -> frozenset[str]:
         except OSError:
             return frozenset()
     return frozenset(link.name for link in links if link.kind == "bridge")
+
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean source option: ``true``/``false`` as JSON gives them, or as text
+    (``true``/``1``/``yes``/``on`` and their opposites); ValueError naming ``name`` else.
+
+    >>> flag(True, "x"), flag("yes", "x"), flag("0", "x")
+    (True, True, False)
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"{name}: expected true or false, got {value!r}")
 
 
 def create(opts: SourceOptions) -> PacketsPlugin:

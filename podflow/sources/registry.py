@@ -129,7 +129,8 @@ SOURCES: dict[str, SourceInfo] = {
         "packets",
         "AF_PACKET capture with a kernel BPF filter on host interfaces (or inside pod "
         "namespaces): DNS and HTTP at L7, TCP flags, refused/unreachable/timed-out "
-        "connections, VXLAN inner headers.",
+        "connections, VXLAN inner headers. HTTP paths are stored without their query "
+        "string (which often holds tokens) unless --source-option http_query=true.",
         "podflow.sources.packets:create"),
 }
 """Every source, by name (plugins are registered here explicitly)."""

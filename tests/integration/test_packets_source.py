@@ -181,7 +181,8 @@ def test_http_request_and_response(net: None) -> None:
     f = one(flows, 8080)
     assert f.l7 is not None and f.l7.http is not None
     h = f.l7.http
-    assert (h.method, h.url, h.host, h.code) == ("GET", "/missing?x=1", "web.test", 404)
+    # the query string (x=1) is dropped: it often holds tokens (http_query=true keeps it)
+    assert (h.method, h.url, h.host, h.code) == ("GET", "/missing", "web.test", 404)
     assert f.tcp is not None and {"SYN", "FIN"} <= set(f.tcp.flags)
     assert f.verdict is Verdict.FORWARDED and f.state.value == "ended"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from podflow.pcap import (
+    MAX_CAPLEN,
     PcapError,
     PcapWriter,
     icmp_error_frame,
@@ -103,6 +104,52 @@ def test_pcap_roundtrip_and_errors() -> None:
     assert [d for _, d in got] == FRAMES and got[1][0] == 10.125
     with pytest.raises(PcapError):
         list(read_pcap(io.BytesIO(b"\x0a\x0d\x0d\x0a" + bytes(20))))
+
+
+class _Reads(io.BytesIO):
+    """A file that remembers the largest read asked of it."""
+
+    largest = 0
+
+    def read(self, n: int | None = -1) -> bytes:
+        self.largest = max(self.largest, n or 0)
+        return super().read(n)
+
+
+def _pcap(*frames: bytes) -> bytes:
+    buf = io.BytesIO()
+    w = PcapWriter(buf)
+    for k, f in enumerate(frames):
+        w.write(1.0 + k, f)
+    return buf.getvalue()
+
+
+def test_pcap_huge_caplen_is_refused_without_allocating() -> None:
+    good = _pcap(FRAMES[0])
+    huge = good + struct.pack("=IIII", 2, 0, 0xFFFFFFF0, 60) + bytes(60)
+    inp = _Reads(huge)
+    got = []
+    with pytest.raises(PcapError, match=r"record 2 at byte \d+ claims 4294967280 bytes"):
+        for rec in read_pcap(inp):
+            got.append(rec)
+    assert [d for _, d in got] == [FRAMES[0]] and inp.largest <= MAX_CAPLEN
+    assert len(list(read_pcap(io.BytesIO(_pcap(bytes(MAX_CAPLEN)))))) == 1
+
+
+@pytest.mark.parametrize("cut", [1, 10, 15, 16, 17, 30])
+def test_pcap_truncated_record_is_reported(cut: int) -> None:
+    """A file cut inside a record (its header or its bytes) is an error after the whole
+    records before it, never a silent end."""
+    whole = _pcap(FRAMES[0], FRAMES[1])
+    second = 24 + 16 + len(FRAMES[0])
+    got = []
+    with pytest.raises(PcapError, match=f"truncated pcap: record 2 at byte {second}"):
+        for rec in read_pcap(io.BytesIO(whole[:second + cut])):
+            got.append(rec)
+    assert [d for _, d in got] == [FRAMES[0]]
+    assert len(list(read_pcap(io.BytesIO(whole[:second])))) == 1  # ends between records
+    with pytest.raises(PcapError, match="truncated pcap header"):
+        list(read_pcap(io.BytesIO(whole[:23])))
 
 
 def test_golden_pcaps_parse_alike() -> None:

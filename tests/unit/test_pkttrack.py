@@ -9,7 +9,7 @@ import dpkt
 from podflow.model.flow import Verdict
 from podflow.pcap import icmp_error_frame, read_pcap_file, tcp_frame, udp_frame, vxlan_frame
 from podflow.pipeline.pktparse import ACK, FIN, PSH, RST, SYN, parse
-from podflow.pipeline.pkttrack import PacketFlow, PacketTracker, TrackerConfig
+from podflow.pipeline.pkttrack import MAX_DNS_MESSAGES, PacketFlow, PacketTracker, TrackerConfig
 
 PCAPS = Path(__file__).parents[1] / "data" / "pcap"
 C, S = "10.244.0.5", "10.244.1.7"
@@ -38,10 +38,17 @@ def test_http_connection() -> None:
     assert (f.client, f.client_port, f.server, f.server_port) == (C, 41000, S, 80)
     assert f.l7 is not None and f.l7.http is not None
     assert (f.l7.http.method, f.l7.http.url, f.l7.http.host, f.l7.http.code) == (
-        "POST", "/api?q=1", "shop", 503)
+        "POST", "/api", "shop", 503)  # the query string is dropped by default
     assert f.l7.latency_ns == 10_000_000
     assert set(f.flags) == {"SYN", "ACK", "PSH", "FIN"} and f.state == "CLOSE"
     assert f.verdict is Verdict.FORWARDED
+
+
+def test_http_query_kept_only_when_asked() -> None:
+    t = PacketTracker(TrackerConfig(http_query=True))
+    feed(t, http_conn())
+    [f] = t.take()
+    assert f.l7 is not None and f.l7.http is not None and f.l7.http.url == "/api?q=1"
 
 
 def test_duplicates_across_interfaces_count_once() -> None:
@@ -171,3 +178,25 @@ def test_golden_pcaps() -> None:
                         80: (Verdict.DROPPED, "unreachable")}
     [v] = got["vxlan"]
     assert (v.client, v.server, v.vni) == ("10.77.0.1", "10.77.0.2", 42)
+
+
+def test_packets_to_themselves_expire() -> None:
+    """A datagram whose two ends are the same address and port has one tuple key; it used to
+    be stored as the reverse direction only, so it never expired and could not be evicted:
+    spoofed ones grew the table without bound."""
+    t = PacketTracker(TrackerConfig(idle_timeout=10, max_connections=10))
+    for k in range(50):
+        feed(t, [(1.0, udp_frame(C, C, 5000 + k, 5000 + k, b"x"))])
+    assert len(t._conns) <= 2 * 10 + 1
+    t.expire(100.0)
+    assert len(t) == 0 and t._conns == {}
+
+
+def test_dns_messages_per_exchange_are_bounded() -> None:
+    t = PacketTracker()
+    for k in range(200):
+        feed(t, [(1.0 + k / 1000, udp_frame(C, "10.96.0.10", 5002, 53,
+                                            dns(k, "x", dpkt.dns.DNS_A)))])
+    [f] = [f for f, _ in t.flush()]
+    assert t.losses.by_reason() == {"dns_messages_over_limit": 200 - MAX_DNS_MESSAGES}
+    assert f.l7 is not None and f.l7.dns is not None and f.l7.dns.query == "x"
