@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podflow.model.conntrack import CtEntry
+from podflow.model.losses import Losses
 from podflow.sources import ctnetlink
 from podflow.sources.netns import open_socket, write_sysctl_in_netns
 
@@ -60,7 +61,7 @@ class ConntrackStats:
     overruns: int = 0
     """``ENOBUFS`` / ``NLMSG_OVERRUN`` on the event socket: events were lost."""
     parse_errors: int = 0
-    """Malformed messages skipped by the decoder."""
+    """Malformed messages skipped by the decoder (by reason: ``ConntrackSource.losses``)."""
     netlink_errors: int = 0
     """``NLMSG_ERROR`` replies and failed dumps."""
     sysctl_warnings: list[str] = field(default_factory=list)
@@ -77,6 +78,8 @@ class ConntrackSource:
         self.rcvbuf = rcvbuf
         self.set_sysctls = set_sysctls
         self.stats = ConntrackStats()
+        self.losses = Losses()
+        """Malformed messages by the decoder's reason (the plugin reports ``lost_<reason>``)."""
         self.ready = False
         """True once sysctls are set, the event socket is bound and the first dump delivered."""
         self._seq = int(time.time()) & 0xFFFF
@@ -100,6 +103,13 @@ class ConntrackSource:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         return sock
 
+    def _count_malformed(self, res: ctnetlink.ParseResult) -> None:
+        """Add what the decoder skipped in one buffer to the counters."""
+        if res.malformed:
+            self.stats.parse_errors += res.malformed
+            for reason, n in res.reasons.items():
+                self.losses.count(reason, n)
+
     def dump(self) -> list[CtEntry]:
         """One complete dump of the conntrack table (IPv4 and IPv6) on a fresh socket."""
         sock = self._socket(max(self.rcvbuf, _RECV))  # dumps are flow-controlled: no loss
@@ -113,7 +123,7 @@ class ConntrackSource:
             while True:
                 res = ctnetlink.parse(sock.recv(_RECV), started, dump=True)
                 out += res.entries
-                self.stats.parse_errors += res.malformed
+                self._count_malformed(res)
                 if res.errors:
                     self.stats.netlink_errors += len(res.errors)
                     code = res.errors[0]
@@ -140,7 +150,7 @@ class ConntrackSource:
                 continue
             res = ctnetlink.parse(buf, time.time())
             batch += res.entries
-            self.stats.parse_errors += res.malformed
+            self._count_malformed(res)
             self.stats.netlink_errors += len(res.errors)
             if res.overrun:
                 self.stats.overruns += 1

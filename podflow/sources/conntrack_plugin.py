@@ -13,6 +13,7 @@ from typing import Any
 
 from podflow.model.conntrack import CtEntry
 from podflow.model.flow import Flow
+from podflow.model.losses import Losses
 from podflow.pipeline.cttrack import ConnectionTracker
 from podflow.pipeline.decode import DecodeContext, conntrack_to_flow
 from podflow.sources.conntrack import ConntrackSource
@@ -56,11 +57,14 @@ class ConntrackPlugin:
         return conntrack_to_flow(record, ctx, final=final)
 
     def stats(self) -> dict[str, Any]:
-        """Netlink and tracker counters."""
+        """Netlink and tracker counters, and malformed messages as ``lost_<reason>``."""
         src = self.source.stats
         out: dict[str, Any] = dict(asdict(src)) if hasattr(src, "__dataclass_fields__") \
             else dict(vars(src))
         out.update({f"tracker_{k}": v for k, v in asdict(self.tracker.stats).items()})
+        losses = getattr(self.source, "losses", None)
+        if isinstance(losses, Losses):
+            out.update(losses.as_stats())
         return out
 
 

@@ -18,6 +18,14 @@ ctnetlink writes every multi-byte value in network byte order (``nla_put_be32`` 
 without setting ``NLA_F_NET_BYTEORDER``), so all numbers are read big-endian; the nested and
 byte-order flag bits of the attribute type are masked off.
 
+Hostile or broken input: :func:`parse` never raises. Every length is checked where it is
+used (one comparison per attribute on the hot path): a message whose header, attribute
+lengths or values do not fit is skipped and counted in :attr:`ParseResult.malformed`, by
+reason in :attr:`ParseResult.reasons`; the rest of the buffer still decodes as long as the
+netlink framing (``nlmsg_len``) holds. Attribute walking: the type is masked with ``0x3FFF``
+(nested and byte-order flags off), unknown types are skipped, and a repeated attribute
+overrides the earlier one (last wins), except ``CTA_PROTOINFO_TCP_STATE`` (first wins).
+
 Example::
 
     >>> r = parse(dump_request(seq=1), received_at=0.0)   # a request holds no entries
@@ -32,6 +40,7 @@ import struct
 from dataclasses import dataclass, field
 
 from podflow.model.conntrack import CtEntry, CtEventType, CtStatus, CtTuple
+from podflow.model.losses import DecodeError, reason_label
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -68,8 +77,15 @@ _ERR = struct.Struct("=i")
 _BE16, _BE32, _BE64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 _NFGEN = struct.Struct("=BBH")  # struct nfgenmsg: family, version, res_id (be16)
 _STATUS_CACHE: dict[int, CtStatus] = {}
+_STATUS_CACHE_MAX = 1 << 12  # real status words are few; never let odd ones grow it
 _TUPLE_CACHE: dict[bytes, CtTuple] = {}  # raw nest -> tuple: a connection's events repeat it
 _TUPLE_CACHE_MAX = 1 << 16
+_TUPLE_KEY_MAX = 128  # a real tuple nest is <= 88 bytes; larger ones are decoded, not kept
+# ctattr_ip type -> (address family, smallest attribute length, is the source)
+_IP_ATTRS = {CTA_IP_V4_SRC: (socket.AF_INET, 8, True), CTA_IP_V4_DST: (socket.AF_INET, 8, False),
+             CTA_IP_V6_SRC: (socket.AF_INET6, 20, True),
+             CTA_IP_V6_DST: (socket.AF_INET6, 20, False)}
+_BE32_ATTRS = frozenset({CTA_STATUS, CTA_ID, CTA_TIMEOUT, CTA_MARK})
 _DUMP_TYPES = frozenset({IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_GET_CTRZERO})
 
 
@@ -87,15 +103,84 @@ class ParseResult:
     """An ``NLMSG_OVERRUN`` was seen (the kernel dropped messages)."""
     malformed: int = 0
     """Messages skipped because they were truncated or inconsistent."""
+    reasons: dict[str, int] = field(default_factory=dict)
+    """``malformed`` by reason (snake_case, see :mod:`podflow.model.losses`); adds up to it.
+
+    ``bad_nlmsg_len`` (a length below 16 or beyond the buffer: the rest of the buffer is
+    lost), ``truncated_nlmsg_header`` (1-15 bytes after the last message),
+    ``short_nfgenmsg``, ``short_error_message``, ``bad_attribute_length`` (below 4 or
+    beyond the enclosing attribute or message), ``short_attribute`` (a value shorter than
+    its type), ``incomplete_tuple``, ``missing_tuple``; ``decoder_<error>`` would be a
+    decoder defect caught by the safety net."""
     interrupted: bool = False
     """A dump message carried ``NLM_F_DUMP_INTR`` (the table changed under the walk)."""
+
+    def count(self, reason: str) -> None:
+        """Count one skipped message with ``reason``."""
+        self.malformed += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
 def _status(value: int) -> CtStatus:
     s = _STATUS_CACHE.get(value)
     if s is None:
-        s = _STATUS_CACHE[value] = CtStatus(value)
+        s = CtStatus(value)
+        if len(_STATUS_CACHE) < _STATUS_CACHE_MAX:
+            _STATUS_CACHE[value] = s
     return s
+
+
+def _bad_length(what: str, alen: int) -> DecodeError:
+    return DecodeError("bad_attribute_length", f"{what} attribute of length {alen}")
+
+
+def _short(what: str, alen: int) -> DecodeError:
+    return DecodeError("short_attribute", f"{what} attribute of length {alen}")
+
+
+def _tuple_ip(buf: bytes, q: int, qend: int) -> tuple[str, str]:
+    """Source and destination address of a ``CTA_TUPLE_IP`` nest spanning ``buf[q:qend]``."""
+    src = dst = ""
+    while q + 4 <= qend:
+        blen, btype = _NLA.unpack_from(buf, q)
+        if blen < 4 or q + blen > qend:
+            raise _bad_length("CTA_TUPLE_IP", blen)
+        spec = _IP_ATTRS.get(btype & _NLA_TYPE_MASK)
+        if spec is not None:
+            family, need, is_src = spec
+            if blen < need:
+                raise _short("CTA_IP", blen)
+            if is_src:
+                src = socket.inet_ntop(family, buf[q + 4 : q + need])
+            else:
+                dst = socket.inet_ntop(family, buf[q + 4 : q + need])
+        q += (blen + 3) & ~3
+    return src, dst
+
+
+def _tuple_proto(buf: bytes, q: int, qend: int) -> tuple[int, int | None, int | None]:
+    """Protocol and ports of a ``CTA_TUPLE_PROTO`` nest spanning ``buf[q:qend]``."""
+    proto = 0
+    sport: int | None = None
+    dport: int | None = None
+    while q + 4 <= qend:
+        blen, btype = _NLA.unpack_from(buf, q)
+        if blen < 4 or q + blen > qend:
+            raise _bad_length("CTA_TUPLE_PROTO", blen)
+        b = btype & _NLA_TYPE_MASK
+        if b == CTA_PROTO_NUM:
+            if blen < 5:
+                raise _short("CTA_PROTO_NUM", blen)
+            proto = buf[q + 4]
+        elif b in (CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT):
+            if blen < 6:
+                raise _short("CTA_PROTO_PORT", blen)
+            if b == CTA_PROTO_SRC_PORT:
+                sport = _BE16.unpack_from(buf, q + 4)[0]
+            else:
+                dport = _BE16.unpack_from(buf, q + 4)[0]
+        q += (blen + 3) & ~3
+    return proto, sport, dport
 
 
 def _tuple(buf: bytes, p: int, end: int) -> CtTuple:
@@ -107,43 +192,31 @@ def _tuple(buf: bytes, p: int, end: int) -> CtTuple:
     while p + 4 <= end:
         alen, atype = _NLA.unpack_from(buf, p)
         if alen < 4 or p + alen > end:
-            raise ValueError("bad tuple attribute")
+            raise _bad_length("CTA_TUPLE", alen)
         t = atype & _NLA_TYPE_MASK
-        q, qend = p + 4, p + alen
         if t == CTA_TUPLE_IP:
-            while q + 4 <= qend:
-                blen, btype = _NLA.unpack_from(buf, q)
-                if blen < 4 or q + blen > qend:
-                    raise ValueError("bad ip attribute")
-                b = btype & _NLA_TYPE_MASK
-                if b <= CTA_IP_V4_DST:
-                    txt = socket.inet_ntop(socket.AF_INET, buf[q + 4 : q + 8])
-                else:
-                    txt = socket.inet_ntop(socket.AF_INET6, buf[q + 4 : q + 20])
-                if b & 1:
-                    src = txt
-                else:
-                    dst = txt
-                q += (blen + 3) & ~3
+            src, dst = _tuple_ip(buf, p + 4, p + alen)
         elif t == CTA_TUPLE_PROTO:
-            while q + 4 <= qend:
-                blen, btype = _NLA.unpack_from(buf, q)
-                if blen < 4 or q + blen > qend:
-                    raise ValueError("bad proto attribute")
-                b = btype & _NLA_TYPE_MASK
-                if b == CTA_PROTO_NUM:
-                    proto = buf[q + 4]
-                elif b == CTA_PROTO_SRC_PORT:
-                    sport = _BE16.unpack_from(buf, q + 4)[0]
-                elif b == CTA_PROTO_DST_PORT:
-                    dport = _BE16.unpack_from(buf, q + 4)[0]
-                q += (blen + 3) & ~3
+            proto, sport, dport = _tuple_proto(buf, p + 4, p + alen)
         p += (alen + 3) & ~3
     if not src or not dst or proto == 0:
-        raise ValueError("incomplete tuple")
+        raise DecodeError("incomplete_tuple", "a tuple without both addresses or a protocol")
     if proto not in _PORT_PROTOS:
         sport = dport = None  # ICMP id/type/code are not ports
     return CtTuple(src, dst, proto, sport, dport)
+
+
+def _cached_tuple(buf: bytes, v: int, end: int) -> CtTuple:
+    """:func:`_tuple`, remembered by the nest's bytes (a connection's messages repeat it)."""
+    raw = buf[v:end]
+    tup = _TUPLE_CACHE.get(raw)
+    if tup is None:
+        tup = _tuple(buf, v, end)
+        if len(raw) <= _TUPLE_KEY_MAX:
+            if len(_TUPLE_CACHE) >= _TUPLE_CACHE_MAX:
+                _TUPLE_CACHE.clear()
+            _TUPLE_CACHE[raw] = tup
+    return tup
 
 
 def _two(buf: bytes, p: int, end: int, a: int, b: int, a32: int, b32: int
@@ -154,14 +227,18 @@ def _two(buf: bytes, p: int, end: int, a: int, b: int, a32: int, b32: int
     while p + 4 <= end:
         alen, atype = _NLA.unpack_from(buf, p)
         if alen < 4 or p + alen > end:
-            raise ValueError("bad nested attribute")
+            raise _bad_length("nested", alen)
         t = atype & _NLA_TYPE_MASK
-        if alen >= 12 and t in (a, b):
+        if t in (a, b):
+            if alen < 12:
+                raise _short("64-bit", alen)
             if t == a:
                 va = _BE64.unpack_from(buf, p + 4)[0]
             else:
                 vb = _BE64.unpack_from(buf, p + 4)[0]
-        elif alen >= 8 and t in (a32, b32):
+        elif t in (a32, b32):
+            if alen < 8:
+                raise _short("32-bit", alen)
             if t == a32:
                 va = _BE32.unpack_from(buf, p + 4)[0]
             else:
@@ -171,17 +248,20 @@ def _two(buf: bytes, p: int, end: int, a: int, b: int, a32: int, b32: int
 
 
 def _tcp_state(buf: bytes, p: int, end: int) -> str | None:
+    """The TCP state name in a ``CTA_PROTOINFO`` nest (None for other protocols)."""
     while p + 4 <= end:
         alen, atype = _NLA.unpack_from(buf, p)
         if alen < 4 or p + alen > end:
-            raise ValueError("bad protoinfo attribute")
+            raise _bad_length("CTA_PROTOINFO", alen)
         if atype & _NLA_TYPE_MASK == CTA_PROTOINFO_TCP:
             q, qend = p + 4, p + alen
             while q + 4 <= qend:
                 blen, btype = _NLA.unpack_from(buf, q)
-                if blen < 5 or q + blen > qend:
-                    raise ValueError("bad tcp attribute")
+                if blen < 4 or q + blen > qend:
+                    raise _bad_length("CTA_PROTOINFO_TCP", blen)
                 if btype & _NLA_TYPE_MASK == CTA_PROTOINFO_TCP_STATE:
+                    if blen < 5:
+                        raise _short("CTA_PROTOINFO_TCP_STATE", blen)
                     v = buf[q + 4]
                     return TCP_STATES[v] if v < len(TCP_STATES) else str(v)
                 q += (blen + 3) & ~3
@@ -199,26 +279,24 @@ def _entry(buf: bytes, p: int, end: int, event: CtEventType, received_at: float)
     while p + 4 <= end:
         alen, atype = _NLA.unpack_from(buf, p)
         if alen < 4 or p + alen > end:
-            raise ValueError("bad attribute")
+            raise _bad_length("top-level", alen)
         t = atype & _NLA_TYPE_MASK
         v = p + 4
-        if t in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
-            raw = buf[v : p + alen]
-            tup = _TUPLE_CACHE.get(raw)
-            if tup is None:
-                if len(_TUPLE_CACHE) >= _TUPLE_CACHE_MAX:
-                    _TUPLE_CACHE.clear()
-                tup = _TUPLE_CACHE[raw] = _tuple(buf, v, p + alen)
-            if t == CTA_TUPLE_ORIG:
-                orig = tup
+        if t == CTA_TUPLE_ORIG:
+            orig = _cached_tuple(buf, v, p + alen)
+        elif t == CTA_TUPLE_REPLY:
+            reply = _cached_tuple(buf, v, p + alen)
+        elif t in _BE32_ATTRS:
+            if alen < 8:
+                raise _short("32-bit", alen)
+            if t == CTA_STATUS:
+                status = _BE32.unpack_from(buf, v)[0]
+            elif t == CTA_ID:
+                cid = _BE32.unpack_from(buf, v)[0]
+            elif t == CTA_TIMEOUT:
+                timeout = _BE32.unpack_from(buf, v)[0]
             else:
-                reply = tup
-        elif t == CTA_STATUS:
-            status = _BE32.unpack_from(buf, v)[0]
-        elif t == CTA_ID:
-            cid = _BE32.unpack_from(buf, v)[0]
-        elif t == CTA_TIMEOUT:
-            timeout = _BE32.unpack_from(buf, v)[0]
+                mark = _BE32.unpack_from(buf, v)[0]
         elif t == CTA_COUNTERS_ORIG:
             op, ob = _two(buf, v, p + alen, CTA_COUNTERS_PACKETS, CTA_COUNTERS_BYTES,
                           CTA_COUNTERS32_PACKETS, CTA_COUNTERS32_BYTES)
@@ -229,15 +307,29 @@ def _entry(buf: bytes, p: int, end: int, event: CtEventType, received_at: float)
             start, stop = _two(buf, v, p + alen, CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP, -1, -1)
         elif t == CTA_PROTOINFO:
             tcp_state = _tcp_state(buf, v, p + alen)
-        elif t == CTA_MARK:
-            mark = _BE32.unpack_from(buf, v)[0]
         elif t == CTA_ZONE:
+            if alen < 6:
+                raise _short("CTA_ZONE", alen)
             zone = _BE16.unpack_from(buf, v)[0]
         p += (alen + 3) & ~3
     if orig is None or reply is None:
-        raise ValueError("message without both tuples")
+        raise DecodeError("missing_tuple", "a message without both tuples")
     return CtEntry(event, orig, reply, _status(status), cid, zone, mark, timeout, tcp_state,
                    op, ob, rp, rb, start, stop, received_at)
+
+
+def _decode_into(res: ParseResult, data: bytes, off: int, mlen: int, event: CtEventType,
+                 received_at: float) -> None:
+    """Decode one conntrack message into ``res``: its entry, or a counted reason."""
+    if mlen < 20:
+        res.count("short_nfgenmsg")
+        return
+    try:
+        res.entries.append(_entry(data, off + 20, off + mlen, event, received_at))
+    except DecodeError as exc:
+        res.count(exc.reason)
+    except Exception as exc:  # the safety net: a defect here must not stop the source
+        res.count(reason_label(f"decoder_{type(exc).__name__}"))
 
 
 def parse(buf: bytes | bytearray | memoryview, received_at: float, dump: bool = False
@@ -246,18 +338,18 @@ def parse(buf: bytes | bytearray | memoryview, received_at: float, dump: bool = 
 
     ``dump`` says the buffer answers a table dump (entries become ``DUMP``); otherwise
     ``IPCTNL_MSG_CT_NEW`` with ``NLM_F_CREATE|NLM_F_EXCL`` is ``NEW``, other ``CT_NEW``
-    messages ``UPDATE`` and ``IPCTNL_MSG_CT_DELETE`` ``DESTROY``.
+    messages ``UPDATE`` and ``IPCTNL_MSG_CT_DELETE`` ``DESTROY``. Messages that do not
+    decode are skipped and counted (:attr:`ParseResult.reasons`).
     """
     data = bytes(buf) if not isinstance(buf, bytes) else buf
     res = ParseResult()
-    entries = res.entries
     off, n = 0, len(data)
     new_flags = NLM_F_CREATE | NLM_F_EXCL
     while off + 16 <= n:
         mlen, mtype, mflags, _seq, _pid = _HDR.unpack_from(data, off)
         if mlen < 16 or off + mlen > n:
-            res.malformed += 1
-            break  # the length is unusable: we cannot find the next message
+            res.count("bad_nlmsg_len")  # unusable: we cannot find the next message
+            return res
         if mtype >> 8 == NFNL_SUBSYS_CTNETLINK:
             msg = mtype & 0xFF
             if dump and msg in _DUMP_TYPES:
@@ -272,11 +364,7 @@ def parse(buf: bytes | bytearray | memoryview, received_at: float, dump: bool = 
             if mflags & NLM_F_DUMP_INTR:
                 res.interrupted = True
             if event is not None and mflags & NLM_F_REQUEST == 0:
-                try:
-                    _NFGEN.unpack_from(data, off + 16)
-                    entries.append(_entry(data, off + 20, off + mlen, event, received_at))
-                except (ValueError, IndexError, struct.error, OSError):
-                    res.malformed += 1
+                _decode_into(res, data, off, mlen, event, received_at)
         elif mtype == NLMSG_DONE:
             res.done = True
         elif mtype == NLMSG_ERROR:
@@ -285,10 +373,12 @@ def parse(buf: bytes | bytearray | memoryview, received_at: float, dump: bool = 
                 if err:
                     res.errors.append(-err)
             else:
-                res.malformed += 1
+                res.count("short_error_message")
         elif mtype == NLMSG_OVERRUN:
             res.overrun = True
         off += (mlen + 3) & ~3
+    if off < n:
+        res.count("truncated_nlmsg_header")
     return res
 
 

@@ -14,7 +14,8 @@ for packet copies (headers and the first 256 bytes are enough).
 
 Messages are built and parsed here by hand (``struct``): the protocol is a handful of
 fixed layouts (``linux/netfilter/nfnetlink_log.h``), and the only library for it, pyroute2,
-has no NFLOG support. :func:`parse_messages` is pure and tested on recorded messages.
+has no NFLOG support. :func:`parse_messages` is pure and tested on recorded messages; it
+checks every length before it reads and counts what it skips (see its doc).
 
 Example::
 
@@ -30,6 +31,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from podflow.model.losses import Losses
 from podflow.sources.netns import open_socket
 
 NETLINK_NETFILTER = 12
@@ -46,6 +48,10 @@ NLMSG_ERROR = 2
 _NLH = struct.Struct("=IHHII")
 _NFG = struct.Struct("!BBH")
 _ATTR = struct.Struct("=HH")
+_TS = struct.Struct("!QQ")  # struct nfulnl_msg_packet_timestamp: sec, usec
+_BE32 = struct.Struct("!I")
+_MAX_SEC = 1 << 34  # about the year 2514: later timestamps are not real
+_PACKET_TYPE = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,47 +106,92 @@ def build_packet(group: int, payload: bytes, prefix: str = "", ts: float | None 
                 seq)
 
 
-def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
+def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes] | None:
+    """Attributes in ``data[off:end]`` by type (masked with ``0x7FFF``; a repeated type
+    overrides the earlier one). None when a length is below 4 or runs past ``end``."""
     out: dict[int, bytes] = {}
     while off + _ATTR.size <= end:
         alen, kind = _ATTR.unpack_from(data, off)
-        if alen < _ATTR.size:
-            break
+        if alen < _ATTR.size or off + alen > end:
+            return None
         out[kind & 0x7FFF] = data[off + _ATTR.size:off + alen]
         off += (alen + 3) & ~3
     return out
 
 
-def parse_messages(data: bytes, now: float | None = None) -> list[NflogPacket]:
-    """The logged packets in one netlink read (other messages are skipped)."""
+def _timestamp(raw: bytes | None, now: float, losses: Losses) -> float:
+    """``NFULA_TIMESTAMP`` as Unix seconds; ``now`` when absent or unusable (counted)."""
+    if raw is None:
+        return now
+    if len(raw) < _TS.size:
+        losses.count("short_attribute")
+        return now
+    sec, usec = _TS.unpack_from(raw)
+    if sec > _MAX_SEC or usec >= 1_000_000:
+        losses.count("bad_timestamp")
+        return now
+    return float(sec + usec / 1e6)
+
+
+def _ifindex(raw: bytes | None, losses: Losses) -> int | None:
+    """An ``NFULA_IFINDEX_*`` value (None when absent or too short, counted)."""
+    if raw is None:
+        return None
+    if len(raw) < _BE32.size:
+        losses.count("short_attribute")
+        return None
+    return int(_BE32.unpack_from(raw)[0])
+
+
+def _packet(data: bytes, off: int, length: int, now: float | None, losses: Losses
+            ) -> NflogPacket | None:
+    """The packet in the NFULNL_MSG_PACKET at ``data[off:off+length]`` (None: skipped)."""
+    if length < _NLH.size + _NFG.size:
+        losses.count("short_nfgenmsg")
+        return None
+    _fam, _ver, group = _NFG.unpack_from(data, off + _NLH.size)
+    a = _attrs(data, off + _NLH.size + _NFG.size, off + length)
+    if a is None:
+        losses.count("bad_attribute_length")
+        return None
+    ts = _timestamp(a.get(NFULA_TIMESTAMP), now if now is not None else time.time(), losses)
+    prefix = a.get(NFULA_PREFIX, b"").split(b"\0")[0].decode(errors="replace")
+    return NflogPacket(group, ts, prefix, a.get(NFULA_PAYLOAD, b""),
+                       _ifindex(a.get(NFULA_IFINDEX_INDEV), losses),
+                       _ifindex(a.get(NFULA_IFINDEX_OUTDEV), losses))
+
+
+def parse_messages(data: bytes, now: float | None = None, losses: Losses | None = None
+                   ) -> list[NflogPacket]:
+    """The logged packets in one netlink read (other messages are skipped).
+
+    Never raises. What it cannot use is counted in ``losses`` by reason: ``bad_nlmsg_len``
+    (a length below 16 or beyond the data: the rest is lost), ``truncated_nlmsg_header``,
+    ``short_nfgenmsg`` and ``bad_attribute_length`` (the packet is skipped),
+    ``short_attribute`` and ``bad_timestamp`` (the packet is kept without that value).
+    """
+    lost = losses if losses is not None else Losses()
     out: list[NflogPacket] = []
     off = 0
     while off + _NLH.size <= len(data):
         length, mtype, _flags, _seq, _pid = _NLH.unpack_from(data, off)
         if length < _NLH.size or off + length > len(data):
-            break
-        if mtype == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET:
-            _fam, _ver, group = _NFG.unpack_from(data, off + _NLH.size)
-            a = _attrs(data, off + _NLH.size + _NFG.size, off + length)
-            ts = now if now is not None else time.time()
-            if NFULA_TIMESTAMP in a:
-                sec, usec = struct.unpack("!QQ", a[NFULA_TIMESTAMP][:16])
-                ts = sec + usec / 1e6
-            indev, outdev = a.get(NFULA_IFINDEX_INDEV), a.get(NFULA_IFINDEX_OUTDEV)
-            out.append(NflogPacket(
-                group, ts, a.get(NFULA_PREFIX, b"").split(b"\0")[0].decode(errors="replace"),
-                a.get(NFULA_PAYLOAD, b""),
-                struct.unpack("!I", indev[:4])[0] if indev else None,
-                struct.unpack("!I", outdev[:4])[0] if outdev else None))
+            lost.count("bad_nlmsg_len")
+            return out
+        if mtype == _PACKET_TYPE and (p := _packet(data, off, length, now, lost)) is not None:
+            out.append(p)
         off += (length + 3) & ~3
+    if off < len(data):
+        lost.count("truncated_nlmsg_header")
     return out
 
 
 def _check_ack(data: bytes) -> None:
+    """Raise ``OSError`` if the reply to a configuration message refuses it."""
     off = 0
     while off + _NLH.size <= len(data):
         length, mtype, *_ = _NLH.unpack_from(data, off)
-        if mtype == NLMSG_ERROR:
+        if mtype == NLMSG_ERROR and off + _NLH.size + 4 <= len(data):
             err = struct.unpack_from("=i", data, off + _NLH.size)[0]
             if err < 0:
                 raise OSError(-err, f"nfnetlink_log config refused: errno {-err}")

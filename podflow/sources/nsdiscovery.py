@@ -10,7 +10,8 @@ a link's other end lives with ``IFLA_LINK_NETNSID`` (``ip -d link`` shows it as
 candidate with a descriptor of N says which id N has there. On a real node every namespace
 passes; in a lab where several emulated nodes share one kernel, only that node's pods do.
 
-Parsing and the decision are pure (:func:`parse_links`, :func:`parse_nsid`, :func:`belongs`);
+Parsing and the decision are pure (:func:`parse_links`, :func:`parse_nsid`, :func:`belongs`)
+and never raise: every length is checked before it is read, and what is skipped is counted;
 :func:`candidates` reads /proc and /var/run/netns; :func:`probe` talks to a route socket that
 :mod:`podflow.sources.netns` opened inside the candidate (the agent never moves).
 
@@ -32,6 +33,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podflow.model.losses import Losses
+
 NETNS_DIR = Path("/var/run/netns")
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWNSID, RTM_GETNSID = 16, 18, 88, 90
 IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_LINK_NETNSID = 3, 18, 1, 37
@@ -43,6 +46,7 @@ PEER_KINDS = ("veth", "macvlan", "ipvlan", "macvtap", "ipvtap")
 _NLHDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _ATTR = struct.Struct("=HH")
+_S32 = struct.Struct("=i")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,26 +77,49 @@ class Candidate:
     """Processes running in it (for inode -> owner lookups)."""
 
 
-def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes]:
+def _attrs(data: bytes, off: int, end: int, losses: Losses) -> dict[int, bytes]:
+    """Attributes in ``data[off:end]`` by type (masked with ``0x3FFF``; the first of a
+    repeated type wins). A bad length ends the walk, counted; what came before is kept."""
     out: dict[int, bytes] = {}
     while off + _ATTR.size <= end:
         alen, atype = _ATTR.unpack_from(data, off)
-        if alen < _ATTR.size:
+        if alen < _ATTR.size or off + alen > end:
+            losses.count("bad_attribute_length")
             break
         out.setdefault(atype & 0x3FFF, data[off + _ATTR.size:off + alen])
         off += (alen + 3) & ~3
     return out
 
 
-def _messages(data: bytes) -> list[tuple[int, bytes]]:
-    out, off = [], 0
+def _messages(data: bytes, losses: Losses) -> list[tuple[int, bytes]]:
+    """(type, body) of every netlink message in ``data``; bad framing ends it, counted."""
+    out: list[tuple[int, bytes]] = []
+    off = 0
     while off + _NLHDR.size <= len(data):
         length, mtype, _f, _s, _p = _NLHDR.unpack_from(data, off)
         if length < _NLHDR.size or off + length > len(data):
-            break
+            losses.count("bad_nlmsg_len")
+            return out
         out.append((mtype, data[off + _NLHDR.size:off + length]))
         off += (length + 3) & ~3
+    if off < len(data):
+        losses.count("truncated_nlmsg_header")
     return out
+
+
+def _s32(raw: bytes | None, losses: Losses) -> int | None:
+    """A native-endian s32 attribute value (None when absent or too short, counted)."""
+    if raw is None:
+        return None
+    if len(raw) < 4:
+        losses.count("short_attribute")
+        return None
+    return int(_S32.unpack_from(raw)[0])
+
+
+def _text(raw: bytes) -> str:
+    """A NUL-terminated attribute string (bytes that are not UTF-8 replaced)."""
+    return raw.split(b"\0")[0].decode(errors="replace")
 
 
 def build_getlink(seq: int = 1) -> bytes:
@@ -108,33 +135,51 @@ def build_getnsid(fd: int, seq: int = 1) -> bytes:
     return _NLHDR.pack(_NLHDR.size + len(body), RTM_GETNSID, 0x1, seq, 0) + body
 
 
-def parse_links(data: bytes) -> tuple[list[Link], bool]:
-    """Links in received RTM_NEWLINK messages, and whether the dump is done."""
+def _link(body: bytes, losses: Losses) -> Link:
+    """One device from the body of an RTM_NEWLINK message (at least an ifinfomsg long)."""
+    _fam, _type, index, _flags, _change = _IFINFO.unpack_from(body)
+    attrs = _attrs(body, _IFINFO.size, len(body), losses)
+    info = attrs.get(IFLA_LINKINFO)
+    kind_raw = _attrs(info, 0, len(info), losses).get(IFLA_INFO_KIND) if info else None
+    return Link(index, _text(attrs.get(IFLA_IFNAME, b"")), _text(kind_raw) if kind_raw else None,
+                _s32(attrs.get(IFLA_LINK_NETNSID), losses))
+
+
+def parse_links(data: bytes, losses: Losses | None = None) -> tuple[list[Link], bool]:
+    """Links in received RTM_NEWLINK messages, and whether the dump is done.
+
+    Never raises; what it skips is counted in ``losses`` by reason (``bad_nlmsg_len``,
+    ``truncated_nlmsg_header``, ``short_ifinfomsg``, ``bad_attribute_length``,
+    ``short_attribute``).
+    """
+    lost = losses if losses is not None else Losses()
     links: list[Link] = []
-    for mtype, body in _messages(data):
+    for mtype, body in _messages(data, lost):
         if mtype in (NLMSG_DONE, NLMSG_ERROR):
             return links, True
-        if mtype != RTM_NEWLINK or len(body) < _IFINFO.size:
+        if mtype != RTM_NEWLINK:
             continue
-        _fam, _type, index, _flags, _change = _IFINFO.unpack_from(body)
-        attrs = _attrs(body, _IFINFO.size, len(body))
-        name = attrs.get(IFLA_IFNAME, b"").split(b"\0")[0].decode(errors="replace")
-        info = attrs.get(IFLA_LINKINFO)
-        kind_raw = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND) if info else None
-        kind = kind_raw.split(b"\0")[0].decode() if kind_raw else None
-        nsid_raw = attrs.get(IFLA_LINK_NETNSID)
-        nsid = struct.unpack("=i", nsid_raw[:4])[0] if nsid_raw else None
-        links.append(Link(index, name, kind, nsid))
+        if len(body) < _IFINFO.size:
+            lost.count("short_ifinfomsg")
+            continue
+        links.append(_link(body, lost))
     return links, False
 
 
-def parse_nsid(data: bytes) -> int | None:
-    """The id in an RTM_NEWNSID reply (None when not assigned or on error)."""
-    for mtype, body in _messages(data):
+def parse_nsid(data: bytes, losses: Losses | None = None) -> int | None:
+    """The id in an RTM_NEWNSID reply (None when not assigned, on error or unreadable).
+
+    Never raises; what it skips is counted in ``losses`` (as :func:`parse_links` does,
+    and ``short_rtgenmsg``).
+    """
+    lost = losses if losses is not None else Losses()
+    for mtype, body in _messages(data, lost):
         if mtype == RTM_NEWNSID:
-            raw = _attrs(body, 4, len(body)).get(NETNSA_NSID)
-            nsid = struct.unpack("=i", raw[:4])[0] if raw else -1
-            return nsid if nsid >= 0 else None
+            if len(body) < 4:
+                lost.count("short_rtgenmsg")
+                return None
+            nsid = _s32(_attrs(body, 4, len(body), lost).get(NETNSA_NSID), lost)
+            return nsid if nsid is not None and nsid >= 0 else None
     return None
 
 
@@ -155,18 +200,20 @@ def belongs(links: list[Link], node_nsid: int | None) -> tuple[bool, str]:
     return False, "no veth/macvlan/ipvlan link leads to the node namespace"
 
 
-def probe(route: socket.socket, node_fd: int) -> tuple[bool, str]:
+def probe(route: socket.socket, node_fd: int, losses: Losses | None = None
+          ) -> tuple[bool, str]:
     """Ask a route socket opened inside a candidate whether it belongs to the node whose
-    namespace is open as ``node_fd`` in this process (see the module doc)."""
+    namespace is open as ``node_fd`` in this process (see the module doc); what the replies'
+    decoding skips is counted in ``losses``."""
     route.send(build_getlink())
     links: list[Link] = []
     while True:
-        got, done = parse_links(route.recv(1 << 16))
+        got, done = parse_links(route.recv(1 << 16), losses)
         links += got
         if done:
             break
     route.send(build_getnsid(node_fd, seq=2))
-    return belongs(links, parse_nsid(route.recv(1 << 16)))
+    return belongs(links, parse_nsid(route.recv(1 << 16), losses))
 
 
 def ns_inode(path: str) -> int | None:

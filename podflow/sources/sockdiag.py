@@ -7,7 +7,8 @@ wanted extensions, a bit mask of TCP states); the reply is one ``inet_diag_msg``
 netlink attributes, among them ``INET_DIAG_INFO`` = ``struct tcp_info`` for TCP sockets.
 :func:`build_request` makes the bytes to send, :func:`parse` turns received bytes into
 :class:`DiagSocket` values; both are pure so golden recordings decode without root
-(``tests/data/sockdiag``).
+(``tests/data/sockdiag``). :func:`parse` checks every length before it reads and counts
+what it skips (see its doc); the only thing it raises is the ``OSError`` of an error reply.
 
 Example::
 
@@ -26,6 +27,8 @@ import socket
 import struct
 from dataclasses import dataclass
 from socket import inet_ntop
+
+from podflow.model.losses import Losses
 
 NETLINK_SOCK_DIAG = 4
 """Netlink protocol number of socket diagnostics."""
@@ -54,6 +57,7 @@ _SOCKID = struct.Struct(">HH16s16s")  # ports and addresses are big-endian
 # swapped), if, cookie[2], expires, rqueue, wqueue, uid, inode
 _MSG = struct.Struct("=BBxxHH16s16sIII12xII")
 _ATTR = struct.Struct("=HH")
+_ERR = struct.Struct("=i")
 _MSG_LEN = _MSG.size  # 72
 # struct tcp_info (linux/tcp.h): offsets of the fields used.
 # state, retransmits (at 2), rtt and rttvar (at 68), total_retrans (at 100)
@@ -160,58 +164,97 @@ def _swap16(v: int) -> int:
 _NATIVE_LE = struct.pack("=H", 1) == b"\x01\x00"
 
 
-def _parse_msg(data: bytes, off: int, end: int, proto: int) -> DiagSocket:
-    family, state, sport, dport, src, dst, _if, c0, c1, uid, inode = \
-        _MSG.unpack_from(data, off)
+def _strerror(code: int) -> str:
+    """``os.strerror`` for any int (an errno the kernel cannot send gets a plain text)."""
+    if 0 < code < 4096:
+        return os.strerror(code)
+    return f"invalid error code {code}"
+
+
+def _attributes(data: bytes, pos: int, end: int, proto: int, losses: Losses) -> TcpStats | None:
+    """``tcp_info`` from the attributes in ``data[pos:end]``; a bad length ends the walk
+    (counted), and what was read so far is kept. A repeated ``INET_DIAG_INFO`` overrides the
+    earlier one (last wins); the type is masked with ``0x3FFF``."""
     tcp = None
-    pos = off + _MSG_LEN
     while pos + 4 <= end:
         alen, atype = _ATTR.unpack_from(data, pos)
-        if alen < 4:
+        if alen < 4 or pos + alen > end:
+            losses.count("bad_attribute_length")
             break
         if atype & 0x3FFF == INET_DIAG_INFO and proto == IPPROTO_TCP:
             tcp = parse_tcp_info(data[pos + 4:pos + alen])
+            if tcp is None:
+                losses.count("short_tcp_info")
         pos += (alen + 3) & ~3
+    return tcp
+
+
+def _parse_msg(data: bytes, off: int, end: int, proto: int, losses: Losses
+               ) -> DiagSocket | None:
+    """One socket from the ``inet_diag_msg`` at ``data[off:end]`` (None: skipped, counted)."""
+    family, state, sport, dport, src, dst, _if, c0, c1, uid, inode = \
+        _MSG.unpack_from(data, off)
     if family == socket.AF_INET:
         lip, rip = inet_ntop(socket.AF_INET, src[:4]), inet_ntop(socket.AF_INET, dst[:4])
-    else:
+    elif family == socket.AF_INET6:
         lip, rip = _ip6(src), _ip6(dst)
+    else:
+        losses.count("bad_address_family")
+        return None
+    tcp = _attributes(data, off + _MSG_LEN, end, proto, losses)
     return DiagSocket(family, proto, state, lip, _swap16(sport), rip, _swap16(dport), inode,
                       uid, c0 | (c1 << 32), tcp)
 
 
-def parse(data: bytes, proto: int = IPPROTO_TCP) -> tuple[list[DiagSocket], bool]:
-    """Sockets in one or more received netlink messages, and whether NLMSG_DONE was seen.
+def parse(data: bytes, proto: int = IPPROTO_TCP, losses: Losses | None = None
+          ) -> tuple[list[DiagSocket], bool]:
+    """Sockets in one or more received netlink messages, and whether the dump is over.
 
     ``proto`` is the protocol the request asked for. Raises ``OSError`` on an NLMSG_ERROR
-    reply with a non-zero error.
+    reply with a non-zero error (the dump failed); any other input is decoded as far as it
+    goes, and what is skipped is counted in ``losses`` by reason: ``bad_nlmsg_len`` (a
+    length below 16 or beyond the data: the rest is lost), ``truncated_nlmsg_header``,
+    ``short_error_message`` (taken as the end of the dump), ``short_inet_diag_msg``,
+    ``bad_address_family`` (the socket is skipped), ``bad_attribute_length`` and
+    ``short_tcp_info`` (the socket is kept, without what could not be read).
     """
+    lost = losses if losses is not None else Losses()
     out: list[DiagSocket] = []
     off = 0
     while off + _NLHDR.size <= len(data):
         length, mtype, _flags, _seq, _pid = _NLHDR.unpack_from(data, off)
         if length < _NLHDR.size or off + length > len(data):
-            break
+            lost.count("bad_nlmsg_len")
+            return out, False
         body = off + _NLHDR.size
         if mtype == NLMSG_DONE:
             return out, True
         if mtype == NLMSG_ERROR:
-            (err,) = struct.unpack_from("=i", data, body)
+            if length < _NLHDR.size + 4:
+                lost.count("short_error_message")
+                return out, True
+            (err,) = _ERR.unpack_from(data, body)
             if err:
-                raise OSError(-err, f"inet_diag: {os.strerror(-err)}")
+                raise OSError(-err, f"inet_diag: {_strerror(-err)}")
             return out, True
-        if mtype == SOCK_DIAG_BY_FAMILY and length >= _NLHDR.size + _MSG_LEN:
-            out.append(_parse_msg(data, body, off + length, proto))
+        if mtype == SOCK_DIAG_BY_FAMILY:
+            if length < _NLHDR.size + _MSG_LEN:
+                lost.count("short_inet_diag_msg")
+            elif (sock := _parse_msg(data, body, off + length, proto, lost)) is not None:
+                out.append(sock)
         off += (length + 3) & ~3
+    if off < len(data):
+        lost.count("truncated_nlmsg_header")
     return out, False
 
 
 def dump(sock: socket.socket, family: int, proto: int, *, states: int = DEFAULT_STATES,
-         seq: int = 1, bufsize: int = 65536, raw: list[bytes] | None = None
-         ) -> list[DiagSocket]:
+         seq: int = 1, bufsize: int = 65536, raw: list[bytes] | None = None,
+         losses: Losses | None = None) -> list[DiagSocket]:
     """Send one dump request on a NETLINK_SOCK_DIAG socket and read every reply.
 
-    ``raw``, when given, collects the received datagrams (for golden recordings).
+    ``raw``, when given, collects the received datagrams (for golden recordings); what the
+    decoder skips is counted in ``losses`` (see :func:`parse`).
     """
     sock.send(build_request(family, proto, states=states, seq=seq))
     found: list[DiagSocket] = []
@@ -219,7 +262,7 @@ def dump(sock: socket.socket, family: int, proto: int, *, states: int = DEFAULT_
         data = sock.recv(bufsize)
         if raw is not None:
             raw.append(data)
-        got, done = parse(data, proto)
+        got, done = parse(data, proto, losses)
         found.extend(got)
         if done or not data:
             return found

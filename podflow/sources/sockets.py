@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from podflow.model.flow import Flow
+from podflow.model.losses import Losses
 from podflow.pipeline.decode import DecodeContext
 from podflow.pipeline.sockdecode import socket_to_flow
 from podflow.pipeline.socktrack import NsPoll, PollCycle, SockConn, SocketTracker, is_connection
@@ -97,6 +98,8 @@ class NamespacePoller:
         self.node_inode = os.fstat(self.node_fd).st_ino
         self.spaces: dict[int, _Space] = {}
         self.stats = PollerStats()
+        self.losses = Losses()
+        """What the sock_diag and rtnetlink decoders skipped, by reason."""
         self._owners: dict[int, tuple[int, str]] = {}
         self._unresolved: set[int] = set()
         self._seq = 0
@@ -130,7 +133,7 @@ class NamespacePoller:
     def _check(self, sp: _Space) -> None:
         if sp.route is None or sp.member:
             return
-        sp.member, why = nsdiscovery.probe(sp.route, self.node_fd)
+        sp.member, why = nsdiscovery.probe(sp.route, self.node_fd, self.losses)
         if sp.member:
             self.stats.evidence[sp.cand.name] = why
 
@@ -164,7 +167,8 @@ class NamespacePoller:
             self._seq += 1
             states = sockdiag.DEFAULT_STATES if proto == sockdiag.IPPROTO_TCP \
                 else sockdiag.ALL_STATES
-            out += sockdiag.dump(sp.diag, family, proto, states=states, seq=self._seq)
+            out += sockdiag.dump(sp.diag, family, proto, states=states, seq=self._seq,
+                                 losses=self.losses)
         return out
 
     def _scan_owners(self, pids: list[int], wanted: set[int]) -> None:
@@ -274,8 +278,10 @@ class SocketsPlugin:
         return socket_to_flow(record, ctx, final=final)
 
     def stats(self) -> dict[str, Any]:
-        """Poller and tracker counters."""
+        """Poller and tracker counters; what the decoders skipped as ``lost_<reason>``."""
         out: dict[str, Any] = asdict(self.poller.stats) if self.poller else {}
+        if self.poller:
+            out.update(self.poller.losses.as_stats())
         out.update({f"tracker_{k}": v for k, v in asdict(self.tracker.stats).items()})
         return out
 

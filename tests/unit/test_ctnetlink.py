@@ -185,3 +185,195 @@ def test_dump_request(family: int) -> None:
     assert (length, mtype, flags, seq) == (20, 0x101, ct.NLM_F_REQUEST | ct.NLM_F_DUMP, 9)
     assert req[16] == family
     assert ct.event_groups_mask() == 0b111
+
+
+# -- hostile input: every bound checked at its cause, every skip counted with a reason --------
+
+def _entry_attrs(orig: bytes | None = None, extra: bytes = b"") -> bytes:
+    nest = ct.NLA_F_NESTED
+    orig = _tuple("10.0.0.1", "10.0.0.2", 6, 1000, 80) if orig is None else orig
+    return (ct.nla(ct.CTA_TUPLE_ORIG | nest, orig)
+            + ct.nla(ct.CTA_TUPLE_REPLY | nest, _tuple("10.0.0.2", "10.0.0.1", 6, 80, 1000))
+            + extra)
+
+
+def _raw_nla(atype: int, length: int, value: bytes) -> bytes:
+    """An attribute whose length field says ``length`` whatever ``value`` holds."""
+    return struct.pack("=HH", length, atype) + value
+
+
+def _only(res: ct.ParseResult) -> dict[str, int]:
+    assert res.malformed == sum(res.reasons.values())
+    return res.reasons
+
+
+GOOD = _msg(_entry_attrs())
+
+
+def test_crafted_good_message_decodes() -> None:
+    res = ct.parse(GOOD, 0.0)
+    assert len(res.entries) == 1 and res.malformed == 0 and res.reasons == {}
+
+
+@pytest.mark.parametrize("atype,length", [(ct.CTA_STATUS, 4), (ct.CTA_STATUS, 7), (ct.CTA_ID, 6),
+                                          (ct.CTA_TIMEOUT, 5), (ct.CTA_MARK, 4),
+                                          (ct.CTA_ZONE, 5)])
+def test_short_value_is_counted_not_read_from_the_next_attribute(atype: int, length: int
+                                                                 ) -> None:
+    """Today a 4-byte CTA_STATUS reads the next attribute's header as the status."""
+    short = _raw_nla(atype, length, bytes(length - 4) + bytes(-length % 4))
+    res = ct.parse(_msg(_entry_attrs(extra=short + ct.nla(ct.CTA_MARK, b"\0\0\0\1"))) + GOOD,
+                   0.0)
+    assert _only(res) == {"short_attribute": 1} and len(res.entries) == 1
+    assert res.entries[0].status == CtStatus(0)
+
+
+@pytest.mark.parametrize("ip_attr", [
+    _raw_nla(ct.CTA_IP_V4_SRC, 6, b"\x0a\x00\0\0"),          # 2 of 4 address bytes
+    _raw_nla(ct.CTA_IP_V6_SRC, 12, socket.inet_aton("10.0.0.1") * 2),  # 8 of 16
+], ids=["v4", "v6"])
+def test_short_address_is_counted(ip_attr: bytes) -> None:
+    ip = ip_attr + ct.nla(ct.CTA_IP_V4_DST, socket.inet_aton("10.0.0.2"))
+    pr = ct.nla(ct.CTA_PROTO_NUM, b"\x06")
+    orig = ct.nla(ct.CTA_TUPLE_IP | ct.NLA_F_NESTED, ip) + ct.nla(
+        ct.CTA_TUPLE_PROTO | ct.NLA_F_NESTED, pr)
+    res = ct.parse(_msg(_entry_attrs(orig)), 0.0)
+    assert _only(res) == {"short_attribute": 1} and res.entries == []
+
+
+def test_unknown_ip_attribute_is_skipped() -> None:
+    """Today type 5 is read as an IPv6 source (16 bytes from wherever it stands)."""
+    ip = (ct.nla(ct.CTA_IP_V4_SRC, socket.inet_aton("10.0.0.1"))
+          + ct.nla(ct.CTA_IP_V4_DST, socket.inet_aton("10.0.0.2")) + ct.nla(5, b"\0\0\0\7"))
+    pr = ct.nla(ct.CTA_PROTO_NUM, b"\x11") + ct.nla(ct.CTA_PROTO_SRC_PORT, b"\0\x35")
+    orig = ct.nla(ct.CTA_TUPLE_IP | ct.NLA_F_NESTED, ip) + ct.nla(
+        ct.CTA_TUPLE_PROTO | ct.NLA_F_NESTED, pr)
+    res = ct.parse(_msg(_entry_attrs(orig)), 0.0)
+    assert res.malformed == 0 and res.entries[0].orig.src == "10.0.0.1"
+    assert res.entries[0].orig.sport == 53
+
+
+@pytest.mark.parametrize("proto_attr", [_raw_nla(ct.CTA_PROTO_NUM, 4, b""),
+                                        _raw_nla(ct.CTA_PROTO_SRC_PORT, 5, b"\x06\0\0\0")],
+                         ids=["proto", "port"])
+def test_short_protocol_or_port_is_counted(proto_attr: bytes) -> None:
+    ip = (ct.nla(ct.CTA_IP_V4_SRC, socket.inet_aton("10.0.0.1"))
+          + ct.nla(ct.CTA_IP_V4_DST, socket.inet_aton("10.0.0.2")))
+    pr = proto_attr + ct.nla(ct.CTA_PROTO_NUM, b"\x06")
+    orig = ct.nla(ct.CTA_TUPLE_IP | ct.NLA_F_NESTED, ip) + ct.nla(
+        ct.CTA_TUPLE_PROTO | ct.NLA_F_NESTED, pr)
+    res = ct.parse(_msg(_entry_attrs(orig)), 0.0)
+    assert _only(res) == {"short_attribute": 1}
+
+
+def test_short_64bit_counter_is_counted() -> None:
+    """Today a CTA_COUNTERS_BYTES of 4 bytes is silently dropped (counters look absent)."""
+    counters = ct.nla(ct.CTA_COUNTERS_PACKETS, struct.pack(">Q", 3)) + ct.nla(
+        ct.CTA_COUNTERS_BYTES, struct.pack(">I", 300))
+    extra = ct.nla(ct.CTA_COUNTERS_ORIG | ct.NLA_F_NESTED, counters)
+    res = ct.parse(_msg(_entry_attrs(extra=extra)), 0.0)
+    assert _only(res) == {"short_attribute": 1} and res.entries == []
+
+
+def test_nested_length_beyond_its_parent_is_counted() -> None:
+    inner = _raw_nla(ct.CTA_COUNTERS_PACKETS, 200, struct.pack(">Q", 3))
+    extra = ct.nla(ct.CTA_COUNTERS_ORIG | ct.NLA_F_NESTED, inner)
+    res = ct.parse(_msg(_entry_attrs(extra=extra)) + GOOD, 0.0)
+    assert _only(res) == {"bad_attribute_length": 1} and len(res.entries) == 1
+
+
+def test_tcp_state_attribute_of_length_4_is_counted() -> None:
+    tcp = ct.nla(ct.CTA_PROTOINFO_TCP | ct.NLA_F_NESTED, _raw_nla(ct.CTA_PROTOINFO_TCP_STATE, 4,
+                                                                   b""))
+    res = ct.parse(_msg(_entry_attrs(extra=ct.nla(ct.CTA_PROTOINFO | ct.NLA_F_NESTED, tcp))),
+                   0.0)
+    assert _only(res) == {"short_attribute": 1}
+
+
+def test_zero_length_attributes_never_loop() -> None:
+    res = ct.parse(_msg(_raw_nla(ct.CTA_STATUS, 0, b"\0" * 8)) + GOOD, 0.0)
+    assert _only(res) == {"bad_attribute_length": 1} and len(res.entries) == 1
+
+
+def test_message_without_nfgenmsg_is_counted_as_such() -> None:
+    bare = ct.nlmsg((1 << 8) | ct.IPCTNL_MSG_CT_NEW, 0, 0, b"")
+    assert _only(ct.parse(bare + GOOD, 0.0)) == {"short_nfgenmsg": 1}
+    assert _only(ct.parse(GOOD + bare, 0.0)) == {"short_nfgenmsg": 1}
+
+
+@pytest.mark.parametrize("mlen", [0, 15, 10_000])
+def test_unusable_nlmsg_len_ends_the_buffer_counted(mlen: int) -> None:
+    bad = struct.pack("=IHHII", mlen, (1 << 8), 0, 0, 0) + bytes(8)
+    res = ct.parse(GOOD + bad + GOOD, 0.0)
+    assert _only(res) == {"bad_nlmsg_len": 1} and len(res.entries) == 1
+
+
+def test_trailing_bytes_after_the_last_message_are_counted() -> None:
+    """Today 1-15 bytes after the last message vanish without a trace."""
+    res = ct.parse(GOOD + b"\x10\0\0\0\0\0\0\0", 0.0)
+    assert _only(res) == {"truncated_nlmsg_header": 1} and len(res.entries) == 1
+
+
+def test_short_error_message_is_counted() -> None:
+    res = ct.parse(ct.nlmsg(ct.NLMSG_ERROR, 0, 1, b"") + GOOD, 0.0)
+    assert _only(res) == {"short_error_message": 1} and res.errors == []
+
+
+def test_missing_and_incomplete_tuples_have_reasons() -> None:
+    no_reply = ct.nla(ct.CTA_TUPLE_ORIG | ct.NLA_F_NESTED, _tuple("1.1.1.1", "2.2.2.2", 6, 1, 2))
+    no_proto = ct.nla(ct.CTA_TUPLE_IP | ct.NLA_F_NESTED,
+                      ct.nla(ct.CTA_IP_V4_SRC, socket.inet_aton("1.1.1.1"))
+                      + ct.nla(ct.CTA_IP_V4_DST, socket.inet_aton("2.2.2.2")))
+    res = ct.parse(_msg(no_reply) + _msg(_entry_attrs(no_proto)), 0.0)
+    assert _only(res) == {"missing_tuple": 1, "incomplete_tuple": 1}
+
+
+def test_caches_stay_bounded() -> None:
+    """Odd status words and oversized tuple nests are decoded, not kept forever."""
+    big = _tuple("10.9.9.1", "10.9.9.2", 6, 1, 2) + ct.nla(99, bytes(200))
+    res = ct.parse(_msg(_entry_attrs(big)), 0.0)
+    assert len(res.entries) == 1 and res.entries[0].orig.src == "10.9.9.1"
+    assert big not in ct._TUPLE_CACHE and max(map(len, ct._TUPLE_CACHE)) <= ct._TUPLE_KEY_MAX
+    msgs = b"".join(_msg(_entry_attrs(extra=ct.nla(ct.CTA_STATUS, struct.pack(">I", s))))
+                    for s in range(1 << 16, (1 << 16) + ct._STATUS_CACHE_MAX + 50))
+    res = ct.parse(msgs, 0.0)
+    assert res.malformed == 0 and res.entries[-1].status == (1 << 16) + ct._STATUS_CACHE_MAX + 49
+    assert len(ct._STATUS_CACHE) <= ct._STATUS_CACHE_MAX
+
+
+def test_safety_net_counts_a_defect_as_decoder_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(ct, "_entry", broken)
+    res = ct.parse(GOOD + GOOD, 0.0)
+    assert _only(res) == {"decoder_keyerror": 2}
+
+
+class _EventSocket:
+    """A netlink event socket that holds ``bufs`` and then nothing."""
+
+    def __init__(self, bufs: list[bytes]) -> None:
+        self.bufs = bufs
+
+    def recv(self, _size: int, _flags: int = 0) -> bytes:
+        if not self.bufs:
+            raise BlockingIOError
+        return self.bufs.pop(0)
+
+
+def test_malformed_messages_reach_the_plugin_stats_as_lost_reasons() -> None:
+    from podflow.sources.conntrack_plugin import ConntrackPlugin
+    from podflow.sources.registry import SourceOptions
+
+    plugin = ConntrackPlugin(SourceOptions(node_name="node1"))
+    got: list[list[CtEntry]] = []
+    sock = _EventSocket([GOOD + b"\1\2\3\4", _msg(b""), GOOD])
+    plugin.source._drain(sock, lambda batch, _kind: got.append(batch))  # type: ignore[arg-type]
+    stats = plugin.stats()
+    assert sum(len(b) for b in got) == 2 and stats["parse_errors"] == 2
+    assert stats["lost_truncated_nlmsg_header"] == 1 and stats["lost_missing_tuple"] == 1
+    from podflow.metrics.podflow_health import lost_events
+
+    lost = lost_events({"source_stats": {"conntrack": stats}})
+    assert ("conntrack", "missing_tuple", 1.0) in lost
