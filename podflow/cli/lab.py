@@ -93,10 +93,15 @@ def down(
     keep_store: bool = typer.Option(False, "--keep-store", help="Keep the lab's flow store "
                                     "(store.duckdb) for later `observe --lab NAME`."),
 ) -> None:
-    """Remove a lab: processes, namespaces, files. Safe to repeat, also after a failed up."""
+    """Remove a lab: processes, namespaces, files. Safe to repeat, also after a failed up;
+    a lab that does not exist (any more) is reported with exit code 1."""
     from podflow.lab import manager
+    from podflow.lab.state import check_lab_name
+    _guard(lambda: check_lab_name(name))
     _root()
-    _guard(lambda: manager.down(name, keep_store=keep_store))
+    if not _guard(lambda: manager.down(name, keep_store=keep_store)):
+        typer.echo(f"podflow lab: lab {name} does not exist (nothing to remove)", err=True)
+        raise typer.Exit(1)
     typer.echo(f"lab {name} removed" + (" (store kept)" if keep_store else ""))
 
 
@@ -206,9 +211,14 @@ def list_() -> None:
         typer.echo(f"no labs under {lab_root()}")
         return
     for n in names:
-        st = manager.status(n)
+        try:
+            st = manager.status(n)
+            created = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.created))
+        except (manager.LabError, ValueError, TypeError, KeyError, OverflowError) as exc:
+            typer.echo(f"{n!r}\tnot a readable lab: {exc}")   # a stray or damaged directory
+            continue
         typer.echo(f"{n}\t{st.cni}\t{len(st.nodes)} nodes\t{len(st.pods)} pods\t"
-                   f"created {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.created))}")
+                   f"created {created}")
 
 
 def register(app: typer.Typer) -> None:

@@ -98,7 +98,10 @@ def store_path(store: Path | None, lab: str | None) -> Path:
     from podflow.lab.state import lab_store_path
 
     assert lab is not None
-    return lab_store_path(lab)
+    try:
+        return lab_store_path(lab)
+    except ValueError as exc:  # not a lab name (--lab ../x): never a path
+        fail(str(exc))
 
 
 def build_spec(**kw: Any) -> FilterSpec:

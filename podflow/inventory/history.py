@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ class _Interval(Generic[V]):
     end: float | None = None
 
 
+def _start(iv: _Interval[Any]) -> float:
+    return iv.start
+
+
 class _Timeline(Generic[K, V]):
     """key -> intervals of values; each value has a holder id (pod uid, node name ...)."""
 
@@ -126,9 +131,9 @@ class _Timeline(Generic[K, V]):
                 continue
             start = start_hint if start_hint is not None else (float("-inf") if first else at)
             iv = self._live[lk] = _Interval(start, value, end_hint)
-            ivs = self._by_key.setdefault(lk[0], [])
-            ivs.append(iv)
-            ivs.sort(key=lambda x: x.start)
+            # kept sorted by start, a new one after equal starts (as a stable sort would);
+            # insort, not append + sort: many holders of one key must not cost O(n^2 log n)
+            bisect.insort(self._by_key.setdefault(lk[0], []), iv, key=_start)
             changed = True
         return changed
 

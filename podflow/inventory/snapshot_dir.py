@@ -6,8 +6,12 @@
 files whose (inode, size, mtime) changed, parses them and, if any changed, applies the
 merged snapshot to its :class:`~podflow.inventory.history.Inventory`.
 
-Robustness rules: a missing file counts as empty until it first appears; a file that cannot
-be read or parsed logs one warning per change and the last good data of that file is kept;
+Robustness rules (the input is untrusted; ``poll`` never raises): a missing file counts as
+empty until it first appears; a file that cannot be read or parsed (not a regular file, larger
+than ``max_file_bytes``, not JSON, nested deeper than :data:`MAX_DEPTH`, not a Kubernetes
+document) logs one warning per change, is counted in ``losses`` by reason, and the last good
+data of that file is kept; an object that cannot be understood is counted as ``bad_object``
+and skipped while the rest of its file loads (:mod:`podflow.inventory.k8s`);
 a file that disappears after it was read keeps its last good data too (writers replace
 files atomically, so a vanished file is an accident, not "everything was deleted": write an
 empty List for that). Deployments and EndpointSlices are read for completeness but identity
@@ -26,20 +30,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from podflow.inventory import k8s
 from podflow.inventory.history import Inventory
+from podflow.model.losses import DecodeError, Losses
 
 log = logging.getLogger(__name__)
 
-PARSERS: dict[str, Callable[[Any], list[Any]]] = {
+MAX_FILE_BYTES = 128 * 1024 * 1024
+"""Largest cluster-state file read (``kubectl get pods -A -o json`` of ~10k pods fits)."""
+MAX_DEPTH = 100
+"""Deepest JSON nesting accepted (Kubernetes objects nest a few dozen levels at most)."""
+
+PARSERS: dict[str, Callable[[Any, Losses], list[Any]]] = {
     "pods.json": k8s.parse_pods,
-    "replicasets.json": lambda d: k8s.parse_controllers(d, "ReplicaSet"),
-    "jobs.json": lambda d: k8s.parse_controllers(d, "Job"),
+    "replicasets.json": lambda d, losses: k8s.parse_controllers(d, "ReplicaSet", losses),
+    "jobs.json": lambda d, losses: k8s.parse_controllers(d, "Job", losses),
     "deployments.json": k8s.items_of,
     "services.json": k8s.parse_services,
     "endpointslices.json": k8s.items_of,
@@ -47,7 +61,84 @@ PARSERS: dict[str, Callable[[Any], list[Any]]] = {
     "namespaces.json": k8s.parse_namespaces,
     "configmaps.json": k8s.parse_external_names,
 }
-"""File name -> parser. Parsers raise ValueError on a document of the wrong shape."""
+"""File name -> parser. Parsers count bad objects in the given Losses and raise DecodeError
+(a ValueError) on a document of the wrong shape."""
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting_depth(text: str) -> int:
+    """How deep the arrays and objects of JSON ``text`` nest (brackets in strings ignored).
+
+    Linear and iterative (no recursion, C-speed loops), so it is safe on any input.
+
+    >>> nesting_depth('{"a": [1, {"b": "[[["}]}'), nesting_depth("3")
+    (3, 0)
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def decode_document(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """The JSON document in ``data``.
+
+    Raises:
+        DecodeError: reason ``bad_json`` (not JSON text) or ``too_deep`` (nested deeper
+            than ``max_depth``).
+    """
+    try:
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DecodeError("bad_json", f"not UTF-8/16/32 text: {exc}") from None
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise DecodeError("too_deep", f"JSON nested {depth} levels deep (limit {max_depth})")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DecodeError("too_deep", "JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DecodeError("bad_json", str(exc)) from None
+
+
+def parse_file(name: str, data: bytes, losses: Losses) -> list[Any]:
+    """The records of cluster-state file ``name`` (a key of :data:`PARSERS`) with content
+    ``data``, as :class:`ClusterStateDir` reads it; bad objects are counted in ``losses``.
+
+    Raises:
+        DecodeError: the file as a whole is unusable (see :func:`decode_document`, and
+            ``not_kubernetes`` for a document of the wrong shape).
+    """
+    return PARSERS[name](decode_document(data), losses)
+
+
+def read_bounded(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """The content of regular file ``path`` (at most ``limit`` bytes) and its ``fstat``.
+
+    Opened non-blocking, so a FIFO or device put in place of a file cannot hang the reader.
+
+    Raises:
+        DecodeError: reason ``unreadable_file`` or ``oversized_file``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise DecodeError("unreadable_file", exc.strerror or str(exc)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError("unreadable_file", "not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise DecodeError("unreadable_file", exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise DecodeError("oversized_file", f"larger than {limit} bytes")
+    return data, st
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +147,10 @@ class _Stamp:
     size: int
     mtime_ns: int
 
+    @classmethod
+    def of(cls, st: os.stat_result) -> _Stamp:
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns)
+
 
 class ClusterStateDir:
     """A polled directory of Kubernetes JSON feeding an :class:`Inventory`.
@@ -63,44 +158,71 @@ class ClusterStateDir:
     Args:
         path: the directory.
         inventory: the inventory to update (a new one if omitted; see ``.inventory``).
+        max_file_bytes: larger files are refused (counted as ``oversized_file``).
     """
 
-    def __init__(self, path: Path, inventory: Inventory | None = None) -> None:
+    def __init__(self, path: Path, inventory: Inventory | None = None,
+                 max_file_bytes: int = MAX_FILE_BYTES) -> None:
+        """Nothing is read until the first :meth:`poll`."""
         self.path = Path(path)
         self.inventory = inventory if inventory is not None else Inventory()
+        self.max_file_bytes = max_file_bytes
         self._stamps: dict[str, _Stamp | None] = {}
         self._data: dict[str, list[Any]] = {name: [] for name in PARSERS}
         self.errors = 0
         """Number of unreadable/invalid file versions met so far."""
+        self.losses = Losses()
+        """What could not be used, by reason: ``bad_object`` (one skipped object),
+        ``unreadable_file``, ``oversized_file``, ``bad_json``, ``too_deep``,
+        ``not_kubernetes`` (one refused file version each), ``poll_failed`` (a defect caught
+        by :meth:`poll`). Cumulative; for the agent's health report (``as_stats()``)."""
         self._warned_missing_dir = False
 
     def poll(self, now: float) -> bool:
         """Reload changed files and apply them at time ``now``; True if the inventory changed.
 
-        Never raises for bad input: problems are logged and counted in ``errors``.
+        Never raises: bad input is logged and counted in ``errors`` and ``losses``, and an
+        unexpected failure is logged and counted as ``poll_failed``.
         """
-        if not self.path.is_dir():
+        try:
+            return self._poll(now)
+        except Exception:   # the inventory's one guarded place: a defect, not bad input
+            self.losses.count("poll_failed")
+            log.exception("cluster state %s: poll failed; keeping the last good state",
+                          self.path)
+            return False
+
+    def _poll(self, now: float) -> bool:
+        if not self._dir_exists():
             if not self._warned_missing_dir:
                 log.warning("cluster state directory %s does not exist (yet)", self.path)
                 self._warned_missing_dir = True
             return False
         self._warned_missing_dir = False
         reloaded = False
-        for name, parse in PARSERS.items():
-            reloaded |= self._reload(name, parse)
+        for name in PARSERS:
+            reloaded |= self._reload(name)
         if not reloaded:
             return False
         return self.inventory.apply(self.objects(), now)
 
-    def _reload(self, name: str, parse: Callable[[Any], list[Any]]) -> bool:
+    def _dir_exists(self) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(self.path).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def _reload(self, name: str) -> bool:
         f = self.path / name
         try:
-            st = f.stat()
-            stamp: _Stamp | None = _Stamp(st.st_ino, st.st_size, st.st_mtime_ns)
+            stamp: _Stamp | None = _Stamp.of(os.stat(f))
         except FileNotFoundError:
             stamp = None
         except OSError as exc:
-            log.warning("cannot stat %s: %s", f, exc)
+            stamp = _Stamp(-1, -1, -1)
+            if self._stamps.get(name) != stamp:
+                self._refuse(name, DecodeError("unreadable_file", exc.strerror or str(exc)))
+                self._stamps[name] = stamp
             return False
         if name in self._stamps and self._stamps[name] == stamp:
             return False
@@ -110,14 +232,19 @@ class ClusterStateDir:
                 log.warning("%s disappeared; keeping its last good data", f)
             return False
         try:
-            data = parse(json.loads(f.read_bytes()))
-        except (OSError, ValueError) as exc:
-            self.errors += 1
-            log.warning("%s is unreadable or not Kubernetes JSON (%s); keeping last good data",
-                        f, exc)
+            data, st = read_bounded(f, self.max_file_bytes)
+            self._stamps[name] = _Stamp.of(st)
+            records = parse_file(name, data, self.losses)
+        except DecodeError as exc:
+            self._refuse(name, exc)
             return False
-        self._data[name] = data
+        self._data[name] = records
         return True
+
+    def _refuse(self, name: str, exc: DecodeError) -> None:
+        self.errors += 1
+        self.losses.count(exc.reason)
+        log.warning("%s: %s; keeping its last good data", self.path / name, exc)
 
     def objects(self) -> k8s.ClusterObjects:
         """The merged last good data of every file."""

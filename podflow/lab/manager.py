@@ -190,8 +190,12 @@ def _start_workloads(state: LabState) -> None:
         state.save()
 
 
-def down(name: str, *, keep_store: bool = False) -> None:
-    """Remove lab ``name`` completely; idempotent, works with a partial or missing state."""
+def down(name: str, *, keep_store: bool = False) -> bool:
+    """Remove lab ``name`` completely; idempotent, works with a partial or missing state.
+
+    Returns False when there was nothing to remove (no state, no files, no namespaces: the
+    lab does not exist, or no longer does); LabError for an invalid name.
+    """
     _require_root()
     prefix = _prefix(name)
     state: LabState | None
@@ -199,6 +203,9 @@ def down(name: str, *, keep_store: bool = False) -> None:
         state = LabState.load(name)
     except (OSError, ValueError, TypeError, KeyError):
         state = None
+    if state is None and not st.lab_dir(name).exists() and not nsu.list_netns(prefix):
+        remove_all_resolv_confs(name)   # what an interrupted down may have left
+        return False
     if state is not None:
         try:
             from podflow.lab.agents import stop_agents
@@ -225,6 +232,7 @@ def down(name: str, *, keep_store: bool = False) -> None:
         nsu.delete_netns(ns)
     remove_all_resolv_confs(name)
     _remove_files(name, keep_store)
+    return True
 
 
 def _remove_files(name: str, keep_store: bool) -> None:

@@ -7,6 +7,11 @@ adds the built-in cluster DNS (``dns: true``, the default: workload ``kube-syste
 Service ``kube-system/kube-dns`` at serviceCIDR + 10) and checks what a datapath cannot do
 (``cni: macvlan`` has no ClusterIP/NodePort services: its pods bypass the node).
 
+Spec files are untrusted input: :func:`load_spec` reads at most :data:`MAX_SPEC_BYTES`,
+requires UTF-8, and parses YAML without aliases (``*name``, so no "billion laughs"), without
+explicit tags and nested at most :data:`MAX_SPEC_DEPTH` levels. Every problem is a
+:class:`SpecError` whose message starts with the file name; nothing else is raised.
+
 Example::
 
     spec = load_spec(Path("shop.yaml"))
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +32,7 @@ from typing import Any
 import yaml
 
 from podflow.lab.specfields import (
+    _SHOW,
     ExternalSpec,
     PortSpec,
     ServicePortSpec,
@@ -35,28 +42,35 @@ from podflow.lab.specfields import (
     WorkloadSpec,
     _bool,
     _cidr,
+    _clip,
     _dns_names,
     _integer,
     _labels,
     _mapping,
     _name,
+    _port_name,
     _ports,
+    _quote,
     _seq,
+    _service_name,
     _show,
     _string,
     _traffic,
     _unique,
 )
+from podflow.lab.state import LAB_NAME_PATTERN
 
-__all__ = ["DNS_LABELS", "SUPPORTED_CNIS", "ExternalSpec", "LabSpec", "PortSpec",
-           "ServicePortSpec", "ServiceSpec", "SpecError", "TrafficSpec", "WorkloadSpec",
-           "load_default_spec", "load_spec", "parse_spec"]
+__all__ = ["DNS_LABELS", "LAB_NAME_PATTERN", "SUPPORTED_CNIS", "ExternalSpec", "LabSpec",
+           "PortSpec", "ServicePortSpec", "ServiceSpec", "SpecError", "TrafficSpec",
+           "WorkloadSpec", "load_default_spec", "load_spec", "parse_spec", "parse_spec_bytes"]
 
 SUPPORTED_CNIS = ("flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan")
 """CNI datapaths the lab can build."""
 
-LAB_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-"""Lab names: short, so netns and interface names stay short and prefixes never overlap."""
+MAX_SPEC_BYTES = 1024 * 1024
+"""Largest spec file read (real specs are a few KB)."""
+MAX_SPEC_DEPTH = 32
+"""Deepest YAML nesting accepted (a spec nests five levels)."""
 RESERVED_NAMESPACES = ("external", "node", "service", "nodeport", "pod")
 """Namespace names that would make ``NS/NAME`` targets ambiguous."""
 DNS_NAMESPACE, DNS_WORKLOAD, DNS_SERVICE = "kube-system", "coredns", "kube-dns"
@@ -170,8 +184,8 @@ def _namespaces(v: Any) -> tuple[str, ...]:
 def _in_namespace(v: Any, path: str, namespaces: tuple[str, ...]) -> str:
     ns = _string(v, path)
     if ns not in namespaces:
-        raise SpecError(f"{path}: namespace {ns!r} is not declared in namespaces "
-                        f"({', '.join(namespaces) or 'none'})")
+        raise SpecError(f"{path}: namespace {_quote(ns)} is not declared in namespaces "
+                        f"({_clip(', '.join(namespaces), 200) or 'none'})")
     return ns
 
 
@@ -201,7 +215,7 @@ def _service_port(v: Any, path: str, svc_type: str) -> ServicePortSpec:
             raise SpecError(f"{path}.nodePort: only NodePort services have a nodePort")
         node_port = _integer(node_port, f"{path}.nodePort", 30000, 32767)
     name = d.get("name")
-    return ServicePortSpec(None if name is None else _name(name, f"{path}.name"), port,
+    return ServicePortSpec(None if name is None else _port_name(name, f"{path}.name"), port,
                            _integer(d.get("targetPort", port), f"{path}.targetPort", 1, 65535),
                            proto, node_port)
 
@@ -224,7 +238,8 @@ def _service(v: Any, path: str, namespaces: tuple[str, ...],
     if not selector:
         raise SpecError(f"{path}.selector: must not be empty")
     if not any(w.namespace == ns and selector.items() <= w.labels.items() for w in workloads):
-        raise SpecError(f"{path}.selector: {selector} matches no workload in namespace {ns!r}")
+        raise SpecError(f"{path}.selector: {_SHOW.repr(selector)} matches no workload in "
+                        f"namespace {ns!r}")
     ports = tuple(_service_port(p, f"{path}.ports[{i}]", typ)
                   for i, p in enumerate(_seq(d["ports"], f"{path}.ports")))
     if not ports:
@@ -232,7 +247,7 @@ def _service(v: Any, path: str, namespaces: tuple[str, ...],
     if len(ports) > 1 and any(p.name is None for p in ports):
         raise SpecError(f"{path}.ports: every port needs a name when there are several")
     _unique([(p.port, p.protocol) for p in ports], f"{path}.ports", "port")
-    return ServiceSpec(ns, _name(d["name"], f"{path}.name"), typ, selector, ports, etp)
+    return ServiceSpec(ns, _service_name(d["name"], f"{path}.name"), typ, selector, ports, etp)
 
 
 def _services(v: Any, namespaces: tuple[str, ...],
@@ -260,7 +275,7 @@ def _externals(v: Any, nets: tuple[ipaddress.IPv4Network, ...]) -> tuple[Externa
         try:
             ip = ipaddress.IPv4Address(_string(d["ip"], f"{path}.ip"))
         except ValueError as err:
-            raise SpecError(f"{path}.ip: not an IPv4 address: {err}") from err
+            raise SpecError(f"{path}.ip: not an IPv4 address: {_clip(str(err), 120)}") from None
         around = ipaddress.IPv4Network((ip, 24), strict=False)
         if ip in (around.network_address, around.broadcast_address):
             raise SpecError(f"{path}.ip: {ip} must be a host address (not .0 or .255)")
@@ -313,7 +328,7 @@ def _check_datapath(cni: str, top: dict[str, Any]) -> None:
     for i, t in enumerate(_seq(top.get("traffic", []), "traffic")):
         to = t.get("to") if isinstance(t, dict) else None
         if isinstance(to, str) and to.startswith(("service/", "nodeport/")):
-            raise SpecError(f"traffic[{i}].to: {to!r}: {why}")
+            raise SpecError(f"traffic[{i}].to: {_quote(to)}: {why}")
 
 
 def parse_spec(doc: Any) -> LabSpec:
@@ -323,12 +338,13 @@ def parse_spec(doc: Any) -> LabSpec:
                              "workloads", "services", "externals", "traffic", "dns",
                              "agents"))
     name = _string(top["name"], "name")
-    if not LAB_NAME_PATTERN.match(name):
+    if not LAB_NAME_PATTERN.fullmatch(name):
         raise SpecError(f"name: must match ^[a-z][a-z0-9]{{0,11}}$ (lowercase letters and "
-                        f"digits, at most 12, starting with a letter), got {name!r}")
+                        f"digits, at most 12, starting with a letter), got {_quote(name)}")
     cni = _string(top.get("cni", "flannel-vxlan"), "cni")
     if cni not in SUPPORTED_CNIS:
-        raise SpecError(f"cni: unsupported {cni!r}; supported: {', '.join(SUPPORTED_CNIS)}")
+        raise SpecError(f"cni: unsupported {_quote(cni)}; supported: "
+                        f"{', '.join(SUPPORTED_CNIS)}")
     _check_datapath(cni, top)
     nodes = _integer(top["nodes"], "nodes", 1, 64)
     nets = _cidrs(top, nodes)
@@ -369,31 +385,93 @@ def _agents(v: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     try:
         sources = tuple(parse_sources(",".join(names))) if names else ()
     except ValueError as exc:
-        raise SpecError(f"agents.sources: {exc}") from None
-    options = d.get("options") or {}
-    if not isinstance(options, dict):
-        raise SpecError(f"agents.options: expected a mapping, got {options!r}")
-    return sources, dict(options)
+        raise SpecError(f"agents.sources: {_clip(str(exc), 300)}") from None
+    return sources, _agent_options(d.get("options"))
+
+
+_OPTION_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _agent_options(v: Any) -> dict[str, Any]:
+    """``agents.options``: source option names -> a string, number or boolean each (they
+    become ``--source-option KEY=VALUE`` arguments of the agents)."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise SpecError(f"agents.options: expected a mapping, got {_show(v)}")
+    for key, value in v.items():
+        if not isinstance(key, str) or not _OPTION_KEY.fullmatch(key):
+            raise SpecError(f"agents.options: option names are lowercase words (a-z, 0-9, "
+                            f"_), got {_quote(key)}")
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not isinstance(value, (str, int, float)) or not finite:
+            raise SpecError(f"agents.options.{key}: expected a string, number or boolean, "
+                            f"got {_show(value)}")
+    return dict(v)
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML was built with it (fast), else the pure-Python one."""
+
+
+def _check_events(text: str) -> None:
+    """Refuse aliases (``*name``: no "billion laughs"), explicit tags and nesting deeper
+    than :data:`MAX_SPEC_DEPTH`, from the event stream, before any node is built."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        problem = None
+        if isinstance(event, yaml.AliasEvent):
+            problem = "aliases (*name) are not allowed in a lab spec"
+        elif isinstance(event, yaml.NodeEvent) and getattr(event, "tag", None) is not None:
+            problem = "explicit tags (!tag) are not allowed in a lab spec"
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                problem = f"nested deeper than {MAX_SPEC_DEPTH} levels"
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if problem is not None:
+            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+
+
+def _yaml(text: str) -> Any:
+    """The YAML document in ``text`` (see :func:`_check_events`); SpecError if invalid."""
+    try:
+        _check_events(text)
+        return yaml.load(text, Loader=_Loader)   # a safe loader: plain data only
+    except (yaml.YAMLError, ValueError, OverflowError) as e:
+        # PyYAML's constructors raise ValueError for some well-formed but impossible
+        # scalars (a 2001-13-45 timestamp, an integer of more than 4300 digits)
+        raise SpecError(f"not valid YAML: {_clip(' '.join(str(e).split()), 400)}") from None
+
+
+def parse_spec_bytes(data: bytes, source: str = "spec") -> LabSpec:
+    """Validate the content of a spec file; SpecError (prefixed with ``source``) if invalid."""
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES} bytes; not a lab spec")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{source}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                        f"{e.start})") from None
+    try:
+        return parse_spec(_yaml(text))
+    except SpecError as e:
+        raise SpecError(f"{source}: {e}") from None
 
 
 def load_spec(path: Path | str) -> LabSpec:
     """Read and validate a spec file; SpecError (with the file name) if invalid."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
-        raise SpecError(f"{p}: cannot read: {e.strerror}") from e
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML: {e}".replace("\n", " ")) from e
-    try:
-        return parse_spec(doc)
-    except SpecError as e:
-        raise SpecError(f"{p}: {e}") from e
+        raise SpecError(f"{p}: cannot read: {e.strerror or e}") from e
+    return parse_spec_bytes(data, str(p))
 
 
 def load_default_spec() -> LabSpec:
     """The embedded demo spec (``podflow/lab/specs/shop.yaml``)."""
-    text = resources.files("podflow.lab").joinpath("specs/shop.yaml").read_text()
-    return parse_spec(yaml.safe_load(text))
+    data = resources.files("podflow.lab").joinpath("specs/shop.yaml").read_bytes()
+    return parse_spec_bytes(data, "specs/shop.yaml")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,50 @@ DEFAULT_LAB_ROOT = "/var/lib/podflow/labs"
 """Where labs keep their files unless ``PODFLOW_LAB_ROOT`` says otherwise."""
 
 
+LAB_NAME_PATTERN = re.compile(r"\A[a-z][a-z0-9]{0,11}\Z")
+"""Lab names: short, so netns and interface names stay short and prefixes never overlap (a
+DNS label; anchored at both ends of the string, so ``match`` and ``fullmatch`` agree)."""
+
+
+class LabNameError(FileNotFoundError, ValueError):
+    """A lab name that no lab can have (``../x``, ``Shop``, ``a\\n``).
+
+    A ``FileNotFoundError`` (callers that report "no lab named X" report it too) and a
+    ``ValueError`` (it is a bad argument)."""
+
+
+def check_lab_name(name: str) -> str:
+    """``name`` if it is a valid lab name, else :class:`LabNameError`.
+
+    Every path chosen by a lab name goes through here (:func:`lab_dir`), so ``--lab ../x``
+    can never reach outside the lab root.
+
+    >>> check_lab_name("shop")
+    'shop'
+    >>> check_lab_name("../etc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    podflow.lab.state.LabNameError: invalid lab name '../etc': lowercase letters and digits...
+    """
+    if not isinstance(name, str) or not LAB_NAME_PATTERN.fullmatch(name):
+        shown = repr(name[:40]) if isinstance(name, str) else type(name).__name__
+        raise LabNameError(f"invalid lab name {shown}: lowercase letters and digits, at most "
+                           "12, starting with a letter")
+    return name
+
+
 def lab_root() -> Path:
     """The directory holding one sub-directory per lab."""
     return Path(os.environ.get("PODFLOW_LAB_ROOT", DEFAULT_LAB_ROOT))
 
 
 def lab_dir(name: str) -> Path:
-    """The directory of lab ``name`` (state.json, cluster-state/, truth/, store.duckdb ...)."""
-    return lab_root() / name
+    """The directory of lab ``name`` (state.json, cluster-state/, truth/, store.duckdb ...).
+
+    Raises:
+        LabNameError: ``name`` is not a valid lab name (see :func:`check_lab_name`).
+    """
+    return lab_root() / check_lab_name(name)
 
 
 def lab_store_path(name: str) -> Path:
@@ -252,7 +289,8 @@ class LabState:
 
     @classmethod
     def load(cls, name: str) -> LabState:
-        """Read lab ``name``'s state; FileNotFoundError with a clear message if none."""
+        """Read lab ``name``'s state; FileNotFoundError with a clear message if none (a
+        :class:`LabNameError` if ``name`` is not a lab name)."""
         path = lab_dir(name) / "state.json"
         if not path.exists():
             raise FileNotFoundError(f"no lab named {name!r} (looked for {path})")

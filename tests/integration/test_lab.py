@@ -193,8 +193,8 @@ def test_down_leaves_nothing_and_is_idempotent(lab_root: Path) -> None:
         assert not lab_dir(name).exists()
         assert _root_snapshot() == before
         manager.down(name)
-        res = _cli("down", name)
-        assert res.returncode == 0, res.stderr
+        res = _cli("down", name)  # already gone: said so, not "removed"
+        assert res.returncode == 1 and "does not exist" in res.stderr, res.stderr
     finally:
         manager.down(name)
 

@@ -290,3 +290,176 @@ def test_state_dir_missing_dir_and_files(tmp_path: Path) -> None:
     shutil.copy(K8S / "nodes.json", tmp_path / "nope" / "nodes.json")
     assert state.poll(3.0) is True
     assert state.inventory.node_by_ip("172.18.0.2", 3.0) == "node2"
+
+
+# ---- hostile input (issue 8): bad objects are counted and skipped, poll never raises -------
+
+GOOD_POD = {"metadata": {"name": "ok-1", "namespace": "shop"}, "status": {"podIP": "10.9.0.1"}}
+
+
+def _list(*items: Any) -> dict[str, Any]:
+    return {"kind": "List", "items": list(items)}
+
+
+def test_objects_of_the_wrong_shape_are_counted_and_skipped() -> None:
+    from podflow.model.losses import Losses
+
+    doc = _list(
+        {"metadata": "oops"},                                        # AttributeError before
+        {"metadata": {"name": 5}},
+        {"metadata": {"name": "x", "labels": {"app": ["web"]}}},
+        {"metadata": {"name": "y"}, "status": "oops"},
+        {"metadata": {"name": "z"}, "status": {"podIPs": ["10.9.0.2"]}},
+        {"metadata": {"name": "w", "ownerReferences": "oops"}},
+        {"metadata": {"name": "v", "labels": {"app": "\ud800"}}},  # the store cannot take it
+        "not an object", 7, None,
+        GOOD_POD)
+    assert [p.name for p in k8s.parse_pods(doc)] == ["ok-1"]
+    losses = Losses()
+    pods = k8s.parse_pods(doc, losses)
+    assert [p.name for p in pods] == ["ok-1"]
+    assert losses.by_reason() == {"bad_object": 10}
+    assert losses.as_stats() == {"lost_bad_object": 10}
+
+
+def test_service_and_node_fields_are_type_checked() -> None:
+    from podflow.model.losses import Losses
+
+    svc = {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}
+    doc = _list(
+        svc,
+        {"metadata": {"name": "inf"}, "spec": {"ports": [{"port": float("inf")}]}},
+        {"metadata": {"name": "big"}, "spec": {"ports": [{"port": 70000}]}},
+        {"metadata": {"name": "tp"}, "spec": {"ports": [{"port": 80, "targetPort": {}}]}},
+        {"metadata": {"name": "ip"}, "spec": {"clusterIPs": [1]}},
+        {"metadata": {"name": "lb"}, "status": {"loadBalancer": []}})
+    assert [s.name for s in k8s.parse_services(doc)] == ["s"]    # OverflowError before
+    losses = Losses()
+    services = k8s.parse_services(doc, losses)
+    assert [s.name for s in services] == ["s"] and losses.by_reason() == {"bad_object": 5}
+    doc = _list(
+        {"metadata": {"name": "n1", "annotations": {
+            "flannel.alpha.coreos.com/backend-data": "[" * 3000}}},   # RecursionError before
+        {"metadata": {"name": "n2"}, "spec": {"podCIDRs": "10.0.0.0/24"}})
+    assert [(n.name, n.vtep_mac) for n in k8s.parse_nodes(doc)] == [("n1", None)]
+    nodes = k8s.parse_nodes(doc, losses)
+    assert [(n.name, n.vtep_mac) for n in nodes] == [("n1", None)]
+    assert losses.by_reason() == {"bad_object": 6}
+
+
+def test_odd_timestamps_are_no_time() -> None:
+    assert k8s.parse_time("0001-01-01T00:00:00") is None     # year 0 in local time
+    assert k8s.parse_time("2026-11-20T10:00:00Z" * 10) is None
+    assert k8s.parse_time(["2026-11-20T10:00:00Z"]) is None
+
+
+def test_non_string_kind_is_a_bad_object_not_an_unhashable_key(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    rs = load("replicasets.json")
+    rs["items"][0]["kind"] = ["ReplicaSet"]          # TypeError in Inventory.apply before
+    (tmp_path / "replicasets.json").write_text(json.dumps(rs))
+    state = ClusterStateDir(tmp_path)
+    assert state.poll(100.0) is True
+    assert state.losses.by_reason() == {"bad_object": 1}
+    assert state.inventory.identity("10.244.0.3", T_POD + 1).pod_name is not None
+
+
+def _nested(depth: int) -> str:
+    return '{"items": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_deeply_nested_json_is_refused_and_last_good_kept(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    state = ClusterStateDir(tmp_path)
+    assert state.poll(100.0) is True
+    _replace(tmp_path, "pods.json", _nested(100_000))      # RecursionError before
+    assert state.poll(200.0) is False
+    _replace(tmp_path, "services.json", _nested(200))
+    assert state.poll(300.0) is False
+    assert state.losses.by_reason() == {"too_deep": 2} and state.errors == 2
+    assert state.inventory.identity("10.244.0.3", T_POD + 1).pod_name is not None
+    assert state.inventory.service_by_nodeport(30080, "TCP", T_POD) is not None
+
+
+def test_poll_never_raises_and_keeps_the_last_good_state(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    state = ClusterStateDir(tmp_path)
+    state.max_file_bytes = 64 * 1024
+    assert state.poll(100.0) is True
+    svc = load("services.json")
+    front = next(s for s in svc["items"] if s["metadata"]["name"] == "frontend")
+    front["spec"]["ports"][0]["port"] = float("inf")          # OverflowError before
+    _replace(tmp_path, "services.json", json.dumps(svc))
+    pods = load("pods.json")
+    pods["items"][0]["metadata"]["creationTimestamp"] = "0001-01-01T00:00:00"
+    pods["items"][1]["metadata"] = "oops"                       # AttributeError before
+    _replace(tmp_path, "pods.json", json.dumps(pods))
+    assert state.poll(200.0) is True
+    (tmp_path / "nodes.json").unlink()
+    (tmp_path / "nodes.json").mkdir()                            # not a file
+    (tmp_path / "jobs.json").write_bytes(b'{"items": [], "x": "\xff\xfe"}')   # not UTF-8
+    (tmp_path / "namespaces.json").write_text(" " * (64 * 1024 + 1))        # too large
+    _replace(tmp_path, "configmaps.json", '{"items": {"a": 1}}')             # not a List
+    assert state.poll(300.0) is False
+    assert state.poll(400.0) is False                          # counted once per version
+    assert state.losses.by_reason() == {
+        "bad_object": 2, "unreadable_file": 1, "bad_json": 1, "oversized_file": 1,
+        "not_kubernetes": 1}
+    assert state.errors == 4
+    inv = state.inventory
+    assert inv.node_by_ip("172.18.0.1", 400.0) == "node1"
+    assert inv.identity("192.168.100.20", 400.0).name == "visitor"
+    assert inv.service_by_nodeport(30080, "TCP", 400.0) is None   # that service was bad
+
+
+def test_a_fifo_in_place_of_a_file_does_not_hang_the_poll(tmp_path: Path) -> None:
+    import threading
+
+    _fill(tmp_path)
+    (tmp_path / "pods.json").unlink()
+    os.mkfifo(tmp_path / "pods.json")
+    state = ClusterStateDir(tmp_path)
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(state.poll(100.0)), daemon=True)
+    t.start()
+    t.join(5.0)
+    if t.is_alive():   # release the reader blocked in open() before failing
+        os.close(os.open(tmp_path / "pods.json", os.O_WRONLY | os.O_NONBLOCK))
+    assert done == [True]
+    assert state.losses.by_reason() == {"unreadable_file": 1}
+
+
+def test_poll_counts_a_defect_instead_of_raising(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(tmp_path)
+    state = ClusterStateDir(tmp_path)
+
+    def boom(*_: Any) -> bool:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(state.inventory, "apply", boom)
+    assert state.poll(100.0) is False
+    assert state.losses.by_reason() == {"poll_failed": 1}
+
+
+def test_nesting_depth_ignores_brackets_in_strings() -> None:
+    from podflow.inventory.snapshot_dir import decode_document, nesting_depth
+
+    assert nesting_depth('{"a": "[[[[", "b": [["\\"]"]]}') == 3
+    assert nesting_depth("[" * 10 + "]" * 10) == 10
+    assert decode_document(b'{"items": []}') == {"items": []}
+    with pytest.raises(ValueError, match="too_deep"):
+        decode_document(b"[" * 101 + b"]" * 101)
+
+
+def test_many_holders_of_one_address_apply_in_near_linear_time() -> None:
+    import time
+
+    # a hostile snapshot: 10k pods claiming one IP (append + sort per pod took ~20 s)
+    pods = tuple(k8s.PodRecord("ns", f"p{i}", f"u{i}", ("10.9.0.1",), created=float(i))
+                 for i in range(10_000))
+    inv = Inventory()
+    started = time.process_time()
+    inv.apply(k8s.ClusterObjects(pods=pods), at=20_000.0)
+    assert time.process_time() - started < 5.0
+    assert inv.identity("10.9.0.1", 5000.5).pod_name == "p5000"

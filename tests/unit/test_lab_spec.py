@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -229,3 +230,146 @@ def test_every_supported_cni_has_a_datapath() -> None:
     assert set(SUPPORTED_CNIS) == set(DATAPATHS)
     assert [c for c in SUPPORTED_CNIS if not datapath_for(c).services] == ["macvlan"]
     assert [c for c in SUPPORTED_CNIS if not datapath_for(c).masquerade] == ["macvlan"]
+
+
+# ---- hostile specs (issue 8) ---------------------------------------------------------------
+
+def _bomb_yaml(levels: int, width: int = 9) -> bytes:
+    """A "billion laughs" in ``name``: each level a list of ``width`` aliases of the one
+    below, ``width ** levels`` strings in all."""
+    items = ['&a0 "lol"'] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * width)}]"
+                             for i in range(1, levels + 1)]
+    return f"nodes: 1\nname: [{', '.join(items)}]\n".encode()
+
+
+def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_bytes(_bomb_yaml(6))          # 9**6 strings: a 5 MB message before
+    with pytest.raises(SpecError) as err:
+        load_spec(bomb)
+    message = str(err.value)
+    assert message.startswith(f"{bomb}: not valid YAML: aliases (*name) are not allowed")
+    assert len(message) < 1000
+    bomb.write_bytes(_bomb_yaml(9))          # 486 bytes, like the issue's 407: 4.5 GB before
+    with pytest.raises(SpecError, match="aliases"):
+        load_spec(bomb)
+
+
+def test_error_messages_render_a_bounded_value() -> None:
+    leaf: list[Any] = ["lol"] * 10
+    for _ in range(5):                       # 10**6 strings shared by reference
+        leaf = [leaf] * 10
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": leaf, "nodes": 1})
+    assert str(err.value).startswith("name: expected a non-empty string, got list [[[")
+    assert len(str(err.value)) < 300
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": "x" * 100_000, "nodes": 1})
+    assert len(str(err.value)) < 300
+
+
+def test_spec_files_are_bounded_utf8_flat_and_untagged(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    cases = [
+        (b"name: shop\nnodes: 1\nnote: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 29)"),
+        (b"name: shop\nnodes: " + b"[" * 10_000 + b"\n", "nested deeper than 32 levels"),
+        (b"name: shop\nnodes: !!python/object:os.system 1\n", "explicit tags"),
+        (b"name: shop\nnodes: !!int 3\n", "explicit tags"),
+        (b"name: shop\nnodes: 2001-13-45\n", "not valid YAML: month must be in 1..12"),
+        (b"name: shop\nnodes: " + b"1" * 5000 + b"\n", "not valid YAML: Exceeds the limit"),
+        (b"name: shop\nnodes: 1\n" + b"#" * (1024 * 1024), "larger than 1048576 bytes"),
+        (b"name: shop\x00\n", "not valid YAML"),
+    ]
+    for data, message in cases:
+        f.write_bytes(data)
+        with pytest.raises(SpecError) as err:
+            load_spec(f)
+        assert str(err.value).startswith(f"{f}: ") and message in str(err.value), data[:40]
+        assert "\n" not in str(err.value) and len(str(err.value)) < 1000
+
+
+NEWLINES: list[tuple[Callable[[Doc], None], str]] = [
+    (_set("name", "shop\n"), "name: must match"),
+    (_set("namespaces", ["shop\n", "data"]), "namespaces[0]: not a valid DNS label"),
+    (_set("workloads[0].name", "frontend\n"), "workloads[0].name: not a valid DNS label"),
+    (_set("services[1].name", "backend\n"), "services[1].name: not a valid DNS label"),
+    (_set("services[1].ports[0].name", "api\n"), "services[1].ports[0].name: not a valid port"),
+    (_set("externals[0].name", "db\n"), "externals[0].name: not a valid DNS label"),
+    (_set("externals[0].dns", ["db.example.com\n"]), "externals[0].dns[0]: not a valid DNS"),
+    (_set("traffic[0].every", "1s\n"), 'traffic[0].every: expected a duration like "1s"'),
+    (_set("workloads[0].labels", {"app\n": "frontend"}), "invalid label key 'app\\\\n'"),
+    (_set("workloads[0].labels", {"app": "frontend\n"}), "invalid label value"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), NEWLINES, ids=[m for _, m in NEWLINES])
+def test_a_trailing_newline_never_passes_for_a_name(mutate: Callable[[Doc], None],
+                                                     message: str) -> None:
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(SpecError) as err:
+        parse_spec(doc)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["", "-app", "app-", "a b", "a/b/c", "x" * 64, "/app",
+                                 "Example.com/app", "example.com/", ("t",), 3])
+def test_label_keys_follow_kubernetes_rules(key: Any) -> None:
+    doc = _doc()
+    doc["workloads"][0]["labels"] = {key: "frontend", "app": "frontend"}
+    with pytest.raises(SpecError, match=r"workloads\[0\]\.labels: "):
+        parse_spec(doc)
+
+
+@pytest.mark.parametrize("value", ["-x", "x-", "a b", "x" * 64, "a/b", "é", 1.5, None, [1]])
+def test_label_values_follow_kubernetes_rules(value: Any) -> None:
+    doc = _doc()
+    doc["workloads"][0]["labels"] = {"app": "frontend", "tier": value}
+    with pytest.raises(SpecError, match=r"workloads\[0\]\.labels\['tier'\]: "):
+        parse_spec(doc)
+
+
+def test_valid_labels_prefixes_empty_values_and_numbers() -> None:
+    doc = _doc()
+    labels = {"app": "frontend", "app.kubernetes.io/name": "web", "tier": "",
+              "Version_2.x": "A.b-c_9", "x" * 63: "y" * 63, "release": 2}
+    doc["workloads"][0]["labels"] = labels
+    spec = parse_spec(doc)
+    assert spec.workloads[0].labels == {**labels, "release": "2"}
+
+
+def test_service_and_port_names_follow_kubernetes_rules() -> None:
+    for path, value, message in [
+        ("services[1].name", "9backend", "a Service name must start with a letter"),
+        ("services[1].ports[0].name", "a" * 16, "not a valid port name"),
+        ("services[1].ports[0].name", "web--api", "not a valid port name"),
+        ("services[1].ports[0].name", "8080", "not a valid port name"),
+    ]:
+        doc = _doc()
+        _set(path, value)(doc)
+        with pytest.raises(SpecError, match=f"{re.escape(path)}: {message}"):
+            parse_spec(doc)
+
+
+def test_agent_options_and_periods_stay_serialisable() -> None:
+    base = {"name": "tiny", "nodes": 1}
+    for options, message in [({"x": [1]}, "agents.options.x: expected a string"),
+                             ({"x": float("nan")}, "agents.options.x: expected"),
+                             ({1: 2}, "option names are lowercase words"),
+                             ({"a b": 1}, "option names are lowercase words")]:
+        with pytest.raises(SpecError, match=re.escape(message)):
+            parse_spec({**base, "agents": {"options": options}})
+    ok = parse_spec({**base, "agents": {"options": {"syn_timeout": 3, "mode": "x"}}})
+    assert ok.agent_options == {"syn_timeout": 3, "mode": "x"}
+    doc = _doc()
+    doc["traffic"][0]["every"] = "9" * 400 + "s"       # float('inf') seconds before
+    with pytest.raises(SpecError, match=r"traffic\[0\]\.every: .* is above the maximum"):
+        parse_spec(doc)
+    doc["traffic"][0]["every"] = "1s"
+    doc["traffic"][0]["http"] = {"path": "/a\x00b"}
+    with pytest.raises(SpecError, match=r"traffic\[0\]\.http\.path: must be printable"):
+        parse_spec(doc)
+    doc["traffic"][0]["http"] = None
+    doc["traffic"][0]["to"] = "dns/db.example.com:0"
+    with pytest.raises(SpecError, match=r"traffic\[0\]\.to: expected dns/NAME:PORT"):
+        parse_spec(doc)
