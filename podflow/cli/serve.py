@@ -4,6 +4,7 @@ Example::
 
     podflow serve --lab shop                   # http://127.0.0.1:8080/
     podflow serve --store flows.duckdb --cluster-state /var/run/podflow/state --port 9090
+    podflow serve --lab shop --host 0.0.0.0 --allowed-host podflow.example.com --port 0
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ SERVE_HELP = """Serve the web UI (service map + flow table), the JSON API and /m
 Reads the store given by --store PATH or --lab NAME; the inventory (nodes, pods, services)
 comes from --cluster-state DIR (a lab's own directory with --lab). API documentation is at
 /docs, the OpenAPI document at /openapi.json. Listens on 127.0.0.1 unless --host says
-otherwise. The UI must be built once: cd web && npm ci && npm run build.
+otherwise; --port 0 lets the system choose a free port, and the URL printed once the server
+listens is always the real one. The UI must be built once: cd web && npm ci && npm run build.
+
+Every request is checked against DNS rebinding: on a loopback --host (127.0.0.0/8, ::1,
+localhost) only requests addressed to localhost, 127.x.x.x or [::1] (any port) are answered;
+on another address, requests to that address; on every address (0.0.0.0, ::), requests to
+loopback names or to any IP address. Other names, say a DNS name or a proxy's public name,
+must be listed with --allowed-host NAME (repeatable; '*' turns the check off). Requests
+carrying an Origin header other than the server's own (or an allowed name's) are refused.
 """
 
 
@@ -35,31 +44,49 @@ def serve(
         "--metrics", metavar="OPTIONS",
         help="Metrics handler options, Hubble-style, e.g. "
              "'flow:sourceContext=namespace;destinationContext=workload'.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8080,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on (0.0.0.0 or :: for every address).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535, help="TCP port (0: any free port, printed).")] = 8080,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", metavar="NAME",
+        help="Also answer requests addressed to this host name or IP (repeatable; '*' for "
+             "any). Needed for DNS names of the server; see the Host check above.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No access log.")] = False,
 ) -> None:
     """Serve the UI and API until Ctrl-C."""
-    import uvicorn
-
     from podflow.server.app import app_info, create_app
+    from podflow.server.hostcheck import policy_for_bind
+    from podflow.server.listen import AnnouncingServer, listen_lines
     from podflow.server.runner import server_config
 
     path = store_path(store, lab)
     try:
-        app = create_app(path, lab=lab, cluster_state=cluster_state, metrics_options=metrics)
+        policy = policy_for_bind(host, allowed_host or ())
+    except ValueError as exc:  # a bad --host or --allowed-host
+        typer.echo(f"podflow serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        app = create_app(path, lab=lab, cluster_state=cluster_state, metrics_options=metrics,
+                         hosts=policy)
     except ValueError as exc:  # bad --metrics options
         typer.echo(f"podflow serve: --metrics: {exc}", err=True)
         raise typer.Exit(2) from None
     info = app_info(app)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     typer.echo(f"podflow serve: store {info['store']}")
     if info["ui"] is None:
         typer.echo("  web UI not built: cd web && npm ci && npm run build   (API still works)")
     typer.echo(f"  metrics: {'/metrics' if info['metrics'] else 'not available'}")
-    typer.echo(f"open http://{shown}:{port}/   (API docs: http://{shown}:{port}/docs)")
+    typer.echo(f"  answers requests addressed to: {policy.describe()}")
+
+    def announce(addresses: list[tuple[str, int]]) -> None:
+        for line in listen_lines(addresses):
+            typer.echo(line)
+
+    server = AnnouncingServer(server_config(app, host, port, quiet=quiet), announce)
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(server_config(app, host, port, quiet=quiet)).run()
+        server.run()
 
 
 def register(app: typer.Typer) -> None:

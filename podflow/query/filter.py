@@ -14,7 +14,8 @@ backend pod). Choices podflow makes:
   use ``service`` for the former; the latter are shown in the ``nat`` of each flow.
 - ``node`` matches any node that observed the flow.
 - ``since`` / ``until`` select flows whose lifetime overlaps the window:
-  ``(end_time or time) >= since`` and ``time <= until``.
+  ``(end_time or time) >= since`` and ``time <= until``; both must be finite numbers (NaN
+  would compare as no bound at all in the store).
 - the L7 and verdict fields (``fqdn``, ``from_fqdn``, ``to_fqdn``, ``http_status``,
   ``http_method``, ``http_path``, ``dns_rcode``, ``type``) are described in
   :mod:`podflow.query.l7filter`; ``verdict`` is ``FORWARDED``, ``DROPPED``, ``ERROR`` or
@@ -36,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -212,6 +214,11 @@ class FilterSpec:
             for v in getattr(self, name):
                 if not isinstance(v, int) or not 0 <= v <= 65535:
                     raise ValueError(f"bad port {v!r}: expected an integer 0-65535")
+        for name in ("since", "until"):
+            t = getattr(self, name)
+            if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
+                                  or not math.isfinite(t)):
+                raise ValueError(f"{name}: bad time {t!r}: expected finite Unix seconds")
 
     def is_empty(self) -> bool:
         """True when nothing is constrained."""

@@ -35,10 +35,12 @@ Example::
 from __future__ import annotations
 
 import re
+import warnings
 from functools import lru_cache
 from typing import Any
 
 from podflow.model.flow import Flow, Verdict
+from podflow.query.enginecheck import re2_error
 
 Sql = tuple[str, list[Any]]
 
@@ -98,13 +100,28 @@ def status_range(value: str) -> tuple[int, int]:
 
 @lru_cache(maxsize=256)
 def _path_rx(value: str) -> re.Pattern[str]:
+    """The Python form of an ``http_path`` pattern, once RE2 (the store) accepts it too.
+
+    A pattern either engine refuses, or one Python reads ambiguously (its FutureWarning
+    about nested sets, where RE2 sees ``[[:alpha:]]`` as a class), raises ValueError.
+    """
     if re.search(r"\(\?(?:[=!]|<[=!]|P=)|\\[1-9]", value):
         raise ValueError(f"bad HTTP path pattern {value!r}: look-around and back-references "
-                         "are not supported")
+                         "are not supported (patterns are RE2)")
+    reason = re2_error(value)
+    if reason is not None:
+        raise ValueError(f"bad HTTP path pattern {value!r}: not valid RE2 ({reason}); the "
+                         "store matches with RE2, which has no look-around, back-references, "
+                         "possessive quantifiers or atomic groups")
     try:
-        return re.compile(value, re.ASCII)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return re.compile(value, re.ASCII)
     except re.error as exc:
         raise ValueError(f"bad HTTP path pattern {value!r}: {exc}") from None
+    except (FutureWarning, DeprecationWarning) as exc:
+        raise ValueError(f"bad HTTP path pattern {value!r}: Python and RE2 read it "
+                         f"differently ({exc}); escape the [ or spell the class out") from None
 
 
 def _rcode(value: str) -> str:

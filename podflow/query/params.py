@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -106,7 +107,14 @@ def filter_fields() -> dict[str, FieldInfo]:
 
 def _convert(info: FieldInfo, raw: Any, now: float | None) -> Any:
     if info.kind == "time":
-        return parse_time(str(raw), now=now) if not isinstance(raw, int | float) else float(raw)
+        try:
+            value = (parse_time(str(raw), now=now) if not isinstance(raw, int | float)
+                     else float(raw))
+        except ValueError as exc:
+            raise ValueError(f"{info.name}: {exc}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{info.name}: bad time {raw!r}: not a finite number")
+        return value
     if info.kind == "int":
         if isinstance(raw, bool):
             raise ValueError(f"{info.name}: bad integer {raw!r}")
@@ -118,9 +126,12 @@ def _convert(info: FieldInfo, raw: Any, now: float | None) -> Any:
             raise ValueError(f"{info.name}: bad integer {raw!r}") from None
     if info.kind == "float":
         try:
-            return float(raw)
+            number = float(raw)
         except (TypeError, ValueError):
             raise ValueError(f"{info.name}: bad number {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{info.name}: bad number {raw!r}: not a finite number")
+        return number
     if info.kind == "bool":
         text = str(raw).strip().lower()
         if text in ("1", "true", "yes", "on"):

@@ -8,6 +8,9 @@ Accepted forms:
 - a duration before now: ``30s``, ``5m``, ``2h``, ``1d``, ``1w``, or combinations like
   ``1h30m`` (``ago`` may follow: ``5m ago``).
 
+Every result is a finite number: ``nan``, ``inf`` and durations too long to count
+(``9999...9w``) are refused with ValueError rather than read as "no bound".
+
 Example::
 
     >>> parse_time("5m", now=1000.0)
@@ -39,7 +42,10 @@ def parse_duration(text: str) -> float:
     t = text.strip().lower()
     if not _DURATION.match(t):
         raise ValueError(f"bad duration {text!r}: expected e.g. 30s, 5m, 2h, 1d or 1h30m")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(t))
+    seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(t))
+    if not math.isfinite(seconds):
+        raise ValueError(f"bad duration {text!r}: too long")
+    return seconds
 
 
 def parse_time(text: str, *, now: float | None = None) -> float:
@@ -61,7 +67,10 @@ def parse_time(text: str, *, now: float | None = None) -> float:
             raise ValueError(f"bad time {text!r}: not a finite number")
         return value
     if _DURATION.match(t.lower()):
-        return (time.time() if now is None else now) - parse_duration(t)
+        value = (time.time() if now is None else now) - parse_duration(t)
+        if not math.isfinite(value):
+            raise ValueError(f"bad time {text!r}: too far in the past")
+        return value
     try:
         dt = datetime.fromisoformat(t.replace("z", "Z"))
     except ValueError:

@@ -4,8 +4,11 @@ Every endpoint that reads flows takes the flow filter as query parameters named 
 fields of :class:`~podflow.query.filter.FilterSpec` (repeat one to OR its values; different
 ones AND), parsed by :func:`podflow.query.params.spec_from_multi` exactly as the CLI parses
 its flags; a field added to FilterSpec is accepted here without a change. Bad values answer
-400 ``{"error": "..."}``; a store locked for too long answers 503; a store that does not
-exist yet reads as empty.
+400 ``{"error": "..."}``, including values the store's engine refuses (a regular expression
+RE2 does not take, a non-finite time): each filter is bound against DuckDB before any store
+is read (:mod:`podflow.query.enginecheck`). A store locked for too long answers 503; a store
+that does not exist yet reads as empty; a damaged or unreadable one answers 503
+``{"error": "...", "kind": "corrupt"}`` (the kinds of ``/api/health``).
 
 Example::
 
@@ -23,24 +26,30 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import duckdb
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from podflow import __version__
 from podflow.model.serialize import flow_to_dict
+from podflow.query.enginecheck import engine_error
 from podflow.query.filter import FilterSpec
 from podflow.query.params import filter_fields, spec_from_multi
 from podflow.server.config import ServerConfig
 from podflow.server.graph import build_graph, raw_id
 from podflow.server.inventory import agents_summary, cluster_inventory, node_addresses
 from podflow.server.l7 import l7_facts
+from podflow.server.storehealth import StoreHealth
 from podflow.server.stream import FlowFollower, sse_events
 from podflow.store.base import StoreMissing
 from podflow.store.duckdb import DuckDBStore
 
 MAX_LIMIT = 10_000
 """Largest page of ``/api/flows``."""
+ENGINE_REFUSALS = (duckdb.InvalidInputException, duckdb.ConversionException,
+                   duckdb.OutOfRangeException)
+"""DuckDB errors that a filter value causes (answered 400 when the request has a filter)."""
 
 router = APIRouter(prefix="/api")
 
@@ -84,9 +93,32 @@ def _spec(request: Request, own: tuple[str, ...] = ()) -> FilterSpec:
                              f"{', '.join(own) or 'nothing else'}")
         multi.setdefault(key, []).append(value)
     try:
-        return spec_from_multi(multi)
+        spec = spec_from_multi(multi)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    return _engine_checked(spec)
+
+
+def _engine_checked(spec: FilterSpec) -> FilterSpec:
+    """``spec`` once DuckDB binds its SQL; BadRequest with the engine's reason otherwise."""
+    reason = None if spec.is_empty() else engine_error(spec)
+    if reason is not None:
+        raise BadRequest(f"the store's engine refuses this filter: {reason}")
+    return spec
+
+
+def _time(request: Request, name: str) -> float | None:
+    """A Unix-seconds parameter; BadRequest unless it is a finite number."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name}: bad time {raw!r} (Unix seconds)") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name}: bad time {raw!r}: not a finite number of Unix seconds")
+    return value
 
 
 def _int(request: Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -111,11 +143,22 @@ def _bool(request: Request, name: str) -> bool:
     raise BadRequest(f"{name}: expected true or false, got {raw!r}")
 
 
-def _read(cfg: ServerConfig, fn: Callable[[DuckDBStore], Any], empty: Any) -> Any:
+def _read(cfg: ServerConfig, fn: Callable[[DuckDBStore], Any], empty: Any,
+          spec: FilterSpec | None = None) -> Any:
+    """``fn`` over the store; ``empty`` when there is none yet.
+
+    When the query carries a filter (``spec``), a value the engine refuses mid-query
+    answers 400, not 500 (the up-front check in :func:`_spec` should have caught it).
+    """
     try:
         return fn(DuckDBStore(cfg.store_path, read_only=True, lock_timeout=cfg.lock_timeout))
     except StoreMissing:
         return empty
+    except ENGINE_REFUSALS as exc:
+        if spec is None or spec.is_empty():
+            raise
+        raise BadRequest(f"the store's engine refuses this filter: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
 
 
 @router.get("/flows", openapi_extra=_extra(
@@ -135,12 +178,8 @@ def flows(request: Request) -> dict[str, Any]:
     spec = _spec(request, own)
     limit = _int(request, "limit", 100, 1, MAX_LIMIT) or 100
     after = _int(request, "after_rowid", None, 0, 2**62)
-    before_raw = request.query_params.get("before")
-    if before_raw:
-        try:
-            before = float(before_raw)
-        except ValueError:
-            raise BadRequest(f"before: bad time {before_raw!r} (Unix seconds)") from None
+    before = _time(request, "before")
+    if before is not None:
         cut = math.nextafter(before, -math.inf)
         spec = replace(spec, until=cut if spec.until is None else min(spec.until, cut))
 
@@ -156,7 +195,8 @@ def flows(request: Request) -> dict[str, Any]:
                 "last_rowid": top, "next": nxt}
 
     result: dict[str, Any] = _read(_cfg(request), query, {"flows": [], "count": 0,
-                                                           "last_rowid": 0, "next": None})
+                                                           "last_rowid": 0, "next": None},
+                                   spec)
     return result
 
 
@@ -199,7 +239,7 @@ def service_map(request: Request) -> dict[str, Any]:
         return build_graph(edges, facts, node_ips=node_addresses(inv), world=world,
                            services=services)
 
-    graph: dict[str, Any] = _read(cfg, query, {"nodes": [], "edges": []})
+    graph: dict[str, Any] = _read(cfg, query, {"nodes": [], "edges": []}, spec)
     graph["generated_at"] = time.time()
     return graph
 
@@ -223,16 +263,22 @@ def filters() -> list[dict[str, Any]]:
     return [f.to_dict() for f in filter_fields().values()]
 
 
-@router.get("/health", summary="Liveness and what is mounted")
+@router.get("/health", summary="Liveness, store state and what is mounted")
 def health(request: Request) -> JSONResponse:
-    """``{"status": "ok", ...}``: store path and newest row id, UI and metrics presence."""
+    """``{"status": "ok", "store": {...}, ...}``; 503 with ``"status": "degraded"`` when
+    the store cannot be read.
+
+    ``store`` is ``{"path", "exists", "ok", "state", "kind", "error", "last_rowid"}``
+    (:mod:`podflow.server.storehealth`): ``state`` ``ok``, ``missing`` and ``busy`` are
+    healthy; ``corrupt``, ``truncated``, ``not_duckdb``, ``wal_corrupt``, ``schema`` and
+    ``unreadable`` are not, and ``error`` names the file and what to do. The server keeps
+    serving meanwhile and recovers when the file becomes readable.
+    """
     cfg = _cfg(request)
-    body: dict[str, Any] = {"status": "ok", "version": __version__,
-                            "store": str(cfg.store_path), "store_exists":
-                            cfg.store_path.exists(), "lab": cfg.lab,
+    checker = getattr(request.app.state, "store_health", None) or StoreHealth(cfg.store_path)
+    store, ok = checker.report(lock_timeout=min(cfg.lock_timeout, 1.0))
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "version": __version__,
+                            "store": store, "store_exists": store["exists"],
+                            "last_rowid": store["last_rowid"], "lab": cfg.lab,
                             "ui": cfg.web_dist is not None, "metrics": cfg.metrics_mounted}
-    try:
-        body["last_rowid"] = _read(cfg, lambda s: s.last_rowid(), 0)
-    except Exception as exc:  # health answers even when the store does not
-        body["last_rowid"], body["store_error"] = None, str(exc)
-    return JSONResponse(body)
+    return JSONResponse(body, status_code=200 if ok else 503)

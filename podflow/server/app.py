@@ -4,9 +4,13 @@
 app behind ``podflow serve``, ``podflow demo`` and the browser test: front-ends differ only
 in what they attach. Routes:
 
-- ``/api/...`` (:mod:`podflow.server.api`), OpenAPI at ``/openapi.json``, docs at ``/docs``;
+- ``/api/...`` (:mod:`podflow.server.api`), OpenAPI at ``/openapi.json``, docs at ``/docs``
+  (Swagger UI served from the UI build, :mod:`podflow.server.docs`; no CDN);
 - ``/metrics`` from :func:`podflow.metrics.asgi.metrics_app` when that module is present;
 - ``/`` the built web UI (``web/dist``); when it is not built, ``/`` says how to build it.
+
+Every request, on every route, first passes the Host/Origin check of
+:mod:`podflow.server.hostcheck` (loopback names only, unless ``hosts`` says otherwise).
 
 Example::
 
@@ -33,6 +37,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from podflow import __version__
 from podflow.server.api import BadRequest, router
 from podflow.server.config import ServerConfig, find_web_dist
+from podflow.server.docs import docs_page
+from podflow.server.hostcheck import LOOPBACK_ONLY, HostCheck, HostPolicy
+from podflow.server.storehealth import StoreHealth
 from podflow.store.base import StoreBusy, StoreError
 
 log = logging.getLogger(__name__)
@@ -77,13 +84,14 @@ def _mount_metrics(app: FastAPI, store_path: Path, options: str | None) -> Any:
 
 def create_app(store_path: Path, *, lab: str | None = None,
                cluster_state: Path | None = None, metrics_options: str | None = None,
-               web_dist: Path | None = None) -> FastAPI:
+               web_dist: Path | None = None, hosts: HostPolicy | None = None) -> FastAPI:
     """The server for ``store_path`` (see the module doc).
 
     ``lab`` names the lab being served (its cluster-state directory is used unless
     ``cluster_state`` is given); ``metrics_options`` are handed to the metrics app
     (Hubble-style, e.g. ``flow:sourceContext=namespace``); ``web_dist`` overrides where the
-    built UI is looked for.
+    built UI is looked for; ``hosts`` is the Host/Origin policy (default: loopback names
+    only, right for a server listening on a loopback address).
     """
     if lab is not None and cluster_state is None:
         from podflow.lab.state import lab_dir
@@ -108,10 +116,13 @@ def create_app(store_path: Path, *, lab: str | None = None,
                 await asyncio.to_thread(metrics.stop)
 
     app = FastAPI(title="podflow", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Flows, service map and inventory of a podflow store. Flow "
                   "filters are the query parameters listed on each endpoint: repeat one to "
                   "OR its values, combine different ones to AND them.")
     app.state.config = cfg
+    app.state.store_health = StoreHealth(cfg.store_path)
+    app.add_middleware(HostCheck, policy=LOOPBACK_ONLY if hosts is None else hosts)
 
     @app.exception_handler(BadRequest)
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -119,14 +130,24 @@ def create_app(store_path: Path, *, lab: str | None = None,
 
     @app.exception_handler(StoreBusy)
     async def _busy(request: Request, exc: StoreBusy) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=503,
+        return JSONResponse({"error": str(exc), "kind": exc.kind}, status_code=503,
                             headers={"Retry-After": "1"})
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=500)
+        # a damaged or unreadable file is the store being unavailable (503, its kind
+        # says why, /api/health repeats it); a bare StoreError is a bug (500)
+        request.app.state.store_health.record(exc)
+        code = 500 if type(exc) is StoreError else 503
+        return JSONResponse({"error": str(exc), "kind": exc.kind}, status_code=code)
 
     app.include_router(router)
+
+    @app.get("/docs", include_in_schema=False)
+    def _docs(request: Request) -> HTMLResponse:
+        return docs_page(dist, title=app.title, openapi_url=app.openapi_url or "/openapi.json",
+                         root_path=str(request.scope.get("root_path", "")).rstrip("/"))
+
     holder["metrics"] = _mount_metrics(app, cfg.store_path, metrics_options)
     cfg.metrics_mounted = holder["metrics"] is not None
     if dist is not None:

@@ -33,6 +33,8 @@ from podflow.server.stream import FlowFollower
 from podflow.store.duckdb import DuckDBStore
 
 K8S = Path(__file__).parents[1] / "data" / "k8s"
+LOCAL = "http://127.0.0.1:8080"
+"""The clients' base URL: the app answers loopback Host names only (DNS-rebinding guard)."""
 T0 = 1_795_000_000.0
 
 
@@ -90,7 +92,8 @@ def client(store: Path, tmp_path: Path) -> Iterator[TestClient]:
     (dist / "index.html").write_text("<html><body>podflow ui</body></html>")
     state = tmp_path / "state"
     shutil.copytree(K8S, state)
-    with TestClient(create_app(store, cluster_state=state, web_dist=dist)) as c:
+    with TestClient(create_app(store, cluster_state=state, web_dist=dist),
+                    base_url=LOCAL) as c:
         yield c
 
 
@@ -208,7 +211,7 @@ def test_inventory_health_filters_and_docs(client: TestClient) -> None:
 
 def test_missing_store_and_missing_ui(tmp_path: Path) -> None:
     app = create_app(tmp_path / "none.duckdb", web_dist=tmp_path / "nowhere")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         assert c.get("/api/flows").json()["flows"] == []
         assert c.get("/api/map").json()["edges"] == []
         r = c.get("/")
@@ -246,3 +249,120 @@ def test_stream_sends_backlog_as_events(client: TestClient) -> None:
     assert events[0] == ("status", {"store": "ok"})
     flows = [d for e, d in events if e == "flow"]
     assert len(flows) == 3 and {f["destination"]["namespace"] for f in flows} == {"data"}
+
+
+# -- issue 8: hostile requests -------------------------------------------------------------
+
+def _assets(dist: Path) -> None:
+    (dist / "swagger-ui").mkdir()
+    (dist / "swagger-ui" / "swagger-ui-bundle.js").write_text("window.SwaggerUIBundle = 1;")
+    (dist / "swagger-ui" / "swagger-ui.css").write_text("body {}")
+    (dist / "swagger-ui" / "favicon-32x32.png").write_bytes(b"\x89PNG")
+
+
+def test_dns_rebinding_host_is_refused_everywhere(client: TestClient) -> None:
+    evil = {"host": "evil.example:8080"}
+    for path in ("/api/flows", "/api/map", "/api/flows/stream", "/api/health", "/metrics",
+                 "/docs", "/openapi.json", "/", "/index.html"):
+        r = client.get(path, headers=evil)
+        assert r.status_code == 421, path
+        assert "evil.example" in r.json()["error"] and "--allowed-host" in r.json()["error"]
+    for host in ("localhost:8080", "LOCALHOST", "127.0.0.1", "127.3.2.1:1", "[::1]:8080"):
+        assert client.get("/api/health", headers={"host": host}).status_code == 200, host
+    for bad in ("", "a b", "::1", "[::1", "localhost:http", "x:99999"):
+        assert client.get("/api/health", headers={"host": bad}).status_code == 400, bad
+
+
+def test_cross_origin_requests_are_refused(client: TestClient) -> None:
+    for origin in ("http://evil.example", "http://127.0.0.1:9999", "http://localhost:8080",
+                   "null", "file://"):
+        r = client.get("/api/flows", headers={"origin": origin})
+        assert r.status_code == 403 and "cross-origin" in r.json()["error"], origin
+        assert client.post("/api/flows", headers={"origin": origin}).status_code == 403
+    assert client.get("/api/flows", headers={"origin": LOCAL}).status_code == 200
+
+
+def test_docs_load_nothing_from_the_network(store: Path, tmp_path: Path) -> None:
+    import re
+
+    dist = tmp_path / "ui"
+    dist.mkdir()
+    (dist / "index.html").write_text("<html></html>")
+    _assets(dist)
+    with TestClient(create_app(store, web_dist=dist), base_url=LOCAL) as c:
+        r = c.get("/docs")
+        assert r.status_code == 200 and "SwaggerUIBundle" in r.text
+        assert not re.search(r"https?://|//[a-z]", r.text, re.I), r.text
+        urls = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+        assert len(urls) == 3 and all(u.startswith("/swagger-ui/") for u in urls)
+        for url in urls:
+            assert c.get(url).status_code == 200, url
+        assert "validatorUrl\": null" in r.text or '"validatorUrl": null' in r.text
+        assert c.get("/redoc").status_code in (404, 405)
+
+
+def test_docs_without_assets_say_how_to_build(store: Path, tmp_path: Path) -> None:
+    with TestClient(create_app(store, web_dist=tmp_path / "nowhere"), base_url=LOCAL) as c:
+        r = c.get("/docs")
+        assert r.status_code == 503 and "npm run build" in r.text
+        assert "http://" not in r.text and "https://" not in r.text
+
+
+def test_docs_assets_of_the_real_web_build(store: Path) -> None:
+    from podflow.server.config import default_web_dist, find_web_dist
+    from podflow.server.docs import docs_assets_present
+
+    dist = find_web_dist()
+    if not docs_assets_present(dist):
+        pytest.skip(f"the web build at {default_web_dist()} has no swagger-ui/ "
+                    "(cd web && npm ci && npm run build)")
+    with TestClient(create_app(store), base_url=LOCAL) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "https://" not in page.text
+        js = c.get("/swagger-ui/swagger-ui-bundle.js")
+        assert js.status_code == 200 and "SwaggerUIBundle" in js.text
+        assert c.get("/swagger-ui/swagger-ui.css").status_code == 200
+
+
+@pytest.mark.parametrize("pattern", ["a++", "(?>a)", "a{1001}", "(?x) a", r"\Z"])
+def test_regex_re2_refuses_is_400_not_500(client: TestClient, pattern: str) -> None:
+    for path in ("/api/flows", "/api/map", "/api/flows/stream"):
+        r = client.get(path, params={"http_path": pattern})
+        assert r.status_code == 400, (path, r.text)
+        assert "RE2" in r.json()["error"]
+
+
+def test_any_filter_the_engine_refuses_is_400(client: TestClient,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from podflow.query import l7filter
+
+    # a filter the spec's own checks let through: the up-front engine check catches it
+    monkeypatch.setattr(l7filter, "re2_error", lambda pattern: None)
+    l7filter._path_rx.cache_clear()
+    try:
+        r = client.get("/api/flows", params={"http_path": "a{2000}"})
+        assert r.status_code == 400 and "engine refuses" in r.json()["error"]
+    finally:
+        l7filter._path_rx.cache_clear()
+
+
+def test_engine_refusal_mid_query_is_400_with_a_filter(client: TestClient,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import duckdb
+
+    def refuse(self: DuckDBStore, *a: object, **k: object) -> None:
+        raise duckdb.ConversionException("Conversion Error: bad value")
+
+    monkeypatch.setattr(DuckDBStore, "flows", refuse)
+    r = client.get("/api/flows", params={"namespace": "shop"})
+    assert r.status_code == 400 and "bad value" in r.json()["error"]
+    with pytest.raises(duckdb.ConversionException):  # no filter: not the request's fault
+        client.get("/api/flows")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_non_finite_times_are_400(client: TestClient, value: str) -> None:
+    for name in ("before", "since", "until"):
+        r = client.get("/api/flows", params={name: value})
+        assert r.status_code == 400, (name, value, r.text)
+        assert name in r.json()["error"] and "finite" in r.json()["error"]

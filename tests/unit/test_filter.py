@@ -304,3 +304,55 @@ def test_combinations_sql_agrees(store: DuckDBStore) -> None:
         merged = FilterSpec(**{k: getattr(a, k) or getattr(b, k)
                                for k in FilterSpec.__dataclass_fields__})
         assert store.flows(merged) == [f for f in every if merged.matches(f)]
+
+
+# Patterns Python's re compiles but DuckDB's RE2 refuses: each gave a 500 from the API and a
+# traceback from the CLI (issue 8) before FilterSpec checked them with RE2.
+RE2_REFUSED = ["a++", "x*+", "(?>a)", r"\Z", "(?x) a", "a{1001}", r"\u0041",
+               r"\N{LATIN SMALL LETTER A}", "(?(1)a|b)", "(?L)a"]
+
+
+@pytest.mark.parametrize("pattern", RE2_REFUSED)
+def test_http_path_must_be_valid_re2(pattern: str) -> None:
+    with pytest.raises(ValueError, match=r"bad HTTP path pattern .*RE2"):
+        FilterSpec(http_path=(pattern,))
+
+
+def test_http_path_read_alike_by_both_engines() -> None:
+    # Python sees a nested set where RE2 sees a POSIX class: refused, not silently divergent
+    with pytest.raises(ValueError, match="differently"):
+        FilterSpec(http_path=("[[:alpha:]]",))
+    for good in ("^/api/", r"/v\d+/items", "(?i)/V1", "(?P<id>[0-9]+)$", "a{2,1000}"):
+        assert FilterSpec(http_path=(good,)).http_path == (good,)
+
+
+def test_engine_check_binds_a_filter_without_a_store() -> None:
+    from podflow.query.enginecheck import engine_error, re2_error
+
+    assert re2_error("^/api/") is None
+    assert re2_error("a++") == "bad repetition operator: ++"
+    assert engine_error(FilterSpec(namespace=("shop",), http_path=("^/v1",), since=1.0)) is None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_times_are_rejected(value: float) -> None:
+    from podflow.query.params import spec_from_multi
+
+    for name in ("since", "until"):
+        with pytest.raises(ValueError, match=f"{name}: bad time"):
+            FilterSpec(**{name: value})  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=f"{name}: bad time"):
+            spec_from_multi({name: [value]})
+        with pytest.raises(ValueError, match=f"{name}: bad time"):
+            spec_from_multi({name: [str(value)]})
+
+
+def test_timeparse_refuses_non_finite() -> None:
+    for bad in ("nan", "NaN", "inf", "-inf", "+Infinity", "1e999", "nan ago"):
+        with pytest.raises(ValueError, match="finite"):
+            parse_time(bad)
+    huge = "9" * 400 + "s"  # a duration whose float is infinite: once "since -inf"
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration(huge)
+    with pytest.raises(ValueError, match="too long"):
+        parse_time(huge)
