@@ -1,0 +1,1 @@
+"""Fuzzing of every decoder that reads outside input, seeded from the golden recordings."""
