@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from podflow.model.ipkey import ip_key  # noqa: E402
 from podflow.query.filter import FilterSpec  # noqa: E402
 from podflow.store.duckdb import DuckDBStore  # noqa: E402
 from podflow.store.schema import (  # noqa: E402
@@ -56,7 +57,6 @@ from podflow.store.schema import (  # noqa: E402
     DDL,
     STATUS_DDL,
     STORE_SCHEMA_VERSION,
-    ip_key,
 )
 
 SPAN = 24 * 3600.0

@@ -15,7 +15,7 @@ import typer
 from podflow.cli.limits import MAX_SIZE_HELP, RETENTION_HELP, parse_retention, parse_store_size
 
 if TYPE_CHECKING:
-    from podflow.pipeline.runner import Agent
+    from podflow.agent.runner import Agent
 
 AGENT_HELP = """Collect the connections of one node and write them to a flow store.
 
@@ -136,7 +136,7 @@ def agent(
         raise typer.Exit(2) from None
     if netns_prefix:
         options["netns_prefix"] = netns_prefix
-    from podflow.pipeline.runner import Agent, AgentConfig
+    from podflow.agent.runner import Agent, AgentConfig
 
     cfg = AgentConfig(node_name=node, cluster_state=cluster_state, store=store, netns=netns,
                       cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,

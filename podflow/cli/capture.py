@@ -27,12 +27,16 @@ from typing import Annotated
 
 import typer
 
+from podflow.cli.filteropts import FilterValues, with_filters
 from podflow.inventory.k8s import PodRecord
-from podflow.query.filter import FilterSpec
+from podflow.query.filter import L4_PROTOCOLS, FilterSpec
+from podflow.query.l7filter import L7_PROTOCOLS
+from podflow.query.params import spec_from_multi
 from podflow.sources import bpf
 from podflow.sources.packets import open_packet_socket, read_packets
 
-_F = "Filters"
+CAPTURE_FILTERS = ("namespace", "pod", "ip", "port", "protocol")
+"""The filters that mean something for packets (the rest need decoded flows)."""
 
 
 def pod_addresses(pods: Iterable[PodRecord], spec: FilterSpec) -> list[str]:
@@ -141,6 +145,7 @@ def register(app: typer.Typer) -> None:
     """Add ``capture`` to ``app``."""
 
     @app.command("capture")
+    @with_filters(CAPTURE_FILTERS)
     def capture(
         write: Annotated[Path, typer.Option("--write", "-w", help="pcap file to write.")],
         lab: Annotated[str | None, typer.Option(help="Lab NAME (with --node).")] = None,
@@ -151,27 +156,19 @@ def register(app: typer.Typer) -> None:
             help="Cluster-state directory, for --pod/--namespace without --lab.")] = None,
         interface: Annotated[list[str] | None, typer.Option(
             "--interface", "-i", help="Device(s); default: every device.")] = None,
-        namespace: Annotated[list[str] | None, typer.Option(
-            "--namespace", "-n", metavar="NS", rich_help_panel=_F,
-            help="Either end is a pod in NS.")] = None,
-        pod: Annotated[list[str] | None, typer.Option(
-            metavar="[NS/]PREFIX", rich_help_panel=_F, help="Either end is this pod.")] = None,
-        ip: Annotated[list[str] | None, typer.Option(
-            metavar="CIDR", rich_help_panel=_F, help="Either end in CIDR.")] = None,
-        port: Annotated[list[int] | None, typer.Option(
-            metavar="PORT", rich_help_panel=_F, help="Either end's port.")] = None,
-        protocol: Annotated[list[str] | None, typer.Option(
-            metavar="PROTO", rich_help_panel=_F, help="TCP, UDP, ICMP, ICMPv6, SCTP.")] = None,
         count: Annotated[int | None, typer.Option(help="Stop after N packets.")] = None,
         duration: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
+        *, filters: FilterValues,
     ) -> None:
         """Write the packets a node sees to a pcap (tcpdump/Wireshark), observe's filters."""
         try:
-            spec = FilterSpec(namespace=tuple(namespace or ()), pod=tuple(pod or ()),
-                              ip=tuple(ip or ()), port=tuple(port or ()),
-                              protocol=tuple(protocol or ()))
+            spec = spec_from_multi(filters)
         except ValueError as exc:
             raise _fail(str(exc)) from None
+        if l7 := [p.lower() for p in spec.protocol if p in L7_PROTOCOLS]:
+            raise _fail(f"--protocol {l7[0]}: capture filters packets by their L4 protocol "
+                        f"({', '.join(L4_PROTOCOLS[:-1])}); an L7 protocol is known only "
+                        "once decoded (use observe --protocol)")
         ns, cluster = _where(lab, node, netns, cluster_state)
         expr = expression(spec, _hosts(spec, cluster))
         try:

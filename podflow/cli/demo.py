@@ -36,12 +36,12 @@ Afterwards (with --keep) try:  podflow observe --lab shop   podflow map --lab sh
 
 def _read_edges(store_path: str) -> tuple[list[Edge], str | None]:
     from podflow.query.filter import FilterSpec
-    from podflow.store.duckdb import DuckDBStore
+    from podflow.store import open_store
 
     if not os.path.exists(store_path):
         return [], "waiting for the first flows ..."
     try:
-        with DuckDBStore(store_path, read_only=True) as st:
+        with open_store(store_path, read_only=True) as st:
             return st.map_edges(FilterSpec()), None
     except Exception as exc:  # busy store: keep the last map and try again
         return [], f"store busy ({type(exc).__name__}); retrying"

@@ -1,9 +1,10 @@
 """CNI detection: which profile fits a node's datapath.
 
-``PROFILES`` is the explicit registry of detectors, one module per CNI, each with help text;
-importing this module has no side effect. :func:`detect` runs every detector on a
-:class:`~podflow.cni.snapshot.NodeSnapshot` and keeps the one with the most evidence; when
-none recognises the datapath it returns the generic profile with an evidence line saying so.
+``PROFILES`` is the explicit registry of detectors (a :class:`~podflow.registry.Registry`),
+one module per CNI, each with help text; importing this module has no side effect.
+:func:`detect` runs every detector on a :class:`~podflow.cni.snapshot.NodeSnapshot` and keeps
+the one with the most evidence; when none recognises the datapath it returns the generic
+profile with an evidence line saying so.
 
 Example::
 
@@ -22,6 +23,7 @@ from podflow.cni import calico, flannel, hostgw, macvlan
 from podflow.cni.profile import Detection, generic_profile
 from podflow.cni.snapshot import NodeSnapshot
 from podflow.inventory.history import Inventory
+from podflow.registry import Plugin, Registry
 
 __all__ = ["PROFILES", "Detection", "ProfileDetector", "detect"]
 
@@ -29,24 +31,24 @@ DetectFn = Callable[[NodeSnapshot, "str | None", "Inventory | None"], "Detection
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileDetector:
-    """One registered CNI profile: its name, a help line, and its detector."""
+class ProfileDetector(Plugin):
+    """One registered CNI profile: its name (as recorded in flows and accepted by ``--cni``),
+    a help line, and its detector ``"module:function"``."""
 
-    name: str
-    """Profile name, as recorded in flows and accepted by ``--cni``."""
-    help: str
-    """One line for ``--help`` and docs."""
-    detect: DetectFn
-    """``detect(snapshot, node_name, inventory) -> Detection | None`` (None: not this CNI)."""
+    def detect(self, snapshot: NodeSnapshot, node_name: str | None,
+               inventory: Inventory | None) -> Detection | None:
+        """Run the detector (None: not this CNI)."""
+        fn: DetectFn = self.load()
+        return fn(snapshot, node_name, inventory)
 
 
-PROFILES: dict[str, ProfileDetector] = {
-    flannel.NAME: ProfileDetector(flannel.NAME, flannel.HELP, flannel.detect),
-    hostgw.NAME: ProfileDetector(hostgw.NAME, hostgw.HELP, hostgw.detect),
-    calico.BGP: ProfileDetector(calico.BGP, calico.HELP_BGP, calico.detect_bgp),
-    calico.VXLAN: ProfileDetector(calico.VXLAN, calico.HELP_VXLAN, calico.detect_vxlan),
-    macvlan.NAME: ProfileDetector(macvlan.NAME, macvlan.HELP, macvlan.detect),
-}
+PROFILES: Registry[ProfileDetector] = Registry("CNI profile", [
+    ProfileDetector(flannel.NAME, flannel.HELP, "podflow.cni.flannel:detect"),
+    ProfileDetector(hostgw.NAME, hostgw.HELP, "podflow.cni.hostgw:detect"),
+    ProfileDetector(calico.BGP, calico.HELP_BGP, "podflow.cni.calico:detect_bgp"),
+    ProfileDetector(calico.VXLAN, calico.HELP_VXLAN, "podflow.cni.calico:detect_vxlan"),
+    ProfileDetector(macvlan.NAME, macvlan.HELP, "podflow.cni.macvlan:detect"),
+])
 """Every known CNI profile, by name."""
 
 

@@ -1,8 +1,14 @@
-"""Cluster state from a directory of ``kubectl get X -A -o json`` files (I/O edge).
+"""Cluster state from a directory of ``kubectl get ... -A -o json`` files (I/O edge).
 
-:class:`ClusterStateDir` watches a directory holding ``pods.json``, ``replicasets.json``,
-``jobs.json``, ``deployments.json``, ``services.json``, ``endpointslices.json``,
-``nodes.json``, ``namespaces.json`` and ``configmaps.json``. ``poll(now)`` re-reads only the
+:class:`ClusterStateDir` watches a directory of Kubernetes JSON: every ``*.json`` file in
+it (at most :data:`MAX_FILES`; hidden files are skipped, so an atomic writer's temporary
+``.name.json`` is not read half-written) is a ``List``, a list or a single object, and its
+items are sorted by their ``kind`` (Pod, ReplicaSet, Job, Deployment, Service, EndpointSlice,
+Node, Namespace, ConfigMap; see :data:`KINDS`). So both shapes work: one file per kind
+(``pods.json``, ``services.json``, ...; items without a ``kind`` take the file's or the
+List's, ``PodList`` -> Pod) and one file of mixed kinds, as
+``kubectl get pods,services,endpointslices,replicasets,nodes -A -o json > cluster.json``
+writes it. Other kinds are ignored (said once per kind). ``poll(now)`` re-reads only the
 files whose (inode, size, mtime) changed, parses them and, if any changed, applies the
 merged snapshot to its :class:`~podflow.inventory.history.Inventory`.
 
@@ -33,7 +39,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -50,19 +56,30 @@ MAX_FILE_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 100
 """Deepest JSON nesting accepted (Kubernetes objects nest a few dozen levels at most)."""
 
-PARSERS: dict[str, Callable[[Any, Losses], list[Any]]] = {
-    "pods.json": k8s.parse_pods,
-    "replicasets.json": lambda d, losses: k8s.parse_controllers(d, "ReplicaSet", losses),
-    "jobs.json": lambda d, losses: k8s.parse_controllers(d, "Job", losses),
-    "deployments.json": k8s.items_of,
-    "services.json": k8s.parse_services,
-    "endpointslices.json": k8s.items_of,
-    "nodes.json": k8s.parse_nodes,
-    "namespaces.json": k8s.parse_namespaces,
-    "configmaps.json": k8s.parse_external_names,
+MAX_FILES = 256
+"""Most ``*.json`` files read from the directory (sorted by name; the rest are ignored)."""
+
+KINDS: dict[str, Callable[[Any, Losses], list[Any]]] = {
+    "Pod": k8s.parse_pods,
+    "ReplicaSet": lambda d, losses: k8s.parse_controllers(d, "ReplicaSet", losses),
+    "Job": lambda d, losses: k8s.parse_controllers(d, "Job", losses),
+    "Deployment": k8s.items_of,
+    "Service": k8s.parse_services,
+    "EndpointSlice": k8s.items_of,
+    "Node": k8s.parse_nodes,
+    "Namespace": k8s.parse_namespaces,
+    "ConfigMap": k8s.parse_external_names,
 }
-"""File name -> parser. Parsers count bad objects in the given Losses and raise DecodeError
-(a ValueError) on a document of the wrong shape."""
+"""Kind -> parser of a List of that kind. Parsers count bad objects in the given Losses and
+raise DecodeError (a ValueError) on a document of the wrong shape."""
+
+FILE_KINDS: dict[str, str] = {
+    "pods.json": "Pod", "replicasets.json": "ReplicaSet", "jobs.json": "Job",
+    "deployments.json": "Deployment", "services.json": "Service",
+    "endpointslices.json": "EndpointSlice", "nodes.json": "Node",
+    "namespaces.json": "Namespace", "configmaps.json": "ConfigMap",
+}
+"""The kind of items without a ``kind`` in the one-file-per-kind layout."""
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
@@ -103,15 +120,64 @@ def decode_document(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise DecodeError("bad_json", str(exc)) from None
 
 
-def parse_file(name: str, data: bytes, losses: Losses) -> list[Any]:
-    """The records of cluster-state file ``name`` (a key of :data:`PARSERS`) with content
-    ``data``, as :class:`ClusterStateDir` reads it; bad objects are counted in ``losses``.
+def parse_document(doc: Any, losses: Losses, default_kind: str | None = None,
+                   ignored: set[str] | None = None) -> dict[str, list[Any]]:
+    """The records of a decoded document, by kind (keys of :data:`KINDS`).
+
+    An item's kind is its own ``kind``, else the List's (``PodList`` -> ``Pod``), else
+    ``default_kind``; an item with none is counted as ``no_kind``, one whose ``kind`` is not
+    a string as ``bad_object``. Items of kinds podflow does not read are skipped and their
+    kind added to ``ignored``.
+
+    >>> doc = {"kind": "List", "items": [{"kind": "Namespace", "metadata": {"name": "a"}},
+    ...                                  {"kind": "Secret", "metadata": {"name": "s"}}]}
+    >>> ignored = set()
+    >>> parse_document(doc, Losses(), ignored=ignored), ignored
+    ({'Namespace': ['a']}, {'Secret'})
+
+    Raises:
+        DecodeError: ``not_kubernetes``: the document is not a List, a list or an object.
+    """
+    items = k8s.items_of(doc, losses)
+    list_kind = doc.get("kind") if isinstance(doc, dict) and "items" in doc else None
+    if isinstance(list_kind, str) and len(list_kind) > 4 and list_kind.endswith("List"):
+        default_kind = list_kind[:-4]
+    groups: dict[str, list[Any]] = {}
+    for item in items:
+        kind = item.get("kind", default_kind)
+        if kind is None:
+            losses.count("no_kind")
+        elif not isinstance(kind, str):
+            losses.count("bad_object")
+        elif kind in KINDS:
+            groups.setdefault(kind, []).append(item)
+        elif ignored is not None and len(ignored) < 64:
+            ignored.add(kind[:64])
+    return {kind: KINDS[kind]({"kind": "List", "items": objs}, losses)
+            for kind, objs in groups.items()}
+
+
+def parse_file(name: str, data: bytes, losses: Losses,
+               ignored: set[str] | None = None) -> dict[str, list[Any]]:
+    """The records of cluster-state file ``name`` with content ``data`` by kind, as
+    :class:`ClusterStateDir` reads it; bad objects are counted in ``losses``.
 
     Raises:
         DecodeError: the file as a whole is unusable (see :func:`decode_document`, and
             ``not_kubernetes`` for a document of the wrong shape).
     """
-    return PARSERS[name](decode_document(data), losses)
+    return parse_document(decode_document(data), losses, FILE_KINDS.get(name), ignored)
+
+
+def objects_from(by_kind: Mapping[str, Sequence[Any]]) -> k8s.ClusterObjects:
+    """The inventory's snapshot from records by kind (missing kinds are empty)."""
+    def of(kind: str) -> tuple[Any, ...]:
+        return tuple(by_kind.get(kind, ()))
+
+    return k8s.ClusterObjects(
+        pods=of("Pod"), controllers=of("ReplicaSet") + of("Job"), services=of("Service"),
+        nodes=of("Node"), namespaces=of("Namespace"), external_names=of("ConfigMap"),
+        extra={"deployments": of("Deployment"), "endpointslices": of("EndpointSlice")})
 
 
 def read_bounded(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
@@ -168,7 +234,11 @@ class ClusterStateDir:
         self.inventory = inventory if inventory is not None else Inventory()
         self.max_file_bytes = max_file_bytes
         self._stamps: dict[str, _Stamp | None] = {}
-        self._data: dict[str, list[Any]] = {name: [] for name in PARSERS}
+        self._data: dict[str, dict[str, list[Any]]] = {}
+        """Last good records of each file read, by kind."""
+        self._ignored: set[str] = set()
+        self._said_ignored: set[str] = set()
+        self._said_too_many = False
         self.errors = 0
         """Number of unreadable/invalid file versions met so far."""
         self.losses = Losses()
@@ -200,11 +270,37 @@ class ClusterStateDir:
             return False
         self._warned_missing_dir = False
         reloaded = False
-        for name in PARSERS:
+        for name in self._file_names():
             reloaded |= self._reload(name)
+        self._say_ignored()
         if not reloaded:
             return False
         return self.inventory.apply(self.objects(), now)
+
+    def _file_names(self) -> list[str]:
+        """``*.json`` in the directory (not hidden), plus every file read before (a vanished
+        one keeps its last good data, see the module doc)."""
+        try:
+            with os.scandir(self.path) as it:
+                found = sorted(e.name for e in it
+                               if e.name.endswith(".json") and not e.name.startswith("."))
+        except OSError as exc:
+            log.warning("cluster state %s: cannot list: %s", self.path, exc)
+            found = []
+        if len(found) > MAX_FILES:
+            if not self._said_too_many:
+                log.warning("cluster state %s holds %d .json files; reading the first %d",
+                            self.path, len(found), MAX_FILES)
+                self._said_too_many = True
+            found = found[:MAX_FILES]
+        return sorted(set(found) | set(self._stamps))
+
+    def _say_ignored(self) -> None:
+        new = self._ignored - self._said_ignored
+        if new:
+            log.info("cluster state %s: ignoring objects of kind %s (not used for identity)",
+                     self.path, ", ".join(sorted(new)))
+            self._said_ignored |= new
 
     def _dir_exists(self) -> bool:
         try:
@@ -228,13 +324,13 @@ class ClusterStateDir:
             return False
         self._stamps[name] = stamp
         if stamp is None:
-            if self._data[name]:
+            if self._data.get(name):
                 log.warning("%s disappeared; keeping its last good data", f)
             return False
         try:
             data, st = read_bounded(f, self.max_file_bytes)
             self._stamps[name] = _Stamp.of(st)
-            records = parse_file(name, data, self.losses)
+            records = parse_file(name, data, self.losses, self._ignored)
         except DecodeError as exc:
             self._refuse(name, exc)
             return False
@@ -248,11 +344,13 @@ class ClusterStateDir:
 
     def objects(self) -> k8s.ClusterObjects:
         """The merged last good data of every file."""
-        d = self._data
-        return k8s.ClusterObjects(
-            pods=tuple(d["pods.json"]),
-            controllers=tuple(d["replicasets.json"] + d["jobs.json"]),
-            services=tuple(d["services.json"]), nodes=tuple(d["nodes.json"]),
-            namespaces=tuple(d["namespaces.json"]), external_names=tuple(d["configmaps.json"]),
-            extra={"deployments": tuple(d["deployments.json"]),
-                   "endpointslices": tuple(d["endpointslices.json"])})
+        merged: dict[str, list[Any]] = {}
+        for name in sorted(self._data):
+            for kind, records in self._data[name].items():
+                merged.setdefault(kind, []).extend(records)
+        return objects_from(merged)
+
+    @property
+    def pod_count(self) -> int:
+        """Pods in the last good data (0 means no endpoint can be named a pod)."""
+        return sum(len(d.get("Pod", ())) for d in self._data.values())

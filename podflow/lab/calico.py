@@ -125,6 +125,11 @@ class Calico(Datapath):
         """natOutgoing for the pool."""
         return nat_outgoing_rules(state.podCIDR)
 
+    def node_annotations(self, state: LabState, node: NodeState) -> dict[str, str]:
+        """calico/node's: the node's underlay address with its prefix length."""
+        plen = state.underlay.rsplit("/", 1)[-1]
+        return {"projectcalico.org/IPv4Address": f"{node.ip}/{plen}"}
+
 
 class CalicoBgp(Calico):
     """``cni: calico-bgp``: BIRD per node, full-mesh iBGP, no tunnel."""
@@ -188,3 +193,11 @@ class CalicoVxlan(Calico):
                     f"proto {FELIX_PROTO}")])
             bridge_batch(n.netns, [f"fdb replace {m.vtep_mac} dev {VXLAN_DEV} dst {m.ip} "
                                    "self permanent" for m in others])
+
+    def node_annotations(self, state: LabState, node: NodeState) -> dict[str, str]:
+        """calico/node's address plus, once set up, the node's VXLAN tunnel address and MAC."""
+        ann = super().node_annotations(state, node)
+        if node.vtep_ip:
+            ann["projectcalico.org/IPv4VXLANTunnelAddr"] = node.vtep_ip
+            ann["projectcalico.org/VXLANTunnelMACAddr"] = node.vtep_mac or ""
+        return ann

@@ -23,10 +23,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import importlib
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from podflow.lab.dns import DNS_LABELS, DNS_NAMESPACE, DNS_SERVICE
+from podflow.lab.dnszone import CLUSTER_DOMAIN
 from podflow.lab.netns import (
     LabError,
     add_netns,
@@ -36,22 +38,36 @@ from podflow.lab.netns import (
     netns_exists,
     netns_pids,
 )
-from podflow.lab.spec import DNS_LABELS, DNS_NAMESPACE, DNS_SERVICE
 from podflow.lab.state import LAB_PREFIX, LabState, NodeState, PodState, lab_dir
+from podflow.registry import Plugin, Registry
 
 ETC_NETNS = Path("/etc/netns")
 """Per-netns files ``ip netns exec`` bind-mounts over ``/etc`` (``resolv.conf``)."""
-CLUSTER_DOMAIN = "cluster.local"
-"""The cluster DNS domain."""
 
-DATAPATHS: dict[str, str] = {
-    "flannel-vxlan": "podflow.lab.flannel:FlannelVxlan",
-    "flannel-host-gw": "podflow.lab.hostgw:FlannelHostGw",
-    "calico-bgp": "podflow.lab.calico:CalicoBgp",
-    "calico-vxlan": "podflow.lab.calico:CalicoVxlan",
-    "macvlan": "podflow.lab.macvlan:Macvlan",
-}
-"""Spec ``cni:`` value -> ``module:class`` of its datapath (imported on use)."""
+@dataclass(frozen=True, slots=True)
+class DatapathInfo(Plugin):
+    """A registry entry; its target is a :class:`Datapath` class."""
+
+    def create(self) -> Datapath:
+        """Import the module and build the datapath."""
+        dp = self.load()()
+        assert isinstance(dp, Datapath)
+        return dp
+
+
+DATAPATHS: Registry[DatapathInfo] = Registry("lab datapath", [
+    DatapathInfo("flannel-vxlan", "Flannel, VXLAN backend: cni0 bridge, flannel.1 VTEPs.",
+                 "podflow.lab.flannel:FlannelVxlan"),
+    DatapathInfo("flannel-host-gw", "Flannel, host-gw backend: cni0 bridge, routes via nodes.",
+                 "podflow.lab.hostgw:FlannelHostGw"),
+    DatapathInfo("calico-bgp", "Calico, BGP (BIRD): cali* veths, /32 routes, proxy ARP.",
+                 "podflow.lab.calico:CalicoBgp"),
+    DatapathInfo("calico-vxlan", "Calico, VXLAN backend: cali* veths, vxlan.calico.",
+                 "podflow.lab.calico:CalicoVxlan"),
+    DatapathInfo("macvlan", "macvlan pods on the underlay: the host stack sees nothing.",
+                 "podflow.lab.macvlan:Macvlan"),
+])
+"""Spec ``cni:`` value -> its datapath class (imported on use)."""
 
 
 def node_dir(state: LabState, node: NodeState) -> Path:
@@ -97,16 +113,20 @@ class Datapath:
     def stop(self, state: LabState) -> None:
         """Stop the datapath's daemons (the netns teardown kills whatever is left)."""
 
+    def node_annotations(self, state: LabState, node: NodeState) -> dict[str, str]:
+        """The annotations the datapath's agent (flanneld, calico/node) puts on ``node``'s
+        Node object; none by default."""
+        del state, node
+        return {}
+
 
 def datapath_for(cni: str) -> Datapath:
     """The datapath of spec ``cni:`` value ``cni``; LabError if unknown."""
     try:
-        module, _, cls = DATAPATHS[cni].partition(":")
+        info = DATAPATHS.entry(cni)
     except KeyError:
         raise LabError(f"no lab datapath {cni!r}; known: {', '.join(DATAPATHS)}") from None
-    dp = getattr(importlib.import_module(module), cls)()
-    assert isinstance(dp, Datapath)
-    return dp
+    return info.create()
 
 
 def resolv_conf(nameserver: str, namespace: str) -> str:

@@ -6,7 +6,10 @@ re-read when it changes (:class:`~podflow.lab.dnszone.ZoneCache`). Messages are 
 packed with ``dpkt.dns``. :func:`handle` is pure: one query in, one response out, plus a
 :class:`QueryLog` describing the exchange (the workload writes it to the ground truth as a
 ``dns`` record). The server never recurses (RA is 0); UDP responses longer than 512 bytes
-are sent truncated (TC set, no answers), so a client retries over TCP.
+are sent truncated (TC set, no answers), so a client retries over TCP. The module also says
+where the built-in cluster DNS lives (:data:`DNS_NAMESPACE`, :data:`DNS_WORKLOAD`,
+:data:`DNS_SERVICE`, :data:`DNS_LABELS`): the spec adds it there and the datapath points pods
+at it.
 
 Example::
 
@@ -35,6 +38,11 @@ import dpkt
 from podflow.lab.dnszone import Zone
 
 log = logging.getLogger(__name__)
+
+DNS_NAMESPACE, DNS_WORKLOAD, DNS_SERVICE = "kube-system", "coredns", "kube-dns"
+"""Where the built-in cluster DNS lives: its namespace, workload and Service."""
+DNS_LABELS = {"k8s-app": "kube-dns"}
+"""Labels of the cluster DNS pods (the workload launcher starts this server for them)."""
 
 DNS_PORT = 53
 """Where the server listens (UDP and TCP)."""

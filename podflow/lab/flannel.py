@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 
 from podflow.lab import cniplugin
@@ -147,3 +148,15 @@ class FlannelVxlan(Datapath):
     def nat_rules(self, state: LabState, node: NodeState) -> list[str]:
         """flanneld's FLANNEL-POSTRTG masquerade chain."""
         return masq_rules(state.podCIDR, node.podCIDR)
+
+    def node_annotations(self, state: LabState, node: NodeState) -> dict[str, str]:
+        """flanneld's (kube subnet manager): public IP, backend type and, for the VXLAN
+        backend once the node has its VTEP, the backend data (VNI, VTEP MAC)."""
+        del state
+        ann = {"flannel.alpha.coreos.com/public-ip": node.ip,
+               "flannel.alpha.coreos.com/backend-type": self.backend,
+               "flannel.alpha.coreos.com/kube-subnet-manager": "true"}
+        if node.vtep_mac and self.backend == "vxlan":
+            ann["flannel.alpha.coreos.com/backend-data"] = json.dumps(
+                {"VNI": VNI, "VtepMAC": node.vtep_mac}, separators=(",", ":"))
+        return ann

@@ -173,9 +173,9 @@ def _apply_iptables(state: LabState) -> None:
 
 def _write_cluster_state(state: LabState) -> None:
     try:
-        from podflow.lab.cluster_state import write_cluster_state
+        from podflow.lab.kubeobjects import write_cluster_state
     except ImportError as e:
-        raise LabError(f"podflow.lab.cluster_state is not available: {e}") from e
+        raise LabError(f"podflow.lab.kubeobjects is not available: {e}") from e
     write_cluster_state(state, st.lab_dir(state.name) / "cluster-state")
 
 

@@ -26,16 +26,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from podflow.lab.dns import DNS_PORT, RCODES
+from podflow.lab.dns import DNS_NAMESPACE, DNS_PORT, DNS_SERVICE, RCODES
+from podflow.lab.dnszone import CLUSTER_DOMAIN
 from podflow.lab.httpwire import HttpSpec
 from podflow.lab.resolver import Resolution, ResolvConf, resolve_name
 from podflow.lab.state import LabState
 from podflow.lab.traffic import Resolved, Target, attempt, resolve, target_for_ip
 
-KUBE_DNS = ("kube-system", "kube-dns")
+KUBE_DNS = (DNS_NAMESPACE, DNS_SERVICE)
 """The cluster DNS Service."""
-CLUSTER_DOMAIN = "cluster.local"
-"""Search-path suffix."""
 
 
 def kube_dns_conf(state: LabState, namespace: str) -> ResolvConf | None:

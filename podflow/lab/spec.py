@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from podflow.lab.datapath import DATAPATHS, datapath_for
+from podflow.lab.dns import DNS_LABELS, DNS_NAMESPACE, DNS_SERVICE, DNS_WORKLOAD
 from podflow.lab.specfields import (
     _SHOW,
     ExternalSpec,
@@ -64,8 +66,8 @@ __all__ = ["DNS_LABELS", "LAB_NAME_PATTERN", "SUPPORTED_CNIS", "ExternalSpec", "
            "PortSpec", "ServicePortSpec", "ServiceSpec", "SpecError", "TrafficSpec",
            "WorkloadSpec", "load_default_spec", "load_spec", "parse_spec", "parse_spec_bytes"]
 
-SUPPORTED_CNIS = ("flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan")
-"""CNI datapaths the lab can build."""
+SUPPORTED_CNIS = tuple(DATAPATHS)
+"""CNI datapaths the lab can build (the keys of the datapath registry)."""
 
 MAX_SPEC_BYTES = 1024 * 1024
 """Largest spec file read (real specs are a few KB)."""
@@ -73,10 +75,6 @@ MAX_SPEC_DEPTH = 32
 """Deepest YAML nesting accepted (a spec nests five levels)."""
 RESERVED_NAMESPACES = ("external", "node", "service", "nodeport", "pod")
 """Namespace names that would make ``NS/NAME`` targets ambiguous."""
-DNS_NAMESPACE, DNS_WORKLOAD, DNS_SERVICE = "kube-system", "coredns", "kube-dns"
-"""Where the built-in cluster DNS lives."""
-DNS_LABELS = {"k8s-app": "kube-dns"}
-"""Labels of the cluster DNS pods (the workload launcher starts the DNS server for them)."""
 
 
 @dataclass(frozen=True)
@@ -312,8 +310,6 @@ def _dns_builtin(cni: str, namespaces: tuple[str, ...], workloads: tuple[Workloa
 
 def _carries_services(cni: str) -> bool:
     """Whether kube-proxy's services can carry the datapath's pod traffic (its own say)."""
-    from podflow.lab.datapath import datapath_for  # the datapath modules import this one
-
     return datapath_for(cni).services
 
 

@@ -255,12 +255,6 @@ class LabState:
                 return e
         raise KeyError(f"no external {name!r} in lab {self.name!r}")
 
-    def all_netns(self) -> list[str]:
-        """Every namespace the lab owns (for teardown)."""
-        out = [n.netns for n in self.nodes] + [p.netns for p in self.pods]
-        out += [e.netns for e in self.externals] + list(self.extra_netns)
-        return out
-
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Full state as a JSON-ready dict."""

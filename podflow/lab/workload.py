@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import podflow
-from podflow.lab.dns import DNS_PORT, DnsServer, QueryEvent
+from podflow.lab.dns import DNS_LABELS, DNS_PORT, DnsServer, QueryEvent
 from podflow.lab.dnszone import ZoneCache
 from podflow.lab.httpwire import HttpSpec, answer_request, parse_http
 from podflow.lab.named import attempt_by_name, resolv_conf_for
@@ -53,8 +53,6 @@ CLIENT_START_DELAY = 2.0
 ``client_start_delay``; servers of pods started with it listen by then, as a real cluster's
 readiness probes would ensure). A bare config (tests) has none."""
 """Concurrent attempts per client loop; beyond this, ticks are skipped (bounded load)."""
-DNS_LABEL = ("k8s-app", "kube-dns")
-"""The pod label that makes a workload process serve cluster DNS on its port-53 ports."""
 
 
 def _launch(netns: str, config: dict[str, Any], lab_path: Path, tag: str) -> list[int]:
@@ -174,8 +172,10 @@ class Workload:
             await writer.wait_closed()
 
     def is_dns(self) -> bool:
-        """True when this process serves cluster DNS (see :data:`DNS_LABEL`)."""
-        return (self.cfg.get("labels") or {}).get(DNS_LABEL[0]) == DNS_LABEL[1]
+        """True when this process serves cluster DNS: its pod has the cluster DNS labels
+        (:data:`~podflow.lab.dns.DNS_LABELS`), so it serves DNS on its port-53 ports."""
+        labels = self.cfg.get("labels") or {}
+        return all(labels.get(k) == v for k, v in DNS_LABELS.items())
 
     async def serve(self) -> list[Any]:
         """Open a server on every spec port; return the servers/transports to close."""

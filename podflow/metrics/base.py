@@ -128,7 +128,7 @@ class Handler:
         """Account one connection (called once per connection by the follower)."""
 
     def update_statuses(self, statuses: Sequence[Mapping[str, Any]], now: float) -> None:
-        """Receive the agents' latest health reports (``DuckDBStore.statuses()``)."""
+        """Receive the agents' latest health reports (``FlowStore.statuses()``)."""
 
     def expire(self, now: float) -> int:
         """Remove series idle for longer than the TTL (0 disables); return how many."""

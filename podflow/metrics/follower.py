@@ -1,10 +1,11 @@
 """Follow the flow store and feed the metrics handlers, counting each connection once.
 
-Every ``interval`` seconds the :class:`Follower` asks the store for the connections with a
-row newer than the last one it saw (``DuckDBStore.flows(after_rowid=...)``): new ones *and*
-old ones that got a new observation (an active connection re-reported, its end, another
-node's view). The :class:`Ledger` decides which of them to count, so that each connection
-counts exactly once:
+Every ``interval`` seconds the :class:`Follower` polls the store through the one store
+follower (:class:`~podflow.store.follow.StoreFollower`, without its change detection), which
+returns the connections with a row newer than the last one it saw: new ones *and* old ones
+that got a new observation (an active connection re-reported, its end, another node's
+view), and reads the agents' health reports from the same store. The :class:`Ledger`
+decides which of them to count, so that each connection counts exactly once:
 
 * a connection is identified by each of its non-empty keys, ``flow_id`` and ``client_key``,
   together with its start time; two sightings are the same connection when they share a key
@@ -50,16 +51,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from prometheus_client import Counter, Gauge
 
 from podflow.metrics.registry import MetricSet
 from podflow.model.flow import Flow, FlowState
-from podflow.pipeline.correlate import SPLIT_GAP
-from podflow.query.filter import FilterSpec
-from podflow.store.base import StoreBusy, StoreError, StoreMissing
-from podflow.store.duckdb import DuckDBStore
+from podflow.store.base import FlowStore
+from podflow.store.correlate import SPLIT_GAP
+from podflow.store.follow import StoreFollower
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +165,9 @@ class Follower:
         self.interval = interval
         self.backfill = backfill
         self.ledger = Ledger(count_active_after=count_active_after, remember=remember)
-        self.last_rowid: int | None = None
-        """The newest row read so far (None before the first successful poll)."""
+        self.follow = StoreFollower(self.store_path, changes_only=False,
+                                    lock_timeout=max(1.0, min(interval, 5.0)))
+        """The store follower (cursor, store states); the ledger does the rest."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         reg = metrics.registry
@@ -177,41 +179,41 @@ class Follower:
         self.rowid = Gauge("podflow_metrics_last_rowid",
                            "Newest store row the metrics follower has read", registry=reg)
 
-    def _store(self) -> DuckDBStore:
-        return DuckDBStore(self.store_path, read_only=True,
-                           lock_timeout=max(1.0, min(self.interval, 5.0)))
+    @property
+    def last_rowid(self) -> int | None:
+        """The newest row read so far (None before the first successful poll)."""
+        return self.follow.after
 
     def poll(self, now: float | None = None) -> int:
         """Read what is new, count it, expire idle series; return connections counted."""
         now = time.time() if now is None else now
+        statuses: list[dict[str, Any]] = []
+
+        def read_statuses(store: FlowStore) -> None:
+            statuses[:] = store.statuses()
+
         try:
-            store = self._store()
-            top = store.last_rowid()
-            if self.last_rowid is None and self.backfill <= 0:
-                flows: list[Flow] = []
-            elif self.last_rowid is None:
-                spec = None if math.isinf(self.backfill) else FilterSpec(
-                    since=now - self.backfill)
-                flows = store.flows(spec)
-            else:
-                flows = store.flows(after_rowid=self.last_rowid) if top > self.last_rowid \
-                    else []
-            statuses = store.statuses()
-        except StoreMissing:
-            self.errors.labels("missing").inc()
-            if self.last_rowid is None:
-                self.last_rowid = 0  # whatever appears later is new since our start
+            if self.follow.started:
+                flows = self.follow.poll(also=read_statuses)
+            elif self.backfill <= 0:
+                flows = self.follow.start(0, also=read_statuses)
+            else:   # the connections of the last `backfill` seconds (inf: all of them)
+                flows = self.follow.start(
+                    None, since=None if math.isinf(self.backfill) else now - self.backfill,
+                    also=read_statuses)
+        except (OSError, duckdb.Error) as exc:   # what the store could not classify
+            log.warning("metrics: cannot read %s: %s", self.store_path, exc)
+            self.errors.labels("error").inc()
             return 0
-        except StoreBusy:
-            self.errors.labels("busy").inc()
-            return 0
-        except (StoreError, OSError, duckdb.Error) as exc:
+        err = self.follow.error
+        if err is not None:
             # a damaged store counts under its kind (corrupt, truncated, ...) and is read
             # again next poll: the follower, and the server's start-up, never die of it
-            log.warning("metrics: cannot read %s: %s", self.store_path, exc)
-            self.errors.labels(exc.kind if isinstance(exc, StoreError) else "error").inc()
+            if not err.retryable:
+                log.warning("metrics: cannot read %s: %s", self.store_path, err)
+            self.errors.labels(err.kind).inc()
             return 0
-        self.last_rowid = top
+        top = self.follow.after or 0
         self.rowid.set(top)
         counted = [c for f in flows if (c := self.ledger.offer(f, now)) is not None]
         counted += self.ledger.due(now)

@@ -1,7 +1,8 @@
 """The explicit registry of metrics handlers, and the set of handlers an options string picks.
 
-Handlers are registered here by name, one module each, like Hubble's ``--metrics`` plugins;
-importing this module registers nothing with Prometheus and starts nothing.
+Handlers are registered here by name, one module each, like Hubble's ``--metrics`` plugins,
+in a :class:`~podflow.registry.Registry`; importing this module registers nothing with
+Prometheus and starts nothing.
 :class:`MetricSet` builds the chosen handlers on one private ``CollectorRegistry`` and fans
 each counted connection out to them.
 
@@ -25,6 +26,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -39,18 +41,33 @@ from podflow.metrics.podflow_health import PodflowHealthHandler
 from podflow.metrics.port_distribution import PortDistributionHandler
 from podflow.metrics.tcp import TcpHandler
 from podflow.model.flow import Flow
+from podflow.registry import Plugin, Registry
 
-HANDLERS: dict[str, type[Handler]] = {
-    "flow": FlowHandler,
-    "drop": DropHandler,
-    "tcp": TcpHandler,
-    "port-distribution": PortDistributionHandler,
-    "dns": DnsHandler,
-    "http": HttpHandler,
-    "httpV2": HttpV2Handler,
-    "podflow": PodflowHealthHandler,
-}
-"""Every handler by the name used in the options string (help text: ``cls.help``)."""
+
+@dataclass(frozen=True, slots=True)
+class HandlerInfo(Plugin):
+    """A registry entry; its target is a :class:`~podflow.metrics.base.Handler` class."""
+
+    def create(self, registry: CollectorRegistry, options: Mapping[str, str],
+               ttl: float) -> Handler:
+        """Build the handler on ``registry`` with its ``options``."""
+        cls: type[Handler] = self.load()
+        return cls(registry, options, ttl)
+
+
+HANDLERS: Registry[HandlerInfo] = Registry("metric", [
+    HandlerInfo("flow", FlowHandler.help, "podflow.metrics.flow:FlowHandler"),
+    HandlerInfo("drop", DropHandler.help, "podflow.metrics.drop:DropHandler"),
+    HandlerInfo("tcp", TcpHandler.help, "podflow.metrics.tcp:TcpHandler"),
+    HandlerInfo("port-distribution", PortDistributionHandler.help,
+                "podflow.metrics.port_distribution:PortDistributionHandler"),
+    HandlerInfo("dns", DnsHandler.help, "podflow.metrics.dns:DnsHandler"),
+    HandlerInfo("http", HttpHandler.help, "podflow.metrics.http:HttpHandler"),
+    HandlerInfo("httpV2", HttpV2Handler.help, "podflow.metrics.http:HttpV2Handler"),
+    HandlerInfo("podflow", PodflowHealthHandler.help,
+                "podflow.metrics.podflow_health:PodflowHealthHandler"),
+])
+"""Every handler by the name used in the options string (help text: the class's ``help``)."""
 
 DEFAULT_OPTIONS = "flow drop tcp port-distribution dns http podflow"
 """What runs when no options string is given: every handler, no context labels."""
@@ -68,7 +85,7 @@ def _unknown_hint(exc: ValueError) -> ValueError:
 
 def describe() -> str:
     """One line per handler, ``name: help``, for ``--help`` texts and docs."""
-    return "\n".join(f"{name}: {cls.help}" for name, cls in HANDLERS.items())
+    return HANDLERS.describe()
 
 
 class MetricSet:
@@ -95,7 +112,8 @@ class MetricSet:
             entries.append(("podflow", {}))
         self.registry = registry if registry is not None else CollectorRegistry()
         self.ttl = ttl
-        self.handlers: list[Handler] = [HANDLERS[n](self.registry, o, ttl) for n, o in entries]
+        self.handlers: list[Handler] = [HANDLERS[n].create(self.registry, o, ttl)
+                                        for n, o in entries]
 
     def process(self, flows: Iterable[Flow], now: float) -> int:
         """Feed counted connections to every handler; return how many."""

@@ -275,7 +275,7 @@ class Flow:
     and node), so that a store can merge them: it is derived from the connection as the
     server saw it (the conntrack reply tuple: protocol, server and client-as-seen-by-server
     addresses). Ports get reused, so a store merges equal ids only when their start times
-    are close (see ``podflow.pipeline.correlate``).
+    are close (see ``podflow.store.correlate``).
     """
 
     time: float

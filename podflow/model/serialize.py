@@ -1,7 +1,9 @@
 """Flow <-> plain dict (JSON) with a schema version.
 
 The dict form is what ``observe -o json`` prints and what stores may keep verbatim. It is
-versioned: readers refuse a newer major version with a clear error instead of guessing.
+versioned: readers refuse a newer major version with a clear error instead of guessing. Both
+directions are compiled from the field table (:data:`podflow.model.fields.FLOW`): keys are
+attribute names, in the order declared there.
 
 Example::
 
@@ -14,27 +16,12 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from itertools import count
 from typing import Any
 
-from podflow.model.flow import (
-    L7,
-    Address,
-    Counters,
-    DnsInfo,
-    Endpoint,
-    EndpointKind,
-    Flow,
-    FlowState,
-    HttpInfo,
-    Nat,
-    ObservationPoint,
-    Protocol,
-    Service,
-    TcpInfo,
-    Traffic,
-    Verdict,
-    Workload,
-)
+from podflow.model.fields import ENDPOINT, FLOW, L7_RECORD, Struct, compile_function
+from podflow.model.flow import L7, Endpoint, Flow
 
 SCHEMA_VERSION = 1
 """Version of the serialised Flow; bump on incompatible change."""
@@ -44,114 +31,124 @@ class SchemaError(ValueError):
     """A serialised flow could not be read (wrong version or malformed)."""
 
 
-def _addr(a: Address | None) -> dict[str, Any] | None:
-    return None if a is None else {"ip": a.ip, "port": a.port}
+class _Gen:
+    """Python source of one struct's JSON encoder or decoder, as a single expression."""
+
+    def __init__(self) -> None:
+        self._ids: Iterator[int] = count()
+
+    def var(self) -> str:
+        return f"_v{next(self._ids)}"
+
+    def _uses(self, src: str) -> Iterator[str]:
+        """How to refer to the object ``src`` evaluates to: ``(_vN := src)`` the first time,
+        ``_vN`` after (``src`` itself when it is a plain name)."""
+        if src.isidentifier():
+            while True:
+                yield src
+        v = self.var()
+        yield f"({v} := {src})"
+        while True:
+            yield v
+
+    def encode(self, s: Struct, src: str) -> str:
+        use = self._uses(src)
+        items = []
+        for f in s.fields:
+            if f.index:
+                continue
+            x = f"{next(use)}.{f.attr}"
+            if f.struct is None:
+                expr = f.codec.to_json.format(x=x, p="")
+            elif f.many:
+                w = self.var()
+                expr = f"[{self.encode(f.struct, w)} for {w} in {x}]"
+            elif f.optional:
+                w = self.var()
+                expr = f"(None if ({w} := {x}) is None else {self.encode(f.struct, w)})"
+            else:
+                expr = self.encode(f.struct, x)
+            items.append(f"{f.attr!r}: {expr}")
+        return "{" + ", ".join(items) + "}"
+
+    def decode(self, s: Struct, src: str) -> str:
+        if s.strict:
+            return f"{s.cls.__name__}(**{src})"
+        use = self._uses(src)
+        args = []
+        for f in s.fields:
+            if f.index:
+                continue
+            d, k = next(use), repr(f.attr)
+            if f.struct is None:
+                default = s.default_json(f) if f.json != "req" else None
+                raw = {"req": f"{d}[{k}]",
+                       "get": f"{d}.get({k})" if default is None else f"{d}.get({k}, {default!r})",
+                       "or": f"({d}.get({k}) or {default!r})"}[f.json]
+                expr = f.codec.from_json.format(x=raw, p="")
+            elif f.many:
+                w = self.var()
+                raw = f"{d}[{k}]" if f.json == "req" else f"{d}.get({k}, ())"
+                expr = f"tuple({self.decode(f.struct, w)} for {w} in {raw})"
+            elif f.optional:
+                w = self.var()
+                test = f"not ({w} := {d}.get({k}))" if f.json == "or" else (
+                    f"({w} := {d}.get({k})) is None")
+                expr = f"(None if {test} else {self.decode(f.struct, w)})"
+            else:
+                raw = f"{d}[{k}]" if f.json == "req" else f"({d}.get({k}) or {{}})"
+                expr = self.decode(f.struct, raw)
+            args.append(f"{f.attr}={expr}")
+        return f"{s.cls.__name__}({', '.join(args)})"
 
 
-def _addr_from(d: dict[str, Any] | None) -> Address | None:
-    return None if d is None else Address(d["ip"], d.get("port"))
+def _compile(name: str, body: str) -> Callable[..., Any]:
+    return compile_function(name, f"def {name}(o):\n    {body}\n", {
+        "SCHEMA_VERSION": SCHEMA_VERSION})
+
+
+def _encoder(s: Struct, name: str, head: str = "") -> Callable[[Any], dict[str, Any]]:
+    body = _Gen().encode(s, "o")
+    return _compile(name, "return {" + head + body[1:])
+
+
+def _decoder(s: Struct, name: str) -> Callable[[dict[str, Any]], Any]:
+    return _compile(name, "return " + _Gen().decode(s, "o"))
+
+
+_flow_to_dict = _encoder(FLOW, "flow_to_dict", "'schema_version': SCHEMA_VERSION, ")
+_flow_from_dict = _decoder(FLOW, "flow_from_dict")
+_endpoint_to_dict = _encoder(ENDPOINT, "endpoint_to_dict")
+_endpoint_from_dict = _decoder(ENDPOINT, "endpoint_from_dict")
+_l7_to_dict = _encoder(L7_RECORD, "l7_to_dict")
+_l7_from_dict = _decoder(L7_RECORD, "l7_from_dict")
 
 
 def endpoint_to_dict(e: Endpoint) -> dict[str, Any]:
     """Serialise an Endpoint."""
-    return {
-        "ip": e.ip,
-        "port": e.port,
-        "kind": e.kind.value,
-        "namespace": e.namespace,
-        "pod_name": e.pod_name,
-        "workload": None if e.workload is None else {"kind": e.workload.kind,
-                                                      "name": e.workload.name},
-        "labels": dict(e.labels),
-        "node_name": e.node_name,
-        "name": e.name,
-    }
+    return _endpoint_to_dict(e)
 
 
 def endpoint_from_dict(d: dict[str, Any]) -> Endpoint:
     """Read an Endpoint back."""
-    w = d.get("workload")
-    return Endpoint(
-        ip=d["ip"],
-        port=d.get("port"),
-        kind=EndpointKind(d.get("kind", "unknown")),
-        namespace=d.get("namespace"),
-        pod_name=d.get("pod_name"),
-        workload=None if not w else Workload(w["kind"], w["name"]),
-        labels=tuple(sorted((d.get("labels") or {}).items())),
-        node_name=d.get("node_name"),
-        name=d.get("name"),
-    )
+    e: Endpoint = _endpoint_from_dict(d)
+    return e
 
 
 def flow_to_dict(f: Flow) -> dict[str, Any]:
     """Serialise a Flow to JSON-ready dict (with ``schema_version``)."""
-    svc = f.destination_service
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "flow_id": f.flow_id,
-        "time": f.time,
-        "end_time": f.end_time,
-        "state": f.state.value,
-        "source": endpoint_to_dict(f.source),
-        "destination": endpoint_to_dict(f.destination),
-        "protocol": f.protocol.value,
-        "destination_service": None if svc is None else {
-            "namespace": svc.namespace, "name": svc.name, "port_name": svc.port_name,
-            "type": svc.type, "frontend_ip": svc.frontend_ip,
-            "frontend_port": svc.frontend_port,
-        },
-        "nat": {
-            "original_destination": _addr(f.nat.original_destination),
-            "translated_source": _addr(f.nat.translated_source),
-        },
-        "traffic": {
-            "to_destination": {"packets": f.traffic.to_destination.packets,
-                               "bytes": f.traffic.to_destination.bytes},
-            "to_source": {"packets": f.traffic.to_source.packets,
-                          "bytes": f.traffic.to_source.bytes},
-        },
-        "tcp": None if f.tcp is None else {"state": f.tcp.state, "flags": list(f.tcp.flags)},
-        "rtt_us": f.rtt_us,
-        "verdict": f.verdict.value,
-        "drop_reason_desc": f.drop_reason_desc,
-        "is_reply": f.is_reply,
-        "observations": [
-            {"node_name": o.node_name, "source": o.source, "original": o.original,
-             "reply": o.reply, "instance": o.instance}
-            for o in f.observations
-        ],
-        "cni_profile": f.cni_profile,
-        "client_key": f.client_key,
-        "l7": None if f.l7 is None else l7_to_dict(f.l7),
-    }
+    return _flow_to_dict(f)
 
 
 def l7_to_dict(l7: L7) -> dict[str, Any]:
     """Serialise an L7 record (Hubble-like field names)."""
-    d: dict[str, Any] = {"latency_ns": l7.latency_ns, "dns": None, "http": None}
-    if l7.dns is not None:
-        d["dns"] = {"query": l7.dns.query, "qtypes": list(l7.dns.qtypes), "rcode": l7.dns.rcode,
-                    "ips": list(l7.dns.ips), "ttl": l7.dns.ttl, "cnames": list(l7.dns.cnames)}
-    if l7.http is not None:
-        d["http"] = {"method": l7.http.method, "url": l7.http.url, "host": l7.http.host,
-                     "code": l7.http.code, "protocol": l7.http.protocol}
-    return d
+    return _l7_to_dict(l7)
 
 
 def l7_from_dict(d: dict[str, Any]) -> L7:
     """Read an L7 record back."""
-    dns, http = d.get("dns"), d.get("http")
-    return L7(
-        dns=None if not dns else DnsInfo(
-            query=dns["query"], qtypes=tuple(dns.get("qtypes") or ()), rcode=dns.get("rcode"),
-            ips=tuple(dns.get("ips") or ()), ttl=dns.get("ttl"),
-            cnames=tuple(dns.get("cnames") or ())),
-        http=None if not http else HttpInfo(
-            method=http.get("method"), url=http.get("url"), host=http.get("host"),
-            code=http.get("code"), protocol=http.get("protocol") or "HTTP/1.1"),
-        latency_ns=d.get("latency_ns"),
-    )
+    r: L7 = _l7_from_dict(d)
+    return r
 
 
 def flow_from_dict(d: dict[str, Any]) -> Flow:
@@ -163,42 +160,7 @@ def flow_from_dict(d: dict[str, Any]) -> Flow:
             f"({SCHEMA_VERSION}); upgrade podflow"
         )
     try:
-        svc = d.get("destination_service")
-        nat = d.get("nat") or {}
-        tr = d.get("traffic") or {}
-        tcp = d.get("tcp")
-        return Flow(
-            time=float(d["time"]),
-            end_time=d.get("end_time"),
-            state=FlowState(d.get("state", "ended")),
-            source=endpoint_from_dict(d["source"]),
-            destination=endpoint_from_dict(d["destination"]),
-            protocol=Protocol(d["protocol"]),
-            destination_service=None if not svc else Service(
-                namespace=svc["namespace"], name=svc["name"], port_name=svc.get("port_name"),
-                type=svc.get("type", "ClusterIP"), frontend_ip=svc.get("frontend_ip"),
-                frontend_port=svc.get("frontend_port"),
-            ),
-            nat=Nat(_addr_from(nat.get("original_destination")),
-                    _addr_from(nat.get("translated_source"))),
-            traffic=Traffic(
-                Counters(**(tr.get("to_destination") or {})),
-                Counters(**(tr.get("to_source") or {})),
-            ),
-            tcp=None if tcp is None else TcpInfo(tcp.get("state"), tuple(tcp.get("flags", ()))),
-            rtt_us=d.get("rtt_us"),
-            verdict=Verdict(d.get("verdict", "FORWARDED")),
-            drop_reason_desc=d.get("drop_reason_desc"),
-            is_reply=bool(d.get("is_reply", False)),
-            observations=tuple(
-                ObservationPoint(o["node_name"], o["source"], o.get("original"), o.get("reply"),
-                                 o.get("instance") or "")
-                for o in d.get("observations", ())
-            ),
-            cni_profile=d.get("cni_profile"),
-            flow_id=d.get("flow_id", ""),
-            client_key=d.get("client_key", ""),
-            l7=None if not d.get("l7") else l7_from_dict(d["l7"]),
-        )
+        f: Flow = _flow_from_dict(d)
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"malformed flow record: {exc}") from exc
+    return f

@@ -54,7 +54,7 @@ class Completed(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrackerStats:
+class CtTrackerStats:
     """The tracker's counters at one moment (see the attributes of ConnectionTracker)."""
 
     open: int
@@ -138,9 +138,9 @@ class ConnectionTracker:
         """TCP connections reported final from a TIME_WAIT/CLOSE dump entry."""
 
     @property
-    def stats(self) -> TrackerStats:
+    def stats(self) -> CtTrackerStats:
         """A snapshot of the counters (for the agent's stats report)."""
-        return TrackerStats(len(self._conns), self.tracked, self.emitted, self.snapshots,
+        return CtTrackerStats(len(self._conns), self.tracked, self.emitted, self.snapshots,
                             self.evicted, self.missed_new, self.missed_destroy,
                             self.closed_early)
 

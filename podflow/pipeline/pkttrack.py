@@ -121,7 +121,7 @@ class TrackerConfig:
 
 
 @dataclass
-class TrackerStats:
+class PktTrackerStats:
     """What the tracker did."""
 
     packets: int = 0
@@ -325,7 +325,7 @@ class PacketTracker:
         """An empty tracker with ``cfg`` (defaults: live capture settings); payloads it
         cannot decode (DNS, HTTP) are counted in ``losses`` (its own if not given)."""
         self.cfg = cfg or TrackerConfig()
-        self.stats = TrackerStats()
+        self.stats = PktTrackerStats()
         self.losses = Losses() if losses is None else losses
         """Payloads skipped as undecodable, by reason."""
         self._conns: dict[tuple[int, bytes, int, bytes, int], tuple[Conn, bool]] = {}

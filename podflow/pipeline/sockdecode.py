@@ -5,13 +5,13 @@ A socket knows the connection only as its application sees it:
 - a *client* socket: ``source`` = the local end (the pod, or the node for host-network
   processes), ``destination`` = the peer as the application addressed it, which may be a
   service VIP (then an Endpoint of kind ``service``: the backend is unknown from here). It
-  knows the connection's ``client_key`` (:func:`~podflow.pipeline.decode.flow_id_for` of
+  knows the connection's ``client_key`` (:func:`~podflow.pipeline.keys.flow_id_for` of
   the tuple as sent) and not its ``flow_id``;
 - a *server* socket: ``source`` = the peer as the server sees it (a node or VTEP address
   under SNAT), ``destination`` = the local pod. It knows ``flow_id`` (the server's view)
   and not ``client_key``.
 
-:mod:`podflow.pipeline.correlate` joins them with conntrack (which knows both keys) into one
+:mod:`podflow.store.correlate` joins them with conntrack (which knows both keys) into one
 flow. Counters come from tcp_info: bytes acknowledged by the peer and bytes received, segments
 out and in, oriented client -> server; ``rtt_us`` is the smoothed RTT. Loopback connections
 (both ends inside one namespace) are not flows. The observation's ``original`` is
@@ -22,7 +22,8 @@ Example::
 
     >>> from podflow.cni.profile import CniProfile
     >>> from podflow.inventory.history import Inventory
-    >>> from podflow.pipeline.decode import DecodeContext
+    >>> from podflow.pipeline.context import DecodeContext
+    >>> from podflow.pipeline.keys import flow_id_for
     >>> c = SockConn("pod-a", 7, 6, "10.244.0.5", 41000, "10.244.1.7", 9000, "client", 5.0,
     ...              6.0, "ESTABLISHED")
     >>> f = socket_to_flow(c, DecodeContext("node1", Inventory(), CniProfile("generic", "n1")))
@@ -45,8 +46,9 @@ from podflow.model.flow import (
     TcpInfo,
     Traffic,
 )
-from podflow.pipeline.decode import PROTOCOLS, DecodeContext, flow_id_for
+from podflow.pipeline.context import PROTOCOLS, DecodeContext
 from podflow.pipeline.enrich import endpoint
+from podflow.pipeline.keys import socket_keys
 from podflow.pipeline.socktrack import SockConn
 
 
@@ -57,13 +59,6 @@ def is_local_only(ip: str) -> bool:
     except ValueError:
         return True
     return a.is_loopback or a.is_unspecified
-
-
-def keys(c: SockConn) -> tuple[str, str]:
-    """(flow_id, client_key) this socket knows (the other one is empty)."""
-    if c.side == "server":
-        return flow_id_for(c.proto, c.local_ip, c.local_port, c.remote_ip, c.remote_port), ""
-    return "", flow_id_for(c.proto, c.remote_ip, c.remote_port, c.local_ip, c.local_port)
 
 
 def _traffic(c: SockConn) -> Traffic:
@@ -94,7 +89,7 @@ def socket_to_flow(c: SockConn, ctx: DecodeContext, final: bool | None = None) -
     local = endpoint(Address(c.local_ip, c.local_port), inv, profile, at)
     remote = endpoint(Address(c.remote_ip, c.remote_port), inv, profile, at)
     src, dst = (local, remote) if c.side == "client" else (remote, local)
-    fid, ckey = keys(c)
+    fid, ckey = socket_keys(c)
     protocol = PROTOCOLS.get(c.proto, Protocol.OTHER)
     rtt = float(c.tcp.rtt_us) if c.tcp is not None and c.tcp.rtt_us else None
     ended = ctx.final if final is None else final

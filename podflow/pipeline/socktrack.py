@@ -1,8 +1,9 @@
 """Socket snapshots -> connections appearing and ending (pure).
 
-The sockets source polls every namespace of the node; each poll is a :class:`PollCycle` of
-:class:`NsPoll` (the sockets of one namespace at one instant). :class:`SocketTracker` turns
-the sequence of cycles into connections:
+The sockets source polls every namespace of the node; each poll is a
+:class:`~podflow.model.sockets.PollCycle` of :class:`~podflow.model.sockets.NsPoll` (the
+sockets of one namespace at one instant). :class:`SocketTracker` turns the sequence of
+cycles into connections:
 
 - a connection *appears* when a TCP socket is first seen with a peer in an established state
   (ESTABLISHED, or already closing: FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING), or a UDP
@@ -20,7 +21,7 @@ What a poll cannot see: a connection that opens and closes between two polls.
 
 Example::
 
-    >>> from podflow.sources.sockdiag import DiagSocket
+    >>> from podflow.model.sockets import DiagSocket
     >>> lst = DiagSocket(2, 6, 10, "10.0.0.2", 80, "0.0.0.0", 0, 11, 0, 1)
     >>> est = DiagSocket(2, 6, 1, "10.0.0.2", 80, "10.0.0.1", 5000, 12, 0, 2)
     >>> t = SocketTracker()
@@ -34,41 +35,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from podflow.sources.registry import Report
-from podflow.sources.sockdiag import CLOSE, LISTEN, TIME_WAIT, DiagSocket, TcpStats
+from podflow.model.sockets import (
+    CLOSE,
+    LISTEN,
+    TIME_WAIT,
+    DiagSocket,
+    NsPoll,
+    PollCycle,
+    TcpStats,
+)
+from podflow.pipeline.context import Report
 
 OPEN_TCP_STATES = frozenset({1, 4, 5, 8, 9, 11})
 """ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING."""
 SNAPSHOT_INTERVAL = 60.0
 """Seconds between non-final reports of a long-lived connection."""
-
-
-@dataclass(frozen=True, slots=True)
-class NsPoll:
-    """The sockets of one namespace at one poll."""
-
-    inode: int
-    """The namespace's inode."""
-    name: str
-    """Its name (``/var/run/netns`` name, or ``pid:N``)."""
-    sockets: tuple[DiagSocket, ...] = ()
-    """Every TCP/UDP socket dumped (listening ones included)."""
-    owners: tuple[tuple[int, int, str], ...] = ()
-    """(socket inode, pid, comm) of the sockets whose owner is known."""
-    ok: bool = True
-    """False when the dump failed: the namespace's connections are left as they were."""
-    is_node: bool = False
-    """The node's own namespace (host-network processes)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PollCycle:
-    """One poll of every namespace of the node; a namespace absent from it has vanished."""
-
-    time: float
-    """When the poll started, Unix seconds."""
-    namespaces: tuple[NsPoll, ...]
-    """Every namespace that exists at this poll."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +91,8 @@ class SockConn:
 
 
 @dataclass
-class TrackerStats:
-    """Counters of the tracker."""
+class SockTrackerStats:
+    """Counters of the socket tracker."""
 
     appeared: int = 0
     ended: int = 0
@@ -142,7 +123,7 @@ class SocketTracker:
 
     snapshot_interval: float = SNAPSHOT_INTERVAL
     """Seconds between non-final reports of a connection that stays open."""
-    stats: TrackerStats = field(default_factory=TrackerStats)
+    stats: SockTrackerStats = field(default_factory=SockTrackerStats)
     """Counters."""
     _open: dict[tuple[int, int, str, int], tuple[SockConn, float]] = field(
         default_factory=dict)

@@ -1,4 +1,4 @@
-"""One declarative flow filter, rendered as SQL for stores and as a predicate for followers.
+"""One declarative flow filter: each field declared once, as a predicate and for front-ends.
 
 Semantics follow ``hubble observe``: the values of one field are OR-ed, different fields are
 AND-ed, and an empty field does not constrain. ``x`` fields match either end, ``from_x`` the
@@ -12,6 +12,8 @@ backend pod). Choices podflow makes:
 - ``ip`` / ``from_ip`` / ``to_ip`` are CIDRs or addresses and, as in Hubble, match the
   endpoint addresses only, never the NAT addresses (the service VIP or masquerade IP):
   use ``service`` for the former; the latter are shown in the ``nat`` of each flow.
+- ``protocol`` is an L4 protocol (``TCP``, ``UDP`` ...) or, as ``hubble observe --protocol``
+  takes, an L7 one: ``DNS`` / ``HTTP`` select the flows carrying a DNS / HTTP record.
 - ``node`` matches any node that observed the flow.
 - ``since`` / ``until`` select flows whose lifetime overlaps the window:
   ``(end_time or time) >= since`` and ``time <= until``; both must be finite numbers (NaN
@@ -21,43 +23,48 @@ backend pod). Choices podflow makes:
   :mod:`podflow.query.l7filter`; ``verdict`` is ``FORWARDED``, ``DROPPED``, ``ERROR`` or
   ``UNKNOWN``, the merged flow's (the worst any vantage point saw).
 
-Both renderings are kept in step by tests over a corpus of flows. :meth:`FilterSpec.to_sql`
-addresses the columns of :mod:`podflow.store.schema` plus ``obs_nodes`` (the list of
-observing nodes of a merged flow).
+Each field of :class:`FilterSpec` carries its front-end declaration (:class:`Declared`:
+metavar, help, short flag) in its dataclass metadata, so the CLI options
+(:mod:`podflow.cli.filteropts`), the HTTP query parameters and the OpenAPI document
+(:func:`podflow.query.params.filter_fields`) are all built from this one class, as
+mitmproxy's ``flowfilter.py`` builds its help from its filter classes.
+
+This module is pure: :meth:`FilterSpec.matches` is the predicate for followers and lists;
+the SQL rendering of the same spec lives next to the store (:mod:`podflow.store.sql`).
+Tests keep both in agreement over a corpus of flows.
 
 Example::
 
-    >>> spec = FilterSpec(to_namespace=("shop",), port=(9000, 6379))
-    >>> where, params = spec.to_sql()
-    >>> where
-    '(dst_namespace = ?) AND (src_port = ? OR dst_port = ? OR src_port = ? OR dst_port = ?)'
-    >>> params
-    ['shop', 9000, 9000, 6379, 6379]
+    >>> spec = FilterSpec(to_namespace=("shop",), port=(9000, 6379), protocol=("dns",))
+    >>> spec.protocol
+    ('DNS',)
+    >>> FilterSpec.__dataclass_fields__["namespace"].metadata["filter"].short
+    '-n'
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
 from podflow.model.flow import Endpoint, Flow, Protocol, Verdict
-from podflow.query.l7filter import check_l7_values, l7_matches, l7_sql
-from podflow.store.schema import cidr_key_range, ip_key
-
-Sql = tuple[str, list[Any]]
+from podflow.model.ipkey import cidr_key_range, ip_key
+from podflow.query.l7filter import L7_PROTOCOLS, check_l7_values, has_l7_protocol, l7_matches
 
 
 @lru_cache(maxsize=1024)
-def _ns_name(value: str) -> tuple[str | None, str]:
+def ns_name(value: str) -> tuple[str | None, str]:
+    """``"ns/name"`` -> ``("ns", "name")``; ``"name"`` -> ``(None, "name")``."""
     ns, sep, name = value.partition("/")
     return (ns, name) if sep else (None, value)
 
 
 @lru_cache(maxsize=1024)
-def _selector(value: str) -> tuple[tuple[str, str | None], ...]:
+def selector(value: str) -> tuple[tuple[str, str | None], ...]:
+    """A label selector ``k=v[,k2]`` as ``((k, v), (k2, None))``; ValueError if malformed."""
     terms = []
     for term in value.split(","):
         k, sep, v = term.strip().partition("=")
@@ -68,7 +75,8 @@ def _selector(value: str) -> tuple[tuple[str, str | None], ...]:
 
 
 @lru_cache(maxsize=1024)
-def _net(value: str) -> tuple[str, str]:
+def net_range(value: str) -> tuple[str, str]:
+    """First and last :func:`~podflow.model.ipkey.ip_key` of a CIDR or address."""
     try:
         return cidr_key_range(value)
     except ValueError:
@@ -76,7 +84,7 @@ def _net(value: str) -> tuple[str, str]:
 
 
 def _ip_in(ip: str, value: str) -> bool:
-    lo, hi = _net(value)
+    lo, hi = net_range(value)
     try:
         return lo <= ip_key(ip) <= hi
     except ValueError:
@@ -84,69 +92,45 @@ def _ip_in(ip: str, value: str) -> bool:
 
 
 def _pod_py(e: Endpoint, v: str) -> bool:
-    ns, prefix = _ns_name(v)
+    ns, prefix = ns_name(v)
     return (e.pod_name is not None and e.pod_name.startswith(prefix)
             and (ns is None or e.namespace == ns))
 
 
-def _pod_sql(p: str, v: str) -> Sql:
-    ns, prefix = _ns_name(v)
-    if ns is None:
-        return f"starts_with({p}_pod, ?)", [prefix]
-    return f"(starts_with({p}_pod, ?) AND {p}_namespace = ?)", [prefix, ns]
-
-
 def _label_py(e: Endpoint, v: str) -> bool:
     labels = e.label_dict()
-    return all(k in labels if val is None else labels.get(k) == val for k, val in _selector(v))
-
-
-def _label_sql(p: str, v: str) -> Sql:
-    parts, params = [], []
-    for k, val in _selector(v):
-        if val is None:
-            parts.append(f"map_contains({p}_labels, ?)")
-            params.append(k)
-        else:
-            parts.append(f"{p}_labels[?] = ?")
-            params += [k, val]
-    return "(" + " AND ".join(parts) + ")", params
+    return all(k in labels if val is None else labels.get(k) == val for k, val in selector(v))
 
 
 def _workload_py(e: Endpoint, v: str) -> bool:
-    ns, name = _ns_name(v)
+    ns, name = ns_name(v)
     return (e.workload is not None and e.workload.name == name
             and (ns is None or e.namespace == ns))
 
 
-def _workload_sql(p: str, v: str) -> Sql:
-    ns, name = _ns_name(v)
-    if ns is None:
-        return f"{p}_workload = ?", [name]
-    return f"({p}_workload = ? AND {p}_namespace = ?)", [name, ns]
-
-
-def _ip_sql(p: str, v: str) -> Sql:
-    return f"{p}_ipkey BETWEEN ? AND ?", list(_net(v))
-
-
 EndPy = Callable[[Endpoint, Any], bool]
-EndSql = Callable[[str, Any], Sql]
-_END_FIELDS: dict[str, tuple[EndPy, EndSql]] = {
-    "namespace": (lambda e, v: e.namespace == v, lambda p, v: (f"{p}_namespace = ?", [v])),
-    "pod": (_pod_py, _pod_sql),
-    "label": (_label_py, _label_sql),
-    "workload": (_workload_py, _workload_sql),
-    "ip": (lambda e, v: _ip_in(e.ip, v), _ip_sql),
-    "port": (lambda e, v: e.port == v, lambda p, v: (f"{p}_port = ?", [v])),
+END_FIELDS: dict[str, EndPy] = {
+    "namespace": lambda e, v: e.namespace == v,
+    "pod": _pod_py,
+    "label": _label_py,
+    "workload": _workload_py,
+    "ip": lambda e, v: _ip_in(e.ip, v),
+    "port": lambda e, v: e.port == v,
 }
+"""The endpoint fields: ``x`` (either end), ``from_x`` and ``to_x`` exist for each."""
+
+L4_PROTOCOLS = tuple(p.value for p in Protocol)
+"""The L4 names ``protocol`` takes (besides :data:`~podflow.query.l7filter.L7_PROTOCOLS`)."""
 
 
 def _protocol(v: str) -> str:
-    for p in Protocol:
-        if p.value.lower() == v.lower():
-            return p.value
-    raise ValueError(f"unknown protocol {v!r} (one of {', '.join(p.value for p in Protocol)})")
+    for p in L4_PROTOCOLS:
+        if p.lower() == v.lower():
+            return p
+    if v.upper() in L7_PROTOCOLS:
+        return v.upper()
+    raise ValueError(f"unknown protocol {v!r} (one of {', '.join(L4_PROTOCOLS)}, "
+                     f"or an L7 protocol: {', '.join(p.lower() for p in L7_PROTOCOLS)})")
 
 
 def _verdict(v: str) -> str:
@@ -158,42 +142,80 @@ def _verdict(v: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Declared:
+    """How one filter field appears in the front-ends (CLI flag, query parameter, help)."""
+
+    metavar: str
+    """The value's shape in help, e.g. ``[NS/]PREFIX``."""
+    help: str
+    """One line for ``--help``, the OpenAPI document and ``GET /api/filters``."""
+    short: str | None = None
+    """The CLI's short flag, e.g. ``-n``; the long flag is ``--`` + the name with dashes."""
+    time: bool = False
+    """A point in time given as RFC 3339, Unix seconds or a duration ago (``since``)."""
+
+
+def _f(metavar: str, help_: str, short: str | None = None) -> Any:
+    """A repeatable filter field (a tuple of alternatives) and its declaration."""
+    return field(default=(), metadata={"filter": Declared(metavar, help_, short)})
+
+
+def _t(help_: str) -> Any:
+    """A time bound field and its declaration."""
+    return field(default=None, metadata={"filter": Declared("TIME", help_, time=True)})
+
+
+_PROTO_HELP = (f"{', '.join(L4_PROTOCOLS[:-1])}; or {', '.join(p.lower() for p in L7_PROTOCOLS)}"
+               " (flows with that L7 record, as hubble observe --protocol).")
+
+
+@dataclass(frozen=True, slots=True)
 class FilterSpec:
     """A flow filter: each field a tuple of alternatives (see the module doc)."""
 
-    namespace: tuple[str, ...] = ()
-    from_namespace: tuple[str, ...] = ()
-    to_namespace: tuple[str, ...] = ()
-    pod: tuple[str, ...] = ()
-    from_pod: tuple[str, ...] = ()
-    to_pod: tuple[str, ...] = ()
-    label: tuple[str, ...] = ()
-    from_label: tuple[str, ...] = ()
-    to_label: tuple[str, ...] = ()
-    workload: tuple[str, ...] = ()
-    from_workload: tuple[str, ...] = ()
-    to_workload: tuple[str, ...] = ()
-    ip: tuple[str, ...] = ()
-    from_ip: tuple[str, ...] = ()
-    to_ip: tuple[str, ...] = ()
-    port: tuple[int, ...] = ()
-    from_port: tuple[int, ...] = ()
-    to_port: tuple[int, ...] = ()
-    service: tuple[str, ...] = ()
-    to_service: tuple[str, ...] = ()
-    protocol: tuple[str, ...] = ()
-    node: tuple[str, ...] = ()
-    verdict: tuple[str, ...] = ()
-    fqdn: tuple[str, ...] = ()
-    from_fqdn: tuple[str, ...] = ()
-    to_fqdn: tuple[str, ...] = ()
-    http_status: tuple[str, ...] = ()
-    http_method: tuple[str, ...] = ()
-    http_path: tuple[str, ...] = ()
-    dns_rcode: tuple[str, ...] = ()
-    type: tuple[str, ...] = ()
-    since: float | None = None
-    until: float | None = None
+    namespace: tuple[str, ...] = _f("NS", "Either end in namespace NS.", "-n")
+    from_namespace: tuple[str, ...] = _f("NS", "Source in namespace NS.")
+    to_namespace: tuple[str, ...] = _f("NS", "Destination in namespace NS.")
+    pod: tuple[str, ...] = _f("[NS/]PREFIX", "Either end is a pod whose name starts with "
+                              "PREFIX.")
+    from_pod: tuple[str, ...] = _f("[NS/]PREFIX", "Source pod name starts with PREFIX.")
+    to_pod: tuple[str, ...] = _f("[NS/]PREFIX", "Destination pod name starts with PREFIX.")
+    label: tuple[str, ...] = _f("K=V[,K2]", "Either end has all these labels (K alone: "
+                                "present).", "-l")
+    from_label: tuple[str, ...] = _f("K=V[,K2]", "Source has all these labels.")
+    to_label: tuple[str, ...] = _f("K=V[,K2]", "Destination has all these labels.")
+    workload: tuple[str, ...] = _f("[NS/]NAME", "Either end owned by this workload "
+                                   "(Deployment ...).")
+    from_workload: tuple[str, ...] = _f("[NS/]NAME", "Source owned by this workload.")
+    to_workload: tuple[str, ...] = _f("[NS/]NAME", "Destination owned by this workload.")
+    ip: tuple[str, ...] = _f("CIDR", "Either end's IP (after NAT was undone) in CIDR or equal.")
+    from_ip: tuple[str, ...] = _f("CIDR", "Source IP in CIDR.")
+    to_ip: tuple[str, ...] = _f("CIDR", "Destination IP in CIDR.")
+    port: tuple[int, ...] = _f("PORT", "Either end's port.")
+    from_port: tuple[int, ...] = _f("PORT", "Source port.")
+    to_port: tuple[int, ...] = _f("PORT", "Destination port (the backend's, after NAT).")
+    service: tuple[str, ...] = _f("[NS/]NAME", "Went through this Service.")
+    to_service: tuple[str, ...] = _f("[NS/]NAME", "Went through this Service (same as "
+                                     "service).")
+    protocol: tuple[str, ...] = _f("PROTO", _PROTO_HELP)
+    node: tuple[str, ...] = _f("NODE", "Observed on this node.")
+    verdict: tuple[str, ...] = _f("VERDICT", ", ".join(v.value for v in Verdict) + ".")
+    fqdn: tuple[str, ...] = _f("NAME", "Either end named NAME (* wildcard: *.example.com), or "
+                               "the DNS query or Service FQDN of the destination.")
+    from_fqdn: tuple[str, ...] = _f("NAME", "Source endpoint named NAME (* wildcard).")
+    to_fqdn: tuple[str, ...] = _f("NAME", "Destination named NAME, DNS query for NAME, or via "
+                                  "the Service NAME.NS.svc.cluster.local (* wildcard).")
+    http_status: tuple[str, ...] = _f("CODE", "HTTP status code (404) or prefix (5+, 40+).")
+    http_method: tuple[str, ...] = _f("METHOD", "HTTP method (GET, POST ...).")
+    http_path: tuple[str, ...] = _f("REGEX", "HTTP path matches REGEX (searched; ^/api/ for a "
+                                    "prefix; the query string is not matched).")
+    dns_rcode: tuple[str, ...] = _f("RCODE", "DNS response code: NOERROR, NXDOMAIN, ... or a "
+                                    "number.")
+    type: tuple[str, ...] = _f("TYPE", "drop (verdict DROPPED), l7 (has DNS/HTTP), trace "
+                               "(every other flow), as hubble's event types.", "-t")
+    since: float | None = _t("Flows alive since TIME: RFC3339, Unix seconds, or a duration "
+                             "ago (30s, 5m, 2h, 1d).")
+    until: float | None = _t("Flows started until TIME (same forms).")
 
     def __post_init__(self) -> None:
         """Normalise names and reject malformed values with a clear ValueError."""
@@ -206,10 +228,10 @@ class FilterSpec:
         check_l7_values(self)
         for name in ("label", "from_label", "to_label"):
             for v in getattr(self, name):
-                _selector(v)
+                selector(v)
         for name in ("ip", "from_ip", "to_ip"):
             for v in getattr(self, name):
-                _net(v)
+                net_range(v)
         for name in ("port", "from_port", "to_port"):
             for v in getattr(self, name):
                 if not isinstance(v, int) or not 0 <= v <= 65535:
@@ -226,7 +248,7 @@ class FilterSpec:
 
     def matches(self, flow: Flow) -> bool:
         """The predicate form, for live followers and in-memory lists."""
-        for name, (py, _) in _END_FIELDS.items():
+        for name, py in END_FIELDS.items():
             for prefix, ends in ((name, (flow.source, flow.destination)),
                                  (f"from_{name}", (flow.source,)),
                                  (f"to_{name}", (flow.destination,))):
@@ -236,10 +258,12 @@ class FilterSpec:
         svc = flow.destination_service
         for values in (self.service, self.to_service):
             if values and not (svc is not None and any(
-                    svc.name == _ns_name(v)[1] and _ns_name(v)[0] in (None, svc.namespace)
+                    svc.name == ns_name(v)[1] and ns_name(v)[0] in (None, svc.namespace)
                     for v in values)):
                 return False
-        if self.protocol and flow.protocol.value not in self.protocol:
+        if self.protocol and not any(
+                has_l7_protocol(flow, p) if p in L7_PROTOCOLS else flow.protocol.value == p
+                for p in self.protocol):
             return False
         if self.verdict and flow.verdict.value not in self.verdict:
             return False
@@ -251,44 +275,3 @@ class FilterSpec:
         if self.since is not None and end < self.since:
             return False
         return self.until is None or flow.time <= self.until
-
-    def to_sql(self) -> tuple[str, list[Any]]:
-        """``(where_clause, params)`` with ``?`` placeholders; ``"TRUE"`` when empty."""
-        clauses: list[str] = []
-        params: list[Any] = []
-
-        def any_of(parts: list[Sql]) -> None:
-            clauses.append("(" + " OR ".join(s for s, _ in parts) + ")")
-            for _, p in parts:
-                params.extend(p)
-
-        for name, (_, sql) in _END_FIELDS.items():
-            if vals := getattr(self, name):
-                both = [sql("src", v) for v in vals]
-                dst = [sql("dst", v) for v in vals]
-                any_of([(f"{a[0]} OR {b[0]}", a[1] + b[1]) for a, b in zip(both, dst,
-                                                                           strict=True)])
-            for prefix, end in (("from", "src"), ("to", "dst")):
-                if vals := getattr(self, f"{prefix}_{name}"):
-                    any_of([sql(end, v) for v in vals])
-        for vals in (self.service, self.to_service):
-            if vals:
-                parts: list[Sql] = []
-                for v in vals:
-                    ns, svc = _ns_name(v)
-                    parts.append(("svc_name = ?", [svc]) if ns is None else
-                                 ("(svc_name = ? AND svc_namespace = ?)", [svc, ns]))
-                any_of(parts)
-        if self.protocol:
-            any_of([("protocol = ?", [p]) for p in self.protocol])
-        if self.verdict:
-            any_of([("verdict = ?", [v]) for v in self.verdict])
-        if self.node:
-            any_of([("list_contains(obs_nodes, ?)", [n]) for n in self.node])
-        for part in l7_sql(self):
-            any_of(part)
-        if self.since is not None:
-            any_of([("coalesce(end_time, time) >= ?", [float(self.since)])])
-        if self.until is not None:
-            any_of([("time <= ?", [float(self.until)])])
-        return (" AND ".join(clauses) or "TRUE"), params

@@ -21,8 +21,11 @@ Semantics (values of one field OR, fields AND, as everywhere in the filter):
   record is both ``drop`` and ``l7``. Hubble's other types (``sock``, ``policy-verdict``,
   ``capture``, ``debug``) have no podflow equivalent and are refused.
 
-:func:`l7_matches` is the predicate and :func:`l7_sql` the SQL over the store's columns
-(``dst_name``, ``dns_query``, ``http_code`` ...); tests keep them in agreement.
+:func:`l7_matches` is the predicate; the SQL over the store's columns (``dst_name``,
+``dns_query``, ``http_code`` ...) is :func:`podflow.store.sql.l7_sql`, and tests keep them in
+agreement. :data:`L7_PROTOCOLS` are the L7 names ``protocol`` takes, as ``hubble observe
+--protocol`` does: ``dns`` / ``http`` select the flows with a DNS / HTTP record
+(:func:`has_l7_protocol`).
 
 Example::
 
@@ -42,8 +45,6 @@ from typing import Any
 from podflow.model.flow import Flow, Verdict
 from podflow.query.enginecheck import re2_error
 
-Sql = tuple[str, list[Any]]
-
 CLUSTER_DOMAIN = "cluster.local"
 """Domain of Service FQDNs matched by ``to_fqdn``."""
 EVENT_TYPES = ("drop", "l7", "trace")
@@ -51,8 +52,8 @@ EVENT_TYPES = ("drop", "l7", "trace")
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4,
           "REFUSED": 5}
 """DNS response code names accepted by ``dns_rcode``."""
-_HAS_L7 = "(dns_query IS NOT NULL OR http_protocol IS NOT NULL OR l7_latency_ns IS NOT NULL)"
-_NAME_SQL = "rtrim(lower({}), '.') LIKE ? ESCAPE '\\'"
+L7_PROTOCOLS = ("DNS", "HTTP")
+"""The L7 protocols ``protocol`` takes (normalised upper-case), besides the L4 ones."""
 
 
 @lru_cache(maxsize=1024)
@@ -79,10 +80,6 @@ def _fqdns(flow: Flow, end: str) -> list[str | None]:
     svc = flow.destination_service
     return [flow.destination.name, dns.query if dns else None,
             f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}" if svc else None]
-
-
-_FQDN_COLS = {"src": ["src_name"], "dst": [
-    "dst_name", "dns_query", f"svc_name || '.' || svc_namespace || '.svc.{CLUSTER_DOMAIN}'"]}
 
 
 @lru_cache(maxsize=256)
@@ -147,6 +144,14 @@ def has_l7(flow: Flow) -> bool:
                                or l7.latency_ns is not None)
 
 
+def has_l7_protocol(flow: Flow, protocol: str) -> bool:
+    """True when ``flow`` carries the record of ``protocol`` (``DNS`` or ``HTTP``)."""
+    l7 = flow.l7
+    if l7 is None:
+        return False
+    return (l7.dns if protocol == "DNS" else l7.http if protocol == "HTTP" else None) is not None
+
+
 def check_l7_values(spec: Any) -> None:
     """Normalise (``object.__setattr__``) and validate the L7/type fields of a FilterSpec."""
     object.__setattr__(spec, "http_method", tuple(m.upper() for m in spec.http_method))
@@ -191,29 +196,3 @@ def l7_matches(spec: Any, flow: Flow) -> bool:
                  "trace": flow.verdict is not Verdict.DROPPED and not has_l7(flow)}
         return any(kinds[t] for t in spec.type)
     return True
-
-
-def l7_sql(spec: Any) -> list[list[Sql]]:
-    """The SQL alternatives of every L7/type field of ``spec`` (each list is OR-ed)."""
-    out: list[list[Sql]] = []
-    any_of = out.append
-    for name, ends in (("fqdn", ("src", "dst")), ("from_fqdn", ("src",)),
-                       ("to_fqdn", ("dst",))):
-        if vals := getattr(spec, name):
-            any_of([(_NAME_SQL.format(col), [fqdn_pattern(v)[1]]) for v in vals for e in ends
-                    for col in _FQDN_COLS[e]])
-    if spec.http_status:
-        any_of([("http_code BETWEEN ? AND ?", list(status_range(v)))
-                for v in spec.http_status])
-    if spec.http_method:
-        any_of([("upper(http_method) = ?", [m]) for m in spec.http_method])
-    if spec.http_path:
-        any_of([("regexp_matches(split_part(http_url, '?', 1), ?)", [p])
-                for p in spec.http_path])
-    if spec.dns_rcode:
-        any_of([("dns_rcode = ?", [int(r)]) for r in spec.dns_rcode])
-    if spec.type:
-        sql = {"drop": "verdict = 'DROPPED'", "l7": _HAS_L7,
-               "trace": f"(verdict <> 'DROPPED' AND NOT {_HAS_L7})"}
-        any_of([(sql[t], []) for t in spec.type])
-    return out

@@ -1,14 +1,16 @@
 """Turn front-end parameters (CLI options, HTTP query strings) into one :class:`FilterSpec`.
 
 Every front-end builds its filter here, so a value means the same thing everywhere. The
-fields are *introspected* from :class:`~podflow.query.filter.FilterSpec`: a field added to the
-spec (say ``http_code: tuple[int, ...]``) is accepted by the CLI helper and the HTTP API
-without touching either. Conversion follows each field's annotation:
+fields are *introspected* from :class:`~podflow.query.filter.FilterSpec`: each field's
+annotation says how its values parse and its :class:`~podflow.query.filter.Declared`
+metadata gives the flag, metavar and help, so a field added to the spec (say
+``http_code: tuple[int, ...] = _f("CODE", "...")``) is a CLI option (:mod:`podflow.cli.filteropts`),
+an HTTP query parameter and an OpenAPI entry without touching any of them. Conversion:
 
 - ``tuple[int, ...]`` / ``tuple[str, ...]`` / ``tuple[float, ...]``: every value is one
   alternative (repeat a parameter to OR its values); ints and floats are parsed;
-- ``since`` / ``until`` (and any other ``float | None`` field whose name is in
-  :data:`TIME_FIELDS`): RFC 3339, Unix seconds, or a duration before now (``5m``);
+- fields declared ``time`` (``since`` / ``until``): RFC 3339, Unix seconds, or a duration
+  before now (``5m``);
 - other ``X | None`` scalars (int, float, str, bool): the last value given.
 
 Bad values raise :class:`ValueError` naming the parameter, e.g.
@@ -21,8 +23,9 @@ Example::
     ((9000, 6379), ('shop',))
     >>> spec_from_multi({"since": ["1970-01-01T00:01:00Z"]}).since
     60.0
-    >>> "to_port" in filter_fields()
-    True
+    >>> info = filter_fields()["namespace"]
+    >>> info.flag, info.short, info.metavar
+    ('--namespace', '-n', 'NS')
 """
 
 from __future__ import annotations
@@ -35,11 +38,8 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-from podflow.query.filter import FilterSpec
+from podflow.query.filter import Declared, FilterSpec
 from podflow.query.timeparse import parse_time
-
-TIME_FIELDS = frozenset({"since", "until"})
-"""Fields holding a point in time, parsed with :func:`~podflow.query.timeparse.parse_time`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,39 +47,34 @@ class FieldInfo:
     """How one FilterSpec field is given as a parameter."""
 
     name: str
-    """The field (and parameter) name, e.g. ``to_port``."""
+    """The field (and query parameter) name, e.g. ``to_port``."""
     kind: str
     """``int``, ``float``, ``str``, ``bool`` or ``time``."""
     repeated: bool
     """True for tuple fields: each value is one alternative (OR)."""
     help: str
     """One-line description, for ``--help`` and the OpenAPI document."""
+    metavar: str = "VALUE"
+    """The value's shape in help, e.g. ``[NS/]PREFIX``."""
+    short: str | None = None
+    """The CLI's short flag (``-n``), if any."""
+
+    @property
+    def flag(self) -> str:
+        """The CLI's long flag: ``--`` and the name with dashes (``--to-port``)."""
+        return "--" + self.name.replace("_", "-")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``GET /api/filters``)."""
         return {"name": self.name, "kind": self.kind, "repeated": self.repeated,
-                "help": self.help}
+                "help": self.help, "metavar": self.metavar, "flag": self.flag,
+                "short": self.short}
 
 
-_HELP = {
-    "namespace": "Either end in this namespace.",
-    "pod": "Either end is a pod whose name starts with [NS/]PREFIX.",
-    "label": "Either end has all these labels: K=V[,K2=V2|,K3].",
-    "workload": "Either end owned by this workload: [NS/]NAME.",
-    "ip": "Either end's IP (NAT undone) in this CIDR or equal to it.",
-    "port": "Either end's port.",
-    "service": "Went through this Service: [NS/]NAME.",
-    "to_service": "Went through this Service: [NS/]NAME (same as service).",
-    "protocol": "TCP, UDP, ICMP, ICMPv6, SCTP.",
-    "node": "Observed on this node.",
-    "verdict": "FORWARDED, DROPPED, ERROR, UNKNOWN.",
-    "since": "Flows alive since TIME: RFC 3339, Unix seconds, or a duration ago (5m, 2h).",
-    "until": "Flows started until TIME (same forms as since).",
-}
 _SCALARS: dict[Any, str] = {int: "int", float: "float", str: "str", bool: "bool"}
 
 
-def _describe(name: str, annotation: Any) -> FieldInfo:
+def _describe(name: str, annotation: Any, declared: Declared | None) -> FieldInfo:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     repeated = origin is tuple
@@ -89,20 +84,30 @@ def _describe(name: str, annotation: Any) -> FieldInfo:
         inner = next((a for a in args if a is not type(None)), str)
     else:
         inner = annotation
-    kind = "time" if name in TIME_FIELDS else _SCALARS.get(inner, "str")
-    base = name.split("_", 1)[1] if name.startswith(("from_", "to_")) else name
-    text = _HELP.get(name)
-    if text is None and base in _HELP:
-        end = "Source" if name.startswith("from_") else "Destination"
-        text = _HELP[base].replace("Either end's", f"{end}'s").replace("Either end", end)
-    return FieldInfo(name, kind, repeated, text or f"Filter on {name.replace('_', ' ')}.")
+    if declared is None:
+        raise TypeError(f"FilterSpec.{name} has no filter declaration (metadata 'filter')")
+    kind = "time" if declared.time else _SCALARS.get(inner, "str")
+    return FieldInfo(name, kind, repeated, declared.help, declared.metavar, declared.short)
 
 
 @lru_cache(maxsize=1)
 def filter_fields() -> dict[str, FieldInfo]:
     """Every FilterSpec field by name, described for parameter parsing (in spec order)."""
     hints = typing.get_type_hints(FilterSpec)
-    return {f.name: _describe(f.name, hints[f.name]) for f in fields(FilterSpec)}
+    return {f.name: _describe(f.name, hints[f.name], f.metadata.get("filter"))
+            for f in fields(FilterSpec)}
+
+
+def filter_help() -> list[tuple[str, str]]:
+    """``[(usage, help), ...]`` for every filter, e.g. ``("--namespace, -n NS", "...")``.
+
+    The help table front-ends print, as mitmproxy's ``flowfilter.help``.
+    """
+    out = []
+    for f in filter_fields().values():
+        flags = f.flag + (f", {f.short}" if f.short else "")
+        out.append((f"{flags} {f.metavar}", f.help))
+    return out
 
 
 def _convert(info: FieldInfo, raw: Any, now: float | None) -> Any:

@@ -6,8 +6,9 @@ name) and *unknown* addresses (by IP). An edge is one (source, destination, serv
 destination port after NAT, protocol) with its number of connections, traffic, verdicts,
 and for egress the addresses the source was masqueraded to (``snat``).
 
-:func:`build_edges` is the pure reference; :data:`EDGES_SQL` is the same aggregation for the
-store (it reads a relation ``matched`` of merged flow rows). Tests keep them equal.
+:func:`build_edges` is the pure reference; the store computes the same aggregation in SQL
+(:mod:`podflow.store.sql` for the map-node rules, :mod:`podflow.store.edges` for the query).
+Tests keep them equal.
 
 Example::
 
@@ -22,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,55 +154,3 @@ def build_edges(flows: Iterable[Flow]) -> list[Edge]:
                           tuple(sorted(a["snat"])), tuple(sorted(a["v"].items())),
                           a["first"], a["last"]))
     return sort_edges(edges)
-
-
-def end_sql(p: str, s: str) -> str:
-    """SQL columns naming one end of a flow row as a map node (``{s}_kind``, ``_ns``,
-    ``_wl``, ``_key``, ``_xname``) from its columns with prefix ``p`` (``src``/``dst``)."""
-    kind = (f"CASE WHEN {p}_kind IN ('pod', 'host-network-pod') AND ({p}_workload IS NOT NULL "
-            f"OR {p}_pod IS NOT NULL) THEN 'pod' WHEN {p}_kind = 'node' THEN 'node' "
-            f"WHEN {p}_kind = 'external' THEN 'external' ELSE 'unknown' END")
-    return (f"{kind} AS {s}_kind, "
-            f"CASE WHEN {kind} = 'pod' THEN {p}_namespace END AS {s}_ns, "
-            f"CASE WHEN {kind} = 'pod' THEN {p}_workload END AS {s}_wl, "
-            f"CASE {kind} WHEN 'pod' THEN coalesce({p}_workload, {p}_pod) "
-            f"WHEN 'node' THEN coalesce({p}_name, {p}_node, {p}_ip) ELSE {p}_ip END AS {s}_key, "
-            f"CASE WHEN {kind} IN ('external', 'unknown') THEN {p}_name END AS {s}_xname")
-
-
-EDGES_SQL = f"""
-, ends AS (SELECT *, {end_sql("src", "s")}, {end_sql("dst", "d")},
-                  CASE WHEN svc_name IS NOT NULL THEN coalesce(svc_namespace, '') || '/' ||
-                  svc_name END AS service FROM matched)
-SELECT s_kind, s_ns, s_wl, s_key, max(s_xname) AS s_xname,
-       d_kind, d_ns, d_wl, d_key, max(d_xname) AS d_xname,
-       service, dst_port AS port, protocol, count(*) AS connections,
-       sum(bytes_to_dst + bytes_to_src) AS bytes, sum(packets_to_dst + packets_to_src) AS packets,
-       list(DISTINCT nat_snat_ip ORDER BY nat_snat_ip)
-           FILTER (WHERE d_kind = 'external' AND nat_snat_ip IS NOT NULL) AS snat,
-       histogram(verdict) AS verdicts, min(time) AS first_seen,
-       max(coalesce(end_time, time)) AS last_seen
-FROM ends
-GROUP BY s_kind, s_ns, s_wl, s_key, d_kind, d_ns, d_wl, d_key, service, dst_port, protocol
-"""
-"""Edge aggregation over a ``matched`` relation of merged rows (append after the CTEs)."""
-
-
-def edge_from_row(r: Mapping[str, Any]) -> Edge:
-    """An Edge from one row of :data:`EDGES_SQL`."""
-    ends = []
-    for s in ("s", "d"):
-        kind = r[f"{s}_kind"]
-        if kind in ("external", "unknown"):
-            ends.append(MapNode(kind, None, None, r[f"{s}_xname"], r[f"{s}_key"]))
-        else:
-            ends.append(MapNode(kind, r[f"{s}_ns"], r[f"{s}_wl"], r[f"{s}_key"], None))
-    return Edge(ends[0], ends[1], r["service"], r["port"], r["protocol"],
-                int(r["connections"]), int(r["bytes"] or 0), int(r["packets"] or 0),
-                tuple(r["snat"] or ()), tuple(sorted(dict(r["verdicts"] or {}).items())),
-                float(r["first_seen"]), float(r["last_seen"]))
-
-
-def edge_to_dict(edge: Edge) -> dict[str, Any]:
-    """``edge.to_dict()``: the JSON object ``podflow map -o json`` prints for one edge."""
-    return edge.to_dict()

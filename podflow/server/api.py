@@ -3,11 +3,12 @@
 Every endpoint that reads flows takes the flow filter as query parameters named after the
 fields of :class:`~podflow.query.filter.FilterSpec` (repeat one to OR its values; different
 ones AND), parsed by :func:`podflow.query.params.spec_from_multi` exactly as the CLI parses
-its flags; a field added to FilterSpec is accepted here without a change. Bad values answer
+its flags, and listed in the OpenAPI document with the help each field declares; a field
+added to FilterSpec is accepted and documented here without a change. Bad values answer
 400 ``{"error": "..."}``, including values the store's engine refuses (a regular expression
 RE2 does not take, a non-finite time): each filter is bound against DuckDB before any store
-is read (:mod:`podflow.query.enginecheck`). A store locked for too long answers 503; a store
-that does not exist yet reads as empty; a damaged or unreadable one answers 503
+is read (:func:`podflow.store.sql.engine_error`). A store locked for too long answers 503;
+a store that does not exist yet reads as empty; a damaged or unreadable one answers 503
 ``{"error": "...", "kind": "corrupt"}`` (the kinds of ``/api/health``).
 
 Example::
@@ -33,7 +34,6 @@ from sse_starlette import EventSourceResponse
 
 from podflow import __version__
 from podflow.model.serialize import flow_to_dict
-from podflow.query.enginecheck import engine_error
 from podflow.query.filter import FilterSpec
 from podflow.query.params import filter_fields, spec_from_multi
 from podflow.server.config import ServerConfig
@@ -42,8 +42,9 @@ from podflow.server.inventory import agents_summary, cluster_inventory, node_add
 from podflow.server.l7 import l7_facts
 from podflow.server.storehealth import StoreHealth
 from podflow.server.stream import FlowFollower, sse_events
-from podflow.store.base import StoreMissing
-from podflow.store.duckdb import DuckDBStore
+from podflow.store import open_store
+from podflow.store.base import FlowStore, StoreMissing
+from podflow.store.sql import engine_error
 
 MAX_LIMIT = 10_000
 """Largest page of ``/api/flows``."""
@@ -143,7 +144,7 @@ def _bool(request: Request, name: str) -> bool:
     raise BadRequest(f"{name}: expected true or false, got {raw!r}")
 
 
-def _read(cfg: ServerConfig, fn: Callable[[DuckDBStore], Any], empty: Any,
+def _read(cfg: ServerConfig, fn: Callable[[FlowStore], Any], empty: Any,
           spec: FilterSpec | None = None) -> Any:
     """``fn`` over the store; ``empty`` when there is none yet.
 
@@ -151,7 +152,7 @@ def _read(cfg: ServerConfig, fn: Callable[[DuckDBStore], Any], empty: Any,
     answers 400, not 500 (the up-front check in :func:`_spec` should have caught it).
     """
     try:
-        return fn(DuckDBStore(cfg.store_path, read_only=True, lock_timeout=cfg.lock_timeout))
+        return fn(open_store(cfg.store_path, read_only=True, lock_timeout=cfg.lock_timeout))
     except StoreMissing:
         return empty
     except ENGINE_REFUSALS as exc:
@@ -183,7 +184,7 @@ def flows(request: Request) -> dict[str, Any]:
         cut = math.nextafter(before, -math.inf)
         spec = replace(spec, until=cut if spec.until is None else min(spec.until, cut))
 
-    def query(store: DuckDBStore) -> dict[str, Any]:
+    def query(store: FlowStore) -> dict[str, Any]:
         top = store.last_rowid()
         if after is not None:
             got = store.flows(spec, after_rowid=after, limit=limit)
@@ -207,7 +208,8 @@ def flows_stream(request: Request) -> EventSourceResponse:
     """New and updated flows matching the filter as ``event: flow`` (a flow object each).
 
     ``last=N`` first sends the newest N matching flows. ``event: status`` reports
-    ``{"store": "ok" | "busy" | "missing"}`` when it changes; the store is polled every 0.5 s.
+    ``{"store": "ok" | "busy" | "missing" | <damage kind>}`` when it changes (``corrupt``,
+    ``truncated``, ... as ``/api/health`` names them); the store is polled every 0.5 s.
     """
     spec = _spec(request, ("last",))
     last = _int(request, "last", 0, 0, MAX_LIMIT) or 0
@@ -233,7 +235,7 @@ def service_map(request: Request) -> dict[str, Any]:
     with cfg.inventory_lock:
         inv = cluster_inventory(cfg.cluster_state)
 
-    def query(store: DuckDBStore) -> dict[str, Any]:
+    def query(store: FlowStore) -> dict[str, Any]:
         edges = store.map_edges(spec)
         facts = l7_facts(store, spec, raw_id)
         return build_graph(edges, facts, node_ips=node_addresses(inv), world=world,

@@ -3,7 +3,7 @@
 Nodes, pods and services come from the cluster-state directory (Kubernetes JSON, the same
 files the agents read, parsed by :mod:`podflow.inventory.k8s`); a lab adds its external
 hosts. The CNI profile and the running sources come from the agents' latest health reports
-in the store (:meth:`DuckDBStore.statuses`).
+in the store (:meth:`~podflow.store.base.FlowStore.statuses`).
 
 Example::
 

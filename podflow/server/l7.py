@@ -1,8 +1,8 @@
 """L7 facts for the service map: HTTP/DNS summaries per edge and DNS names of external IPs.
 
-The edges themselves come from :meth:`DuckDBStore.map_edges`; this module adds what the
+The edges themselves come from :meth:`FlowStore.map_edges`; this module adds what the
 packet source's L7 records say about them. It reads only the merged connections that have
-an L7 row (:meth:`DuckDBStore.l7_connections`, which also says whether each matches the
+an L7 row (:meth:`FlowStore.l7_connections`, which also says whether each matches the
 whole filter) and aggregates in Python:
 
 - per edge key ``(source id, destination id, service, port, protocol)`` (the ids of
@@ -29,7 +29,7 @@ from typing import Any
 from podflow.model.flow import L7
 from podflow.query.filter import FilterSpec
 from podflow.query.servicemap import map_node
-from podflow.store.duckdb import DuckDBStore
+from podflow.store.base import FlowStore
 
 EdgeKey = tuple[str, str, str | None, int | None, str]
 """(source node id, destination node id, service ``ns/name``, port, protocol)."""
@@ -93,7 +93,7 @@ class L7Facts:
     """External IP -> names DNS answered with it (most frequent first)."""
 
 
-def l7_facts(store: DuckDBStore, spec: FilterSpec, node_id: Any) -> L7Facts:
+def l7_facts(store: FlowStore, spec: FilterSpec, node_id: Any) -> L7Facts:
     """L7 summaries per edge for flows matching ``spec``, and DNS names of IPs in its window.
 
     ``node_id`` maps a :class:`~podflow.query.servicemap.MapNode` to the graph's node id.

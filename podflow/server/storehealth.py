@@ -3,7 +3,7 @@
 The server never keeps the store open, so a damaged file does not stop it from starting:
 every request opens the store, and a damaged one answers 503 with the error's ``kind``.
 :class:`StoreHealth` answers the health endpoint from a cheap probe
-(:meth:`~podflow.store.duckdb.DuckDBStore.check`) and from the last damage a request met
+(:meth:`~podflow.store.base.FlowStore.check`) and from the last damage a request met
 (the probe reads only part of the file), which it keeps only while the file is the same
 file, unchanged: once it is restored, moved aside or rewritten, health is probed afresh, so
 the server recovers by itself.
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podflow.store import open_store
 from podflow.store.base import StoreError
-from podflow.store.duckdb import DuckDBStore
 
 Stamp = tuple[tuple[int, int, int], ...]
 
@@ -69,7 +69,7 @@ class StoreHealth:
     def report(self, lock_timeout: float = 1.0) -> tuple[dict[str, Any], bool]:
         """The health body's ``store`` object and whether the store is usable."""
         body: dict[str, Any] = {"path": str(self.path), "exists": self.path.exists()}
-        body.update(DuckDBStore(self.path, read_only=True, lock_timeout=lock_timeout).check())
+        body.update(open_store(self.path, read_only=True, lock_timeout=lock_timeout).check())
         with self._lock:
             fault = self._fault
             if fault is not None and fault.stamp != stamp(self.path):

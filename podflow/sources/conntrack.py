@@ -1,7 +1,9 @@
 """The conntrack source: ctnetlink events plus periodic table dumps, in any network namespace.
 
-I/O only; decoding is :mod:`podflow.sources.ctnetlink` (pure) and deciding when a connection
-is over is :mod:`podflow.pipeline.cttrack` (pure). ``run`` blocks (the runner gives it a
+I/O only; decoding is :mod:`podflow.sources.ctnetlink` (pure), deciding when a connection
+is over is :mod:`podflow.pipeline.cttrack` (pure) and an entry becomes a Flow in
+:mod:`podflow.pipeline.ctdecode` (pure); :class:`ConntrackPlugin` is the registry plugin
+that glues the three. ``run`` blocks (the runner gives it a
 thread) and hands batches to a sink as ``sink(entries, "event")`` or ``sink(entries, "dump")``;
 a ``"dump"`` batch is always one complete table dump.
 
@@ -28,11 +30,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from podflow.model.conntrack import CtEntry
+from podflow.model.flow import Flow
 from podflow.model.losses import Losses
-from podflow.sources import ctnetlink
+from podflow.pipeline.context import DecodeContext, Report
+from podflow.pipeline.ctdecode import conntrack_to_flow
+from podflow.pipeline.cttrack import ConnectionTracker
+from podflow.sources import ctnetlink, registry
 from podflow.sources.netns import open_socket, write_sysctl_in_netns
 
 log = logging.getLogger(__name__)
@@ -205,3 +212,56 @@ class ConntrackSource:
                     need_dump = self._drain(sock, sink)
         finally:
             sock.close()
+
+
+class ConntrackPlugin:
+    """The registry plugin: netlink I/O + tracker + decode (see the module docstring)."""
+
+    name = "conntrack"
+    nat_aware = True
+
+    def __init__(self, opts: registry.SourceOptions) -> None:
+        """Prepare the netlink source for ``opts.netns`` (nothing opened yet)."""
+        self.source = ConntrackSource(opts.netns, resync_interval=opts.resync_interval)
+        self.tracker = ConnectionTracker()
+
+    @property
+    def ready(self) -> bool:
+        """True after the first table dump."""
+        return bool(getattr(self.source, "ready", True))
+
+    def run(self, sink: registry.Sink, stop: threading.Event) -> None:
+        """Netlink events and dumps until ``stop``."""
+        self.source.run(sink, stop)
+
+    def process(self, records: list[Any], kind: str, now: float) -> list[Report]:
+        """Feed the tracker; a dump batch is a complete table (missed DESTROYs show)."""
+        done = self.tracker.feed(records, kind)
+        if kind == "dump":
+            done += self.tracker.end_of_dump(now)
+        return [Report(c.entry, c.final) for c in done]
+
+    def flush(self, now: float) -> list[Report]:
+        """Every open connection, non-final."""
+        return [Report(c.entry, c.final) for c in self.tracker.flush(now)]
+
+    def decode(self, record: Any, ctx: DecodeContext, final: bool) -> Flow | None:
+        """One conntrack entry as a Flow."""
+        assert isinstance(record, CtEntry)
+        return conntrack_to_flow(record, ctx, final=final)
+
+    def stats(self) -> dict[str, Any]:
+        """Netlink and tracker counters, and malformed messages as ``lost_<reason>``."""
+        src = self.source.stats
+        out: dict[str, Any] = dict(asdict(src)) if hasattr(src, "__dataclass_fields__") \
+            else dict(vars(src))
+        out.update({f"tracker_{k}": v for k, v in asdict(self.tracker.stats).items()})
+        losses = getattr(self.source, "losses", None)
+        if isinstance(losses, Losses):
+            out.update(losses.as_stats())
+        return out
+
+
+def create(opts: registry.SourceOptions) -> ConntrackPlugin:
+    """Registry factory."""
+    return ConntrackPlugin(opts)

@@ -119,14 +119,3 @@ def write_sysctl_in_netns(netns: str | None, key: str, value: str) -> None:
         work()
     else:
         run_in_netns(netns, work)
-
-
-def read_sysctl_in_netns(netns: str | None, key: str) -> str:
-    """The current value of the sysctl ``key`` as seen from ``netns``, stripped."""
-    target = _sysctl_path(key)
-
-    def work() -> tuple[bytes, list[int]]:
-        return target.read_bytes(), []
-
-    data = work()[0] if netns is None else run_in_netns(netns, work)[0]
-    return data.decode().strip()

@@ -14,8 +14,10 @@ for packet copies (headers and the first 256 bytes are enough).
 
 Messages are built and parsed here by hand (``struct``): the protocol is a handful of
 fixed layouts (``linux/netfilter/nfnetlink_log.h``), and the only library for it, pyroute2,
-has no NFLOG support. :func:`parse_messages` is pure and tested on recorded messages; it
-checks every length before it reads and counts what it skips (see its doc).
+has no NFLOG support. The netlink framing is :mod:`podflow.sources.netlink`'s (attribute
+types masked with ``0x3FFF``, the last of a repeated type wins). :func:`parse_messages` is
+pure and tested on recorded messages; it checks every length before it reads and counts what
+it skips (see its doc).
 
 Example::
 
@@ -31,10 +33,21 @@ import struct
 import time
 from dataclasses import dataclass
 
-from podflow.model.losses import Losses
+from podflow.model.losses import DecodeError, Losses
+from podflow.sources import netlink
+from podflow.sources.netlink import (
+    NETLINK_NETFILTER,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    attribute_table,
+    messages,
+    nla,
+    nlmsg,
+    nlmsg_error,
+)
 from podflow.sources.netns import open_socket
 
-NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET, NFULNL_MSG_CONFIG = 0, 1
 CMD_BIND, CMD_UNBIND, CMD_PF_BIND, CMD_PF_UNBIND = 1, 2, 3, 4
@@ -42,12 +55,8 @@ NFULA_CFG_CMD, NFULA_CFG_MODE = 1, 2
 NFULA_TIMESTAMP, NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV = 3, 4, 5
 NFULA_PAYLOAD, NFULA_PREFIX = 9, 10
 COPY_PACKET = 2
-NLM_F_REQUEST, NLM_F_ACK = 1, 4
-NLMSG_ERROR = 2
 
-_NLH = struct.Struct("=IHHII")
-_NFG = struct.Struct("!BBH")
-_ATTR = struct.Struct("=HH")
+_NFG = netlink.NFGENMSG  # assigned: Name.method() on an imported name skips LOAD_METHOD
 _TS = struct.Struct("!QQ")  # struct nfulnl_msg_packet_timestamp: sec, usec
 _BE32 = struct.Struct("!I")
 _MAX_SEC = 1 << 34  # about the year 2514: later timestamps are not real
@@ -72,14 +81,8 @@ class NflogPacket:
     """ifindex it was going out on."""
 
 
-def _attr(kind: int, value: bytes) -> bytes:
-    raw = _ATTR.pack(_ATTR.size + len(value), kind) + value
-    return raw + bytes(-len(raw) % 4)
-
-
 def _msg(mtype: int, flags: int, family: int, res_id: int, attrs: bytes, seq: int) -> bytes:
-    body = _NFG.pack(family, 0, res_id) + attrs
-    return _NLH.pack(_NLH.size + len(body), mtype, flags, seq, 0) + body
+    return nlmsg(mtype, flags, seq, _NFG.pack(family, 0, res_id) + attrs)
 
 
 def config_messages(group: int, copy_range: int = 256) -> list[bytes]:
@@ -87,10 +90,10 @@ def config_messages(group: int, copy_range: int = 256) -> list[bytes]:
     t = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
     f = NLM_F_REQUEST | NLM_F_ACK
     return [
-        _msg(t, f, socket.AF_INET, 0, _attr(NFULA_CFG_CMD, bytes([CMD_PF_BIND])), 1),
-        _msg(t, f, socket.AF_UNSPEC, group, _attr(NFULA_CFG_CMD, bytes([CMD_BIND])), 2),
+        _msg(t, f, socket.AF_INET, 0, nla(NFULA_CFG_CMD, bytes([CMD_PF_BIND])), 1),
+        _msg(t, f, socket.AF_UNSPEC, group, nla(NFULA_CFG_CMD, bytes([CMD_BIND])), 2),
         _msg(t, f, socket.AF_UNSPEC, group,
-             _attr(NFULA_CFG_MODE, struct.pack("!IBx", copy_range, COPY_PACKET)), 3),
+             nla(NFULA_CFG_MODE, struct.pack("!IBx", copy_range, COPY_PACKET)), 3),
     ]
 
 
@@ -100,23 +103,10 @@ def build_packet(group: int, payload: bytes, prefix: str = "", ts: float | None 
     attrs = b""
     if ts is not None:
         sec = int(ts)
-        attrs += _attr(NFULA_TIMESTAMP, struct.pack("!QQ", sec, round((ts - sec) * 1e6)))
-    attrs += _attr(NFULA_PREFIX, prefix.encode() + b"\0") + _attr(NFULA_PAYLOAD, payload)
+        attrs += nla(NFULA_TIMESTAMP, struct.pack("!QQ", sec, round((ts - sec) * 1e6)))
+    attrs += nla(NFULA_PREFIX, prefix.encode() + b"\0") + nla(NFULA_PAYLOAD, payload)
     return _msg((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET, 0, socket.AF_INET, group, attrs,
                 seq)
-
-
-def _attrs(data: bytes, off: int, end: int) -> dict[int, bytes] | None:
-    """Attributes in ``data[off:end]`` by type (masked with ``0x7FFF``; a repeated type
-    overrides the earlier one). None when a length is below 4 or runs past ``end``."""
-    out: dict[int, bytes] = {}
-    while off + _ATTR.size <= end:
-        alen, kind = _ATTR.unpack_from(data, off)
-        if alen < _ATTR.size or off + alen > end:
-            return None
-        out[kind & 0x7FFF] = data[off + _ATTR.size:off + alen]
-        off += (alen + 3) & ~3
-    return out
 
 
 def _timestamp(raw: bytes | None, now: float, losses: Losses) -> float:
@@ -143,16 +133,18 @@ def _ifindex(raw: bytes | None, losses: Losses) -> int | None:
     return int(_BE32.unpack_from(raw)[0])
 
 
-def _packet(data: bytes, off: int, length: int, now: float | None, losses: Losses
+def _packet(data: bytes, start: int, end: int, now: float | None, losses: Losses
             ) -> NflogPacket | None:
-    """The packet in the NFULNL_MSG_PACKET at ``data[off:off+length]`` (None: skipped)."""
-    if length < _NLH.size + _NFG.size:
+    """The packet in the NFULNL_MSG_PACKET whose body is ``data[start:end]`` (None: skipped,
+    counted)."""
+    if end - start < _NFG.size:
         losses.count("short_nfgenmsg")
         return None
-    _fam, _ver, group = _NFG.unpack_from(data, off + _NLH.size)
-    a = _attrs(data, off + _NLH.size + _NFG.size, off + length)
-    if a is None:
-        losses.count("bad_attribute_length")
+    _fam, _ver, group = _NFG.unpack_from(data, start)
+    try:
+        a = attribute_table(data, start + _NFG.size, end)
+    except DecodeError as exc:
+        losses.count(exc.reason)
         return None
     ts = _timestamp(a.get(NFULA_TIMESTAMP), now if now is not None else time.time(), losses)
     prefix = a.get(NFULA_PREFIX, b"").split(b"\0")[0].decode(errors="replace")
@@ -172,30 +164,20 @@ def parse_messages(data: bytes, now: float | None = None, losses: Losses | None 
     """
     lost = losses if losses is not None else Losses()
     out: list[NflogPacket] = []
-    off = 0
-    while off + _NLH.size <= len(data):
-        length, mtype, _flags, _seq, _pid = _NLH.unpack_from(data, off)
-        if length < _NLH.size or off + length > len(data):
-            lost.count("bad_nlmsg_len")
-            return out
-        if mtype == _PACKET_TYPE and (p := _packet(data, off, length, now, lost)) is not None:
+    for mtype, _flags, start, end in messages(data, lost):
+        if mtype == _PACKET_TYPE and (p := _packet(data, start, end, now, lost)) is not None:
             out.append(p)
-        off += (length + 3) & ~3
-    if off < len(data):
-        lost.count("truncated_nlmsg_header")
     return out
 
 
 def _check_ack(data: bytes) -> None:
-    """Raise ``OSError`` if the reply to a configuration message refuses it."""
-    off = 0
-    while off + _NLH.size <= len(data):
-        length, mtype, *_ = _NLH.unpack_from(data, off)
-        if mtype == NLMSG_ERROR and off + _NLH.size + 4 <= len(data):
-            err = struct.unpack_from("=i", data, off + _NLH.size)[0]
-            if err < 0:
-                raise OSError(-err, f"nfnetlink_log config refused: errno {-err}")
-        off += max((length + 3) & ~3, _NLH.size)
+    """Raise ``OSError`` if the reply to a configuration message refuses it (a reply that
+    is not well framed refuses nothing)."""
+    for mtype, _flags, start, end in messages(data, Losses()):
+        if mtype == NLMSG_ERROR:
+            err = nlmsg_error(data, start, end)
+            if err is not None and err > 0:
+                raise OSError(err, f"nfnetlink_log config refused: errno {err}")
 
 
 def open_nflog(netns: str | None, group: int, rcvbuf: int = 4 << 20) -> socket.socket:

@@ -11,7 +11,8 @@ candidate with a descriptor of N says which id N has there. On a real node every
 passes; in a lab where several emulated nodes share one kernel, only that node's pods do.
 
 Parsing and the decision are pure (:func:`parse_links`, :func:`parse_nsid`, :func:`belongs`)
-and never raise: every length is checked before it is read, and what is skipped is counted;
+and never raise: every length is checked before it is read (the framing is
+:mod:`podflow.sources.netlink`'s), and what is skipped is counted;
 :func:`candidates` reads /proc and /var/run/netns; :func:`probe` talks to a route socket that
 :mod:`podflow.sources.netns` opened inside the candidate (the agent never moves).
 
@@ -33,19 +34,17 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podflow.model.losses import Losses
+from podflow.model.losses import DecodeError, Losses
+from podflow.sources import netlink
 
 NETNS_DIR = Path("/var/run/netns")
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWNSID, RTM_GETNSID = 16, 18, 88, 90
 IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND, IFLA_LINK_NETNSID = 3, 18, 1, 37
 NETNSA_NSID, NETNSA_FD = 1, 3
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 PEER_KINDS = ("veth", "macvlan", "ipvlan", "macvtap", "ipvtap")
 """Link kinds whose other end (peer or parent) may live in another namespace."""
 
-_NLHDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
-_ATTR = struct.Struct("=HH")
 _S32 = struct.Struct("=i")
 
 
@@ -78,33 +77,23 @@ class Candidate:
 
 
 def _attrs(data: bytes, off: int, end: int, losses: Losses) -> dict[int, bytes]:
-    """Attributes in ``data[off:end]`` by type (masked with ``0x3FFF``; the first of a
-    repeated type wins). A bad length ends the walk, counted; what came before is kept."""
+    """Attributes in ``data[off:end]`` by type, walked as :mod:`.netlink` does, except that
+    the first of a repeated type wins here (as this module always did; the kernel sends each
+    once). A bad length ends the walk, counted; what came before is kept."""
     out: dict[int, bytes] = {}
-    while off + _ATTR.size <= end:
-        alen, atype = _ATTR.unpack_from(data, off)
-        if alen < _ATTR.size or off + alen > end:
-            losses.count("bad_attribute_length")
-            break
-        out.setdefault(atype & 0x3FFF, data[off + _ATTR.size:off + alen])
-        off += (alen + 3) & ~3
+    try:
+        for atype, start, end_ in netlink.attributes(data, off, end):
+            out.setdefault(atype, data[start:end_])
+    except DecodeError as exc:
+        losses.count(exc.reason)
     return out
 
 
 def _messages(data: bytes, losses: Losses) -> list[tuple[int, bytes]]:
-    """(type, body) of every netlink message in ``data``; bad framing ends it, counted."""
-    out: list[tuple[int, bytes]] = []
-    off = 0
-    while off + _NLHDR.size <= len(data):
-        length, mtype, _f, _s, _p = _NLHDR.unpack_from(data, off)
-        if length < _NLHDR.size or off + length > len(data):
-            losses.count("bad_nlmsg_len")
-            return out
-        out.append((mtype, data[off + _NLHDR.size:off + length]))
-        off += (length + 3) & ~3
-    if off < len(data):
-        losses.count("truncated_nlmsg_header")
-    return out
+    """(type, body) of every netlink message in ``data``; bad framing ends it, counted.
+    The whole buffer is walked first, so its framing is counted even when the caller stops
+    at ``NLMSG_DONE``."""
+    return [(mtype, data[start:end]) for mtype, _f, start, end in netlink.messages(data, losses)]
 
 
 def _s32(raw: bytes | None, losses: Losses) -> int | None:
@@ -125,14 +114,13 @@ def _text(raw: bytes) -> str:
 def build_getlink(seq: int = 1) -> bytes:
     """An RTM_GETLINK dump request (every device of the namespace)."""
     body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return _NLHDR.pack(_NLHDR.size + len(body), RTM_GETLINK, 0x301, seq, 0) + body
+    return netlink.nlmsg(RTM_GETLINK, netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP, seq, body)
 
 
 def build_getnsid(fd: int, seq: int = 1) -> bytes:
     """An RTM_GETNSID request: which id has the namespace open as ``fd`` here?"""
-    body = struct.pack("=B3x", socket.AF_UNSPEC) + _ATTR.pack(8, NETNSA_FD) + \
-        struct.pack("=I", fd)
-    return _NLHDR.pack(_NLHDR.size + len(body), RTM_GETNSID, 0x1, seq, 0) + body
+    body = struct.pack("=B3x", socket.AF_UNSPEC) + netlink.nla(NETNSA_FD, struct.pack("=I", fd))
+    return netlink.nlmsg(RTM_GETNSID, netlink.NLM_F_REQUEST, seq, body)
 
 
 def _link(body: bytes, losses: Losses) -> Link:
@@ -155,7 +143,7 @@ def parse_links(data: bytes, losses: Losses | None = None) -> tuple[list[Link], 
     lost = losses if losses is not None else Losses()
     links: list[Link] = []
     for mtype, body in _messages(data, lost):
-        if mtype in (NLMSG_DONE, NLMSG_ERROR):
+        if mtype in (netlink.NLMSG_DONE, netlink.NLMSG_ERROR):
             return links, True
         if mtype != RTM_NEWLINK:
             continue

@@ -54,26 +54,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podflow.model.flow import (
-    Address,
-    Counters,
-    Flow,
-    FlowState,
-    ObservationPoint,
-    Protocol,
-    TcpInfo,
-    Traffic,
-)
+from podflow.model.flow import Flow
 from podflow.model.losses import Losses
 from podflow.pcap import PcapWriter, open_writer
-from podflow.pipeline.decode import PROTOCOLS, DecodeContext, flow_id_for
-from podflow.pipeline.enrich import endpoint
+from podflow.pipeline.context import DecodeContext, Report
+from podflow.pipeline.pktdecode import packet_flow_to_flow
 from podflow.pipeline.pktparse import parse, parse_ip
 from podflow.pipeline.pkttrack import PacketFlow, PacketTracker, TrackerConfig
 from podflow.sources import bpf, nflog
 from podflow.sources.netns import open_socket
 from podflow.sources.podns import PodNamespaceFinder
-from podflow.sources.registry import Report, Sink, SourceOptions
+from podflow.sources.registry import Sink, SourceOptions
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +241,8 @@ class PacketsPlugin:
         if not self.sidecar and self.interfaces == "auto":
             self._skip_ifaces = bridge_names(self.opts.netns)
         sel = selectors.DefaultSelector()
+        if self.pcap_path is not None and self._pcap is None:
+            self._pcap = open_writer(self.pcap_path, self.snaplen)
         try:
             self._open_new(sel, program)
             if self.nflog_group is not None:
@@ -264,6 +257,9 @@ class PacketsPlugin:
             for s in self._socks.values():
                 s.close()
             sel.close()
+            if self._pcap is not None:
+                self._pcap.out.close()
+                self._pcap = None
 
     def _loop(self, sel: selectors.BaseSelector, sink: Sink, stop: threading.Event,
               program: bpf.Program) -> None:
@@ -291,8 +287,7 @@ class PacketsPlugin:
                         self._socks.pop(key.data[2], None)
             now = time.time()
             if batch and (len(batch) >= _BATCH or now - last_send >= _BATCH_SECONDS):
-                self._counts["captured"] += len(batch)
-                sink(batch, "pkt")
+                self._send(sink, batch)
                 batch, last_send = [], now
             if drops:
                 self._counts["nflog"] += len(drops)
@@ -310,8 +305,15 @@ class PacketsPlugin:
                     self._bridges_at = now
                 next_scan = now + self.rescan_interval
         if batch:
-            self._counts["captured"] += len(batch)
-            sink(batch, "pkt")
+            self._send(sink, batch)
+
+    def _send(self, sink: Sink, batch: list[Raw]) -> None:
+        """Hand a batch of captured packets on (and write them to the pcap file, if any)."""
+        self._counts["captured"] += len(batch)
+        if self._pcap is not None:
+            for ts, _where, data in batch:
+                self._pcap.write(ts, data)
+        sink(batch, "pkt")
 
     def _collect_kernel_stats(self) -> None:
         for where, s in list(self._socks.items()):
@@ -334,12 +336,8 @@ class PacketsPlugin:
         """
         t, losses = self.tracker, self.losses
         if kind == "pkt":
-            if self.pcap_path is not None and self._pcap is None:
-                self._pcap = open_writer(self.pcap_path, self.snaplen)
             for ts, _where, data in records:
                 t.feed(parse(data, ts, losses))
-                if self._pcap is not None:
-                    self._pcap.write(ts, data)
         elif kind == "nflog":
             for ts, prefix, payload in records:
                 p = parse_ip(payload, ts, losses)
@@ -349,11 +347,8 @@ class PacketsPlugin:
         return [Report(f, final) for f, final in t.take_reports()]
 
     def flush(self, now: float) -> list[Report]:
-        """Every open connection, non-final (and close the pcap, if any)."""
+        """Every open connection, non-final."""
         self.tracker.expire(now)
-        if self._pcap is not None:
-            self._pcap.out.close()
-            self._pcap = None
         return [Report(f, final) for f, final in self.tracker.flush()]
 
     def decode(self, record: Any, ctx: DecodeContext, final: bool) -> Flow | None:
@@ -382,40 +377,6 @@ def _recv_all(sock: socket.socket) -> bytes:
         except OSError as exc:  # ENOBUFS: the kernel dropped log messages
             log.warning("nflog: %s", exc)
             return b"".join(chunks)
-
-
-def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow | None:
-    """A tracked connection as a Flow: ends named at its start, keys of the tuple seen.
-
-    ``flow_id`` and ``client_key`` are both :func:`flow_id_for` of the tuple as seen, so a
-    conntrack record of the same connection (whose reply tuple or original tuple it is)
-    merges with it in the store. Loopback-only connections are skipped.
-    """
-    if r.client.startswith("127.") and r.server.startswith("127."):
-        return None
-    inv, prof, at = ctx.inventory, ctx.profile, r.start
-    fid = flow_id_for(r.proto, r.server, r.server_port, r.client, r.client_port)
-    proto = PROTOCOLS.get(r.proto, Protocol.OTHER)
-    p = proto.value.lower()
-    return Flow(
-        time=r.start, end_time=r.end,
-        source=endpoint(Address(r.client, r.client_port), inv, prof, at),
-        destination=endpoint(Address(r.server, r.server_port), inv, prof, at),
-        protocol=proto, state=FlowState.ENDED if final else FlowState.ACTIVE,
-        traffic=Traffic(Counters(*r.to_server), Counters(*r.to_client)),
-        tcp=TcpInfo(state=r.state, flags=r.flags) if proto is Protocol.TCP else None,
-        verdict=r.verdict, drop_reason_desc=r.reason,
-        observations=(ObservationPoint(
-            ctx.node_name, "packets",
-            f"{p} {r.client}:{r.client_port} -> {r.server}:{r.server_port}",
-            instance=f"{r.start:.6f}"),),
-        cni_profile=prof.name, flow_id=fid, client_key=fid, l7=r.l7)
-
-
-def discover_pod_namespaces(node_netns: str | None,
-                            name_prefix: str | None = None) -> list[str]:
-    """Paths of the pod namespaces of this node (one-shot; see :mod:`podns`)."""
-    return PodNamespaceFinder(node_netns, name_prefix).find()
 
 
 def bridge_names(netns: str | None) -> frozenset[str]:

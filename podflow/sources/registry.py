@@ -5,12 +5,13 @@ A source is a plugin in three parts, so the I/O stays at the edge and the rest i
 * ``run(sink, stop)``: the I/O loop, in its own thread; hands raw records to ``sink`` in
   batches (``sink(records, kind) -> bool``; False means the batch was dropped and counted);
 * ``process(records, kind, now)`` and ``flush(now)``: stateful but pure, on the agent's loop;
-  turn raw records into :class:`Report` s (a connection finished, or a snapshot of one that is
-  still open);
+  turn raw records into :class:`~podflow.pipeline.context.Report` s (a connection
+  finished, or a snapshot of one that is still open);
 * ``decode(record, ctx, final)``: pure; one reported record to a Flow (or None to skip), with
   NAT undone and both ends named from the inventory at the connection's start.
 
-Modules are imported only when a source is chosen (no import side effects).
+``SOURCES`` is a :class:`~podflow.registry.Registry` (the one registry style of podflow):
+modules are imported only when a source is chosen (no import side effects).
 
 Example::
 
@@ -22,25 +23,19 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from podflow.registry import Plugin, Registry
 
 if TYPE_CHECKING:
     from podflow.model.flow import Flow
-    from podflow.pipeline.decode import DecodeContext
+    from podflow.pipeline.context import DecodeContext, Report
 
 Sink = Callable[[list[Any], str], bool]
 """Where a source's I/O loop hands a batch of raw records, with the batch's kind."""
-
-
-class Report(NamedTuple):
-    """A record ready to become a Flow: ``final`` when the connection is over."""
-
-    record: Any
-    final: bool
 
 
 @dataclass(frozen=True)
@@ -93,46 +88,38 @@ class SourcePlugin(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class SourceInfo:
-    """A registry entry: name, help text, and where the factory lives."""
-
-    name: str
-    """The name used with ``podflow agent --sources``."""
-    help: str
-    """What it sees and what it misses (shown by ``--explain`` and ``--help``)."""
-    factory: str
-    """``module:function`` returning a :class:`SourcePlugin` from :class:`SourceOptions`."""
+@dataclass(frozen=True, slots=True)
+class SourceInfo(Plugin):
+    """A registry entry; its target is a ``create(SourceOptions) -> SourcePlugin`` factory."""
 
     def create(self, opts: SourceOptions) -> SourcePlugin:
         """Import the module and build the plugin."""
-        module, func = self.factory.split(":")
-        made: SourcePlugin = getattr(importlib.import_module(module), func)(opts)
+        made: SourcePlugin = self.load()(opts)
         return made
 
 
-SOURCES: dict[str, SourceInfo] = {
-    "conntrack": SourceInfo(
+SOURCES: Registry[SourceInfo] = Registry("source", [
+    SourceInfo(
         "conntrack",
         "Kernel connection tracking over netlink: events plus periodic dumps in the node's "
         "namespace. Sees both tuples of every NATed connection (service DNAT, masquerade), "
         "counters and timestamps, short-lived connections. Misses eBPF datapaths, macvlan "
         "and anything that bypasses netfilter.",
-        "podflow.sources.conntrack_plugin:create"),
-    "sockets": SourceInfo(
+        "podflow.sources.conntrack:create"),
+    SourceInfo(
         "sockets",
         "TCP/UDP sockets in every pod namespace and the host over NETLINK_SOCK_DIAG: the "
         "connection as each application sees it, RTT, retransmits, owning process. Works "
         "with any CNI; misses connections shorter than the poll interval.",
         "podflow.sources.sockets:create"),
-    "packets": SourceInfo(
+    SourceInfo(
         "packets",
         "AF_PACKET capture with a kernel BPF filter on host interfaces (or inside pod "
         "namespaces): DNS and HTTP at L7, TCP flags, refused/unreachable/timed-out "
         "connections, VXLAN inner headers. HTTP paths are stored without their query "
         "string (which often holds tokens) unless --source-option http_query=true.",
         "podflow.sources.packets:create"),
-}
+])
 """Every source, by name (plugins are registered here explicitly)."""
 
 

@@ -25,102 +25,49 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from socket import inet_ntop
 
-from podflow.model.losses import Losses
+from podflow.model.losses import DecodeError, Losses
+from podflow.model.sockets import CLOSE as CLOSE
+from podflow.model.sockets import ESTABLISHED as ESTABLISHED
+from podflow.model.sockets import LISTEN as LISTEN
+from podflow.model.sockets import TCP_STATES as TCP_STATES
+from podflow.model.sockets import TIME_WAIT as TIME_WAIT
+from podflow.model.sockets import DiagSocket, TcpStats
+from podflow.sources.netlink import NETLINK_SOCK_DIAG as NETLINK_SOCK_DIAG
+from podflow.sources.netlink import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    attributes,
+    messages,
+    nlmsg,
+    nlmsg_error,
+)
 
-NETLINK_SOCK_DIAG = 4
-"""Netlink protocol number of socket diagnostics."""
 SOCK_DIAG_BY_FAMILY = 20
 """Request type of an inet_diag_req_v2 dump."""
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 INET_DIAG_INFO = 2
 """Attribute carrying ``struct tcp_info``."""
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 
-TCP_STATES = ("", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
-              "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING",
-              "NEW_SYN_RECV")
-"""Kernel TCP state numbers (``include/net/tcp_states.h``) -> names; UDP uses 1 and 7."""
-ESTABLISHED, TIME_WAIT, CLOSE, LISTEN = 1, 6, 7, 10
 ALL_STATES = 0xFFFFFFFF
 DEFAULT_STATES = ALL_STATES & ~((1 << TIME_WAIT) | (1 << 3) | (1 << 12))
 """Everything but TIME_WAIT and half-open (SYN_RECV) request sockets: a connection in
 TIME_WAIT has ended, and its minisocket carries no tcp_info."""
 
-_NLHDR = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBBBI")  # + inet_diag_sockid
 _SOCKID = struct.Struct(">HH16s16s")  # ports and addresses are big-endian
 # inet_diag_msg: family, state, timer, retrans, sockid (ports big-endian, read native and
 # swapped), if, cookie[2], expires, rqueue, wqueue, uid, inode
 _MSG = struct.Struct("=BBxxHH16s16sIII12xII")
-_ATTR = struct.Struct("=HH")
-_ERR = struct.Struct("=i")
 _MSG_LEN = _MSG.size  # 72
 # struct tcp_info (linux/tcp.h): offsets of the fields used.
 # state, retransmits (at 2), rtt and rttvar (at 68), total_retrans (at 100)
 _TI_OLD = struct.Struct("=BxBx64xII24xI")
 # ... and bytes_acked, bytes_received, segs_out, segs_in (at 120, kernels >= 4.2)
 _TI_NEW = struct.Struct("=BxBx64xII24xI16xQQII")
-
-
-@dataclass(frozen=True, slots=True)
-class TcpStats:
-    """The fields of ``struct tcp_info`` podflow uses."""
-
-    state: int
-    """tcpi_state (a TCP state number)."""
-    rtt_us: int
-    """Smoothed RTT, microseconds (tcpi_rtt)."""
-    rttvar_us: int
-    """RTT variance, microseconds (tcpi_rttvar)."""
-    retransmits: int
-    """Retransmits of the segment now outstanding (tcpi_retransmits)."""
-    total_retrans: int
-    """Segments retransmitted over the connection's life (tcpi_total_retrans)."""
-    bytes_acked: int | None
-    """Bytes sent and acknowledged by the peer (tcpi_bytes_acked; None if too short)."""
-    bytes_received: int | None
-    """Bytes received in order (tcpi_bytes_received)."""
-    segs_out: int | None
-    """Segments sent (tcpi_segs_out)."""
-    segs_in: int | None
-    """Segments received (tcpi_segs_in)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DiagSocket:
-    """One socket as inet_diag reports it (addresses as the application sees them)."""
-
-    family: int
-    """AF_INET or AF_INET6."""
-    proto: int
-    """IPPROTO_TCP or IPPROTO_UDP (from the request: the reply does not say)."""
-    state: int
-    """TCP state number (UDP: 1 connected, 7 unconnected)."""
-    local_ip: str
-    """Local address; IPv4-mapped IPv6 addresses are given as IPv4."""
-    local_port: int
-    """Local port."""
-    remote_ip: str
-    """Peer address (``0.0.0.0`` / ``::`` when none)."""
-    remote_port: int
-    """Peer port (0 when none)."""
-    inode: int
-    """Socket inode (``socket:[N]`` in /proc/PID/fd); 0 for sockets without a file."""
-    uid: int
-    """Owner uid."""
-    cookie: int
-    """The kernel's unique id of the socket (never reused while the system runs)."""
-    tcp: TcpStats | None = None
-    """tcp_info, when asked for and present."""
-
-    @property
-    def state_name(self) -> str:
-        """``ESTABLISHED``, ``LISTEN`` ..."""
-        return TCP_STATES[self.state] if self.state < len(TCP_STATES) else str(self.state)
 
 
 def build_request(family: int, proto: int, *, states: int = DEFAULT_STATES,
@@ -132,8 +79,7 @@ def build_request(family: int, proto: int, *, states: int = DEFAULT_STATES,
     ext = (1 << (INET_DIAG_INFO - 1)) if info else 0
     body = _REQ.pack(family, proto, ext, 0, states) + _SOCKID.pack(0, 0, b"", b"") + \
         struct.pack("=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
-    return _NLHDR.pack(_NLHDR.size + len(body), SOCK_DIAG_BY_FAMILY,
-                       NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    return nlmsg(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
 
 
 _MAPPED = b"\0" * 10 + b"\xff\xff"
@@ -173,19 +119,17 @@ def _strerror(code: int) -> str:
 
 def _attributes(data: bytes, pos: int, end: int, proto: int, losses: Losses) -> TcpStats | None:
     """``tcp_info`` from the attributes in ``data[pos:end]``; a bad length ends the walk
-    (counted), and what was read so far is kept. A repeated ``INET_DIAG_INFO`` overrides the
-    earlier one (last wins); the type is masked with ``0x3FFF``."""
+    (counted), and what was read so far is kept. Framing as :mod:`.netlink` walks it: a
+    repeated ``INET_DIAG_INFO`` overrides the earlier one (last wins)."""
     tcp = None
-    while pos + 4 <= end:
-        alen, atype = _ATTR.unpack_from(data, pos)
-        if alen < 4 or pos + alen > end:
-            losses.count("bad_attribute_length")
-            break
-        if atype & 0x3FFF == INET_DIAG_INFO and proto == IPPROTO_TCP:
-            tcp = parse_tcp_info(data[pos + 4:pos + alen])
-            if tcp is None:
-                losses.count("short_tcp_info")
-        pos += (alen + 3) & ~3
+    try:
+        for atype, start, stop in attributes(data, pos, end):
+            if atype == INET_DIAG_INFO and proto == IPPROTO_TCP:
+                tcp = parse_tcp_info(data[start:stop])
+                if tcp is None:
+                    losses.count("short_tcp_info")
+    except DecodeError as exc:
+        losses.count(exc.reason)
     return tcp
 
 
@@ -220,31 +164,21 @@ def parse(data: bytes, proto: int = IPPROTO_TCP, losses: Losses | None = None
     """
     lost = losses if losses is not None else Losses()
     out: list[DiagSocket] = []
-    off = 0
-    while off + _NLHDR.size <= len(data):
-        length, mtype, _flags, _seq, _pid = _NLHDR.unpack_from(data, off)
-        if length < _NLHDR.size or off + length > len(data):
-            lost.count("bad_nlmsg_len")
-            return out, False
-        body = off + _NLHDR.size
+    for mtype, _flags, start, end in messages(data, lost):
         if mtype == NLMSG_DONE:
             return out, True
         if mtype == NLMSG_ERROR:
-            if length < _NLHDR.size + 4:
+            err = nlmsg_error(data, start, end)
+            if err is None:
                 lost.count("short_error_message")
-                return out, True
-            (err,) = _ERR.unpack_from(data, body)
-            if err:
-                raise OSError(-err, f"inet_diag: {_strerror(-err)}")
+            elif err:
+                raise OSError(err, f"inet_diag: {_strerror(err)}")
             return out, True
         if mtype == SOCK_DIAG_BY_FAMILY:
-            if length < _NLHDR.size + _MSG_LEN:
+            if end - start < _MSG_LEN:
                 lost.count("short_inet_diag_msg")
-            elif (sock := _parse_msg(data, body, off + length, proto, lost)) is not None:
+            elif (sock := _parse_msg(data, start, end, proto, lost)) is not None:
                 out.append(sock)
-        off += (length + 3) & ~3
-    if off < len(data):
-        lost.count("truncated_nlmsg_header")
     return out, False
 
 

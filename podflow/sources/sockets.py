@@ -41,12 +41,13 @@ from typing import Any
 
 from podflow.model.flow import Flow
 from podflow.model.losses import Losses
-from podflow.pipeline.decode import DecodeContext
+from podflow.model.sockets import DiagSocket, NsPoll, PollCycle
+from podflow.pipeline.context import DecodeContext, Report
 from podflow.pipeline.sockdecode import socket_to_flow
-from podflow.pipeline.socktrack import NsPoll, PollCycle, SockConn, SocketTracker, is_connection
+from podflow.pipeline.socktrack import SockConn, SocketTracker, is_connection
 from podflow.sources import nsdiscovery, sockdiag
 from podflow.sources.netns import netns_path, open_socket, run_in_netns
-from podflow.sources.registry import Report, Sink, SourceOptions
+from podflow.sources.registry import Sink, SourceOptions
 
 log = logging.getLogger(__name__)
 _DUMPS = ((socket.AF_INET, sockdiag.IPPROTO_TCP), (socket.AF_INET6, sockdiag.IPPROTO_TCP),
@@ -160,9 +161,9 @@ class NamespacePoller:
         members = [sp for sp in self.spaces.values() if sp.member]
         self.stats.namespaces, self.stats.candidates = len(members), len(cands)
 
-    def _dump(self, sp: _Space) -> list[sockdiag.DiagSocket]:
+    def _dump(self, sp: _Space) -> list[DiagSocket]:
         assert sp.diag is not None
-        out: list[sockdiag.DiagSocket] = []
+        out: list[DiagSocket] = []
         for family, proto in _DUMPS:
             self._seq += 1
             states = sockdiag.DEFAULT_STATES if proto == sockdiag.IPPROTO_TCP \

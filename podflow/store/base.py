@@ -1,7 +1,7 @@
 """The FlowStore protocol every store backend implements, and the errors they raise.
 
 A store keeps one row per *observation* (what one agent saw of one connection) and returns
-merged flows (one per connection, see :mod:`podflow.pipeline.correlate`) unless asked for the
+merged flows (one per connection, see :mod:`podflow.store.correlate`) unless asked for the
 raw rows. Writers and readers may be separate processes; stores must not assume they are the
 only user of their backing file or server.
 
@@ -13,23 +13,28 @@ retry), ``missing`` (not created yet), ``schema`` (a newer podflow's layout), ``
 ``not_duckdb`` and ``wal_corrupt``. Their messages name the file and what to do
 (:mod:`podflow.store.errors` maps DuckDB's errors to them).
 
+Callers open a store with :func:`podflow.store.open_store` (the one place that names a
+backend) and use only what :class:`FlowStore` declares; :mod:`podflow.store.follow` follows
+one for new and updated connections.
+
 Example::
 
-    >>> from podflow.store.duckdb import DuckDBStore
     >>> def newest(store: FlowStore) -> list[Flow]:
     ...     return store.flows(last=10)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from podflow.model.flow import Flow
 
 if TYPE_CHECKING:
     from podflow.query.filter import FilterSpec
+    from podflow.query.servicemap import Edge
+    from podflow.store.retention import PruneResult
 
 
 class StoreError(RuntimeError):
@@ -127,8 +132,25 @@ class FlowRejected(ValueError):
 
 @runtime_checkable
 class FlowStore(Protocol):
-    """What the pipeline writes to and the reading commands query."""
+    """What the pipeline writes to and the reading commands query: everything a caller may
+    use of a store (open one with :func:`podflow.store.open_store`).
 
+    A store holds nothing between operations, so it can be opened per request; every
+    method may raise a :class:`StoreError` (``busy``, ``missing`` for a read-only store
+    that does not exist, a damaged file's kind ...), except :meth:`check`.
+    """
+
+    def __enter__(self) -> FlowStore:
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        ...
+
+    def close(self) -> None:
+        """Release whatever the store holds (idempotent)."""
+        ...
+
+    # -- writing
     def write(self, flows: Sequence[Flow]) -> int:
         """Store a batch of observations; return the number of rows written.
 
@@ -137,6 +159,18 @@ class FlowStore(Protocol):
         """
         ...
 
+    def write_status(self, node: str, status: Mapping[str, Any],
+                     at: float | None = None) -> None:
+        """Append an agent's health report (sources, lost events, store backlog)."""
+        ...
+
+    def prune(self, max_age: float | None, max_bytes: int | None,
+              now: float | None = None) -> PruneResult:
+        """Apply retention: drop whole connections older than ``max_age`` seconds, then the
+        oldest ones until the store fits ``max_bytes`` (None disables a limit)."""
+        ...
+
+    # -- reading
     def flows(
         self,
         spec: FilterSpec | None = None,
@@ -146,9 +180,33 @@ class FlowStore(Protocol):
         after_rowid: int | None = None,
         merged: bool = True,
     ) -> list[Flow]:
-        """Flows matching ``spec`` ordered by start time (see the backend for details)."""
+        """Flows matching ``spec`` ordered by start time: the first ``limit``, the newest
+        ``last``, those with a row newer than ``after_rowid`` (new *and* updated
+        connections); one per connection unless ``merged=False`` (the raw rows)."""
         ...
 
-    def close(self) -> None:
-        """Release whatever the store holds (idempotent)."""
+    def last_rowid(self) -> int:
+        """The id of the newest row (0 when empty): pass it as ``after_rowid`` later."""
+        ...
+
+    def map_edges(self, spec: FilterSpec | None = None) -> list[Edge]:
+        """Service-map edges over the merged flows matching ``spec``."""
+        ...
+
+    def l7_connections(self, spec: FilterSpec | None = None) -> list[tuple[Flow, bool]]:
+        """Connections with an HTTP or DNS record in ``spec``'s time window, each with
+        whether it matches the whole ``spec``."""
+        ...
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """The latest health report of every agent: ``{"node", "time", "status": {...}}``."""
+        ...
+
+    def check(self) -> dict[str, Any]:
+        """Whether the store can be read now (``{"ok", "state", "kind", "error",
+        "last_rowid"}``), for health endpoints; never raises a :class:`StoreError`."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts: rows, connections, time span, rows per node."""
         ...

@@ -12,14 +12,14 @@ How, per write batch (one transaction, see :func:`write_batch`):
    batch row's start (the table is appended roughly in time order, so DuckDB's zone maps on
    ``time`` skip the rest) and sharing a key (``flow_id``, ``client_key``, group key);
 2. decide the batch rows' connections and which stored groups change with the exact rules
-   of :func:`podflow.pipeline.correlate.group` (:mod:`podflow.store.grouping`); a changed
+   of :func:`podflow.store.correlate.group` (:mod:`podflow.store.grouping`); a changed
    segment whose rows reach the edge of the fetched windows (a rare chain of starts every
    few seconds) is searched further until it ends inside them;
 3. update the stored rows that moved, append the batch with its ``conn_id``, then replace the
    merged row of every connection the batch touched (DELETE + INSERT of only those, computed
    in SQL by :func:`merged_sql` from their rows).
 
-The merge rules are :func:`podflow.pipeline.correlate.merge`'s: the primary row (undid NAT,
+The merge rules are :func:`podflow.store.correlate.merge`'s: the primary row (undid NAT,
 knows the server key, real source, earliest, node, seq) gives destination, service and NAT;
 the best source view gives the source; counters are maxima, nodes a union, the verdict the
 worst, ``rtt_us`` the first measured (client side first), L7 the first row's that has one.
@@ -36,7 +36,7 @@ from collections.abc import Iterable
 import duckdb
 import pyarrow as pa
 
-from podflow.pipeline.correlate import SPLIT_GAP
+from podflow.store.correlate import SPLIT_GAP
 from podflow.store.edges import number_edges
 from podflow.store.grouping import Row, affected, choose_keys, finish, regroup
 from podflow.store.schema import COLUMNS, CONN_COLUMNS, GROUPING_COLUMNS

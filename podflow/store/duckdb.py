@@ -12,10 +12,10 @@ Writes go in as one Arrow table per batch (DuckDB's fast path); ``seq`` numbers 
 commit order so followers can ask for what landed after the last row they saw.
 
 Each write also assigns its rows to connections with the rules of
-:mod:`podflow.pipeline.correlate` and refreshes the merged row of every connection it touched
+:mod:`podflow.store.correlate` and refreshes the merged row of every connection it touched
 in the ``connections`` table (see :mod:`podflow.store.connections`), so reads filter and
 aggregate one row per connection, then fetch only the selected connections' rows (by
-``seq``) and merge them in Python with :func:`~podflow.pipeline.correlate.merge`. A store of
+``seq``) and merge them in Python with :func:`~podflow.store.correlate.merge`. A store of
 an older layout (schema 1) is upgraded in place by the first write; reading one before that
 raises :class:`StoreSchemaError`.
 
@@ -48,9 +48,8 @@ import duckdb
 import pyarrow as pa
 
 from podflow.model.flow import Flow
-from podflow.pipeline.correlate import merge
 from podflow.query.filter import FilterSpec
-from podflow.query.servicemap import Edge, edge_from_row, sort_edges
+from podflow.query.servicemap import Edge, sort_edges
 from podflow.store.base import (
     FlowRejected,
     StoreError,
@@ -59,6 +58,7 @@ from podflow.store.base import (
     StoreUnreadable,
 )
 from podflow.store.connections import register, reindex, write_batch
+from podflow.store.correlate import merge
 from podflow.store.creation import creation_lock, empty, unborn
 from podflow.store.edges import edges_sql
 from podflow.store.errors import busy, classify, is_lock
@@ -83,6 +83,7 @@ from podflow.store.schema import (
     flow_to_rows,
     rows_to_table,
 )
+from podflow.store.sql import edge_from_row, to_sql
 
 
 class DuckDBStore:
@@ -397,7 +398,7 @@ class DuckDBStore:
         follower sees new *and updated* connections. ``merged=False`` returns the raw
         observation rows (``spec.node`` then tests the row's own node).
         """
-        where, params = (spec or FilterSpec()).to_sql()
+        where, params = to_sql(spec or FilterSpec())
         if after_rowid is not None:
             where += f" AND {'m_seq' if merged else 'seq'} > ?"
             params.append(int(after_rowid))
@@ -436,7 +437,7 @@ class DuckDBStore:
 
         Same result as :func:`podflow.query.servicemap.build_edges` on :meth:`flows`.
         """
-        where, params = (spec or FilterSpec()).to_sql()
+        where, params = to_sql(spec or FilterSpec())
         return sort_edges(edge_from_row(r) for r in self._query(edges_sql(where), params))
 
     def l7_connections(self, spec: FilterSpec | None = None) -> list[tuple[Flow, bool]]:
@@ -447,8 +448,8 @@ class DuckDBStore:
         service map's L7 summaries (:mod:`podflow.server.l7`).
         """
         spec = spec or FilterSpec()
-        window, wparams = FilterSpec(since=spec.since, until=spec.until).to_sql()
-        where, params = spec.to_sql()
+        window, wparams = to_sql(FilterSpec(since=spec.since, until=spec.until))
+        where, params = to_sql(spec)
         sql = (f"SELECT *, ({where}) AS podflow_match FROM connections WHERE has_l7 AND "
                f"{window} ORDER BY time, okey, conn_id")
         with self._connect(write=False) as con:

@@ -1,6 +1,6 @@
 """Service-map edges over the ``connections`` table, aggregated in two steps.
 
-:data:`podflow.query.servicemap.EDGES_SQL` groups merged rows by map-node keys it derives
+:data:`podflow.store.sql.EDGES_SQL` groups merged rows by map-node keys it derives
 per row (string CASEs) and then builds a histogram and a distinct list per edge: over 10M
 connections most of the time goes into those per-row string operations. The store instead
 numbers the distinct *edge ends* of its connections at write time (the raw columns the
@@ -13,7 +13,7 @@ and keeps that number in ``connections.edge_id``. A map query then:
    (``end_sql``: the rules stay in one place and apply at query time, so changing them
    needs no rewrite of stored data; a rule reading a column not listed here fails loudly);
 3. folds them into edges exactly as ``EDGES_SQL`` would (same output columns, read by
-   :func:`~podflow.query.servicemap.edge_from_row`).
+   :func:`~podflow.store.sql.edge_from_row`).
 
 Tests keep ``DuckDBStore.map_edges`` equal to :func:`~podflow.query.servicemap.build_edges`.
 """
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import duckdb
 
-from podflow.query.servicemap import end_sql
 from podflow.store.schema import EDGE_END_COLUMNS
+from podflow.store.sql import end_sql
 
 _COLS = ", ".join(EDGE_END_COLUMNS)
 _SAME = " AND ".join(f"c.{c} IS NOT DISTINCT FROM e.{c}" for c in EDGE_END_COLUMNS)

@@ -5,7 +5,7 @@ DuckDB reports every problem of a database file as an exception whose type is to
 act on (a held lock, a truncated file and a file that is not a database are all
 ``duckdb.IOException``; a checksum mismatch is a bare ``duckdb.Error``), so this module reads
 the message, anchored at its start, for the exact wordings DuckDB 1.x/2.x uses (each is
-produced for real by ``tests/unit/test_store_errors.py``):
+produced for real by ``tests/unit/store/test_errors.py``):
 
 ========================================================  ===============================
 DuckDB says                                               raised as

@@ -1,6 +1,6 @@
 """Incremental grouping: which connection each new observation row belongs to.
 
-The store applies :func:`podflow.pipeline.correlate.group` at write time, one batch at a
+The store applies :func:`podflow.store.correlate.group` at write time, one batch at a
 time, so that reads never have to. Every stored row keeps its group key (``conn_key``), the
 bridge that chose it (``bridge_time``, ``bridge_seq``: the ``(distance, time, seq)`` tie key of
 ``group_keys``, the row index being ``seq``) and its connection id (``conn_id``). A batch can
@@ -16,7 +16,7 @@ change the grouping only near itself, and this module works out how, exactly:
    depend on everything before it in the segment (a second instance of a vantage cuts), so
    the whole segment is regrouped; segments are short (a connection, a few reused ports);
 3. the rows of those groups plus the new rows are split again per key with
-   :func:`~podflow.pipeline.correlate.split` (sorted by ``(time, seq)``), which gives exactly
+   :func:`~podflow.store.correlate.split` (sorted by ``(time, seq)``), which gives exactly
    the groups ``group()`` would give over the whole store: other groups lie in other
    segments, and the first cut of every segment is the same whatever follows.
 
@@ -42,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from podflow.pipeline.correlate import SPLIT_GAP, Tracked, split, vantages
+from podflow.store.correlate import SPLIT_GAP, Tracked, split, vantages
 
 BridgeKey = tuple[float, float, int]
 """``(distance, bridge time, bridge seq)``: the smallest wins (see correlate.group_keys)."""
@@ -65,7 +65,7 @@ class Row:
     obs_instance: str | None = None
 
     def tracked(self) -> Tracked | None:
-        """Vantages and instance for :func:`~podflow.pipeline.correlate.split`."""
+        """Vantages and instance for :func:`~podflow.store.correlate.split`."""
         if not self.obs_instance:
             return None
         return (vantages(self.obs_node or "", self.obs_source or "", self.flow_id,
@@ -189,7 +189,7 @@ def affected(new: Sequence[Row], moved: Sequence[tuple[Row, str | None, int]],
 
 
 def regroup(rows: Iterable[Row]) -> list[list[Row]]:
-    """Step 3: split rows per key (see :func:`~podflow.pipeline.correlate.split`)."""
+    """Step 3: split rows per key (see :func:`~podflow.store.correlate.split`)."""
     by_key: dict[str, list[Row]] = defaultdict(list)
     groups: list[list[Row]] = []
     for r in rows:

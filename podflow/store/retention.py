@@ -8,7 +8,7 @@ rows in ``flows``, their merged row in ``connections``, the ``edge_ends`` no con
 any more, and the agents' health reports (``agent_status``) older than the cutoff.
 
 Staying exact: the store groups rows into connections with the rules of
-:func:`podflow.pipeline.correlate.group` (see :mod:`podflow.store.grouping`), and deleting
+:func:`podflow.store.correlate.group` (see :mod:`podflow.store.grouping`), and deleting
 rows could change how the *remaining* rows group. Only two things can change it:
 
 1. a remaining row chose its key from a bridge (a conntrack row knowing both keys) that was
@@ -20,7 +20,7 @@ rows could change how the *remaining* rows group. Only two things can change it:
 
 The keys concerned are regrouped from their remaining rows (:func:`grouping.rebuild`) and
 only the connections that changed are rebuilt, so the store stays equal to grouping and
-merging what remains (``tests/unit/test_retention.py`` checks it against the reference).
+merging what remains (``tests/unit/store/test_retention.py`` checks it against the reference).
 
 Space: DuckDB does not shrink a file when rows are deleted. At a checkpoint it frees the
 blocks of row groups that became empty (and rewrites row groups that lost many rows), keeps
@@ -34,7 +34,7 @@ limit therefore keeps the *data* under :data:`SIZE_TRIGGER` of ``max_bytes`` (do
 :data:`SIZE_TARGET`), which keeps the file under ``max_bytes``: with a 40 MB limit, 45
 batches of 25,000 flows (a 120 MB store unpruned) left the file between 28 and 41 MB after
 each pass; with 5 MB and batches of 1,000, between 2.1 and 4.2 MB
-(``tests/unit/test_retention.py`` checks the latter). A store already bigger than the
+(``tests/unit/store/test_retention.py`` checks the latter). A store already bigger than the
 limit when retention starts keeps its size (DuckDB reuses the space inside it).
 """
 
@@ -48,7 +48,6 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from podflow.pipeline.correlate import SPLIT_GAP
 from podflow.store.connections import (
     refresh,
     register,
@@ -56,6 +55,7 @@ from podflow.store.connections import (
     rows_where,
     update_grouping,
 )
+from podflow.store.correlate import SPLIT_GAP
 from podflow.store.grouping import Row, rebuild, rechoose
 
 SIZE_TRIGGER = 0.55

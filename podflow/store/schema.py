@@ -2,7 +2,7 @@
 
 Every agent writes what it saw: a :class:`~podflow.model.flow.Flow` with N observation points
 becomes N rows (one per point) carrying the same connection data, and reading merges the rows
-of one connection back (:mod:`podflow.pipeline.correlate`). Columns are flat so DuckDB can
+of one connection back (:mod:`podflow.store.correlate`). Columns are flat so DuckDB can
 filter and aggregate them; ``src_ipkey``/``dst_ipkey`` hold the address as 32 hex digits of
 its IPv6 (or IPv4-mapped) form so a CIDR test is a string range.
 
@@ -18,32 +18,16 @@ Example::
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping, Sequence
-from functools import lru_cache
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from podflow.model.flow import (
-    L7,
-    Address,
-    Counters,
-    DnsInfo,
-    Endpoint,
-    EndpointKind,
-    Flow,
-    FlowState,
-    HttpInfo,
-    Nat,
-    ObservationPoint,
-    Protocol,
-    Service,
-    TcpInfo,
-    Traffic,
-    Verdict,
-    Workload,
-)
+from podflow.model import fields
+from podflow.model.fields import compile_function
+from podflow.model.flow import Flow
+from podflow.model.ipkey import ip_key
 
 STORE_SCHEMA_VERSION = 3
 """Version of the table layout; a store with a higher one is refused, an older one upgraded.
@@ -56,40 +40,36 @@ grouped, :data:`GROUPING_COLUMNS`) and ``connections`` holds one merged row per 
 
 _S, _I, _B, _F = pa.string(), pa.int32(), pa.int64(), pa.float64()
 _LABELS = pa.map_(pa.string(), pa.string())
-
-
-def _end(p: str) -> list[tuple[str, pa.DataType]]:
-    return [(f"{p}_ip", _S), (f"{p}_ipkey", _S), (f"{p}_port", _I), (f"{p}_kind", _S),
-            (f"{p}_namespace", _S), (f"{p}_pod", _S), (f"{p}_workload_kind", _S),
-            (f"{p}_workload", _S), (f"{p}_labels", _LABELS), (f"{p}_node", _S),
-            (f"{p}_name", _S)]
-
-
-COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("seq", _B), ("flow_id", _S), ("time", _F), ("end_time", _F), ("state", _S),
-    ("protocol", _S), *_end("src"), *_end("dst"),
-    ("svc_namespace", _S), ("svc_name", _S), ("svc_port_name", _S), ("svc_type", _S),
-    ("svc_frontend_ip", _S), ("svc_frontend_port", _I),
-    ("nat_orig_dst_ip", _S), ("nat_orig_dst_port", _I), ("nat_snat_ip", _S),
-    ("nat_snat_port", _I),
-    ("packets_to_dst", _B), ("bytes_to_dst", _B), ("packets_to_src", _B), ("bytes_to_src", _B),
-    ("tcp_state", _S), ("tcp_flags", pa.list_(pa.string())), ("rtt_us", _F),
-    ("verdict", _S), ("drop_reason", _S), ("is_reply", pa.bool_()),
-    ("obs_node", _S), ("obs_source", _S), ("obs_original", _S), ("obs_reply", _S),
-    ("obs_instance", _S),
-    ("cni_profile", _S), ("ingested_at", _F), ("client_key", _S),
-    ("l7_latency_ns", _B), ("dns_query", _S), ("dns_qtypes", pa.list_(pa.string())),
-    ("dns_rcode", _I), ("dns_ips", pa.list_(pa.string())), ("dns_ttl", _B),
-    ("dns_cnames", pa.list_(pa.string())), ("http_method", _S), ("http_url", _S),
-    ("http_host", _S), ("http_code", _I), ("http_protocol", _S),
-    ("conn_id", _B), ("conn_key", _S), ("bridge_time", _F), ("bridge_seq", _B),
-]
-"""Every column of the ``flows`` table, in order, with its Arrow type."""
+_ARROW_TYPES = {"VARCHAR": _S, "INTEGER": _I, "BIGINT": _B, "DOUBLE": _F,
+                "BOOLEAN": pa.bool_(), "MAP(VARCHAR, VARCHAR)": _LABELS,
+                "VARCHAR[]": pa.list_(pa.string())}
 
 GROUPING_COLUMNS = ("conn_id", "conn_key", "bridge_time", "bridge_seq")
 """The columns the store fills when a row is written (see :mod:`podflow.store.grouping`):
 the row's connection (the ``seq`` of one of its rows), its group key and the bridge that
 chose it. Not part of a Flow."""
+
+_STORE_ONLY = {"seq": "BIGINT", "ingested_at": "DOUBLE", "conn_id": "BIGINT",
+               "conn_key": "VARCHAR", "bridge_time": "DOUBLE", "bridge_seq": "BIGINT"}
+
+
+def _layout() -> list[tuple[str, str]]:
+    """The ``flows`` columns: the Flow's (:data:`podflow.model.fields.FLOW`, in its order)
+    and the store's own, placed as earlier versions placed them: ``seq`` first, ``protocol``
+    before the endpoints, ``ingested_at`` after ``cni_profile``, the grouping columns last.
+    A new field goes where the table puts it (``ALTER TABLE ... ADD COLUMN`` appends it in
+    older stores, which is fine: rows are written and read by name)."""
+    cols = list(fields.columns(fields.FLOW))
+    proto = next(c for c in cols if c[0] == "protocol")
+    cols.remove(proto)
+    cols.insert(cols.index(("src_ip", "VARCHAR")), proto)
+    cols.insert(cols.index(("cni_profile", "VARCHAR")) + 1,
+                ("ingested_at", _STORE_ONLY["ingested_at"]))
+    return [("seq", _STORE_ONLY["seq"]), *cols, *((c, _STORE_ONLY[c]) for c in GROUPING_COLUMNS)]
+
+
+COLUMNS: list[tuple[str, pa.DataType]] = [(n, _ARROW_TYPES[t]) for n, t in _layout()]
+"""Every column of the ``flows`` table, in order, with its Arrow type."""
 
 CONN_EXTRA: list[tuple[str, str]] = [
     ("conn_id", "BIGINT"), ("m_seq", "BIGINT"), ("m_seqs", "BIGINT[]"),
@@ -102,8 +82,7 @@ service-map edge ends (``edge_ends``, see :mod:`podflow.store.edges`)."""
 ARROW_SCHEMA = pa.schema([pa.field(n, t) for n, t in COLUMNS])
 """The Arrow schema a write batch is built with."""
 
-_SQL_TYPES = {_S: "VARCHAR", _I: "INTEGER", _B: "BIGINT", _F: "DOUBLE", pa.bool_(): "BOOLEAN",
-              _LABELS: "MAP(VARCHAR, VARCHAR)", pa.list_(pa.string()): "VARCHAR[]"}
+_SQL_TYPES = {t: n for n, t in _ARROW_TYPES.items()}
 
 CONN_COLUMNS: list[tuple[str, str]] = CONN_EXTRA + [
     (n, _SQL_TYPES[t]) for n, t in COLUMNS if n != "seq" and n not in GROUPING_COLUMNS]
@@ -150,125 +129,109 @@ STATUS_DDL = ("CREATE TABLE IF NOT EXISTS agent_status (time DOUBLE, node VARCHA
 """Agents' health reports (one JSON document per report), read by ``statuses()``."""
 
 
-@lru_cache(maxsize=65536)
-def ip_key(ip: str) -> str:
-    """The address as 32 hex digits (IPv4 mapped into ``::ffff:0:0/96``); ValueError if bad.
+class _RowGen:
+    """Python source of :func:`flow_to_rows` and :func:`columns_to_flows` from the table."""
 
-    >>> ip_key("10.0.0.1")
-    '00000000000000000000ffff0a000001'
-    """
-    addr = ipaddress.ip_address(ip)
-    n = int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
-    return format(n, "032x")
+    def __init__(self) -> None:
+        self.n = 0
+        self.pending: dict[str, str] = {}  # nested object -> its binding, until first used
+        self.values: dict[str, str] = {}  # column -> expression (writing)
+        self.per_point: dict[str, str] = {}  # the ``many`` struct's columns (writing)
+        self.many: tuple[fields.Field, str] | None = None
+        self.reads: dict[str, int] = {}  # columns read back, numbered
 
+    def var(self) -> str:
+        self.n += 1
+        return f"_n{self.n}"
 
-def cidr_key_range(cidr: str) -> tuple[str, str]:
-    """First and last :func:`ip_key` of a CIDR or single address; ValueError if bad.
+    def ref(self, v: str) -> str:
+        """``v``, bound where first used (``(v := f.source)``): values are computed in
+        column order, so the first unstorable one is the one reported."""
+        bind = self.pending.pop(v, None)
+        return v if bind is None else f"({v} := {bind})"
 
-    >>> cidr_key_range("10.0.0.0/8")[1]
-    '00000000000000000000ffff0affffff'
-    """
-    net = ipaddress.ip_network(cidr, strict=False)
-    return ip_key(str(net.network_address)), ip_key(str(net.broadcast_address))
+    def write(self, s: fields.Struct, obj: str, prefix: str, maybe_none: bool,
+              out: dict[str, str]) -> None:
+        for f in s.fields:
+            col = f.column.format(p=prefix)
+            if f.struct is not None and f.many:
+                if self.many is not None:
+                    raise TypeError("one field of a Flow may hold many structs (rows)")
+                self.many = (f, col)
+                self.write(f.struct, "_o", col, True, self.per_point)
+            elif f.struct is not None:
+                v = self.var()
+                self.pending[v] = (f"{obj}.{f.attr} if {self.ref(obj)} else None" if maybe_none
+                                   else f"{self.ref(obj)}.{f.attr}")
+                self.write(f.struct, v, col, maybe_none or f.optional, out)
+            elif maybe_none:
+                test = self.ref(obj)
+                expr = f.codec.to_column.format(x=f"{obj}.{f.attr}", p=prefix)
+                out[col] = f"({expr} if {test} else None)"
+            else:
+                expr = f.codec.to_column.format(x=f"{self.ref(obj)}.{f.attr}", p=prefix)
+                out[col] = expr
 
+    def read(self, s: fields.Struct, prefix: str) -> str:
+        args = [(f.attr, self.read_field(f, prefix)) for f in s.fields if not f.index]
+        call = f"{s.cls.__name__}({_arguments(s.cls, args)})"
+        return f"_shared({call})" if s.shared else call
 
-def _end_values(p: str, e: Endpoint) -> dict[str, Any]:
-    if not isinstance(e.ip, str):
-        raise ValueError(f"{p} ip {e.ip!r} is not a string")
-    if e.port is not None and not (isinstance(e.port, int) and 0 <= e.port <= 65535):
-        raise ValueError(f"{p} port {e.port!r} is not an integer 0-65535")
-    labels = [(str(k), str(v)) for k, v in e.labels]
-    return {
-        f"{p}_ip": e.ip, f"{p}_ipkey": ip_key(e.ip), f"{p}_port": e.port,
-        f"{p}_kind": EndpointKind(e.kind).value, f"{p}_namespace": e.namespace,
-        f"{p}_pod": e.pod_name,
-        f"{p}_workload_kind": e.workload.kind if e.workload else None,
-        f"{p}_workload": e.workload.name if e.workload else None,
-        f"{p}_labels": labels, f"{p}_node": e.node_name, f"{p}_name": e.name,
-    }
+    def read_field(self, f: fields.Field, prefix: str) -> str:
+        col = f.column.format(p=prefix)
+        if f.struct is None:
+            x = self.column(col)
+            if f.fill is not fields.NO_FILL:
+                x = f"({x} or {f.fill!r})"
+            return f.codec.from_column.format(x=x, p=prefix)
+        st = f.struct
+        if not (f.optional or f.many):
+            return self.read(st, col)
+        if st.present is None:
+            if st.shared or f.many:
+                raise TypeError(f"{st.cls.__name__}: declare which field is present")
+            return self.any_of(st, col)
+        pf = next(x for x in st.fields if x.attr == st.present)
+        test = f"{self.column(pf.column.format(p=col))} is not None"
+        expr = self.read(st, col)
+        return f"(({expr},) if {test} else ())" if f.many else f"({expr} if {test} else None)"
 
+    def any_of(self, s: fields.Struct, prefix: str) -> str:
+        """An optional struct that is there when any of its fields is (not None)."""
+        self.n += 1
+        t = f"_t{self.n}"
+        parts: list[str] = []
+        args: list[tuple[str, str]] = []
+        for f in s.fields:
+            if not f.index:
+                args.append((f.attr, f"{t}[{len(parts)}]"))
+                parts.append(self.read_field(f, prefix))
+        call = f"{s.cls.__name__}({_arguments(s.cls, args)})"
+        return (f"({call} if ({t} := ({', '.join(parts)},)).count(None) != {len(parts)} "
+                "else None)")
 
-def _l7_values(l7: L7 | None) -> dict[str, Any]:
-    dns = l7.dns if l7 else None
-    http = l7.http if l7 else None
-    return {
-        "l7_latency_ns": l7.latency_ns if l7 else None,
-        "dns_query": dns.query if dns else None,
-        "dns_qtypes": list(dns.qtypes) if dns else None,
-        "dns_rcode": dns.rcode if dns else None, "dns_ips": list(dns.ips) if dns else None,
-        "dns_ttl": dns.ttl if dns else None, "dns_cnames": list(dns.cnames) if dns else None,
-        "http_method": http.method if http else None, "http_url": http.url if http else None,
-        "http_host": http.host if http else None, "http_code": http.code if http else None,
-        "http_protocol": http.protocol if http else None,
-    }
-
-
-def _l7_from(c: Mapping[str, Sequence[Any]], i: int) -> L7 | None:
-    dns = http = None
-    if c["dns_query"][i] is not None:
-        dns = DnsInfo(c["dns_query"][i], tuple(c["dns_qtypes"][i] or ()), c["dns_rcode"][i],
-                      tuple(c["dns_ips"][i] or ()), c["dns_ttl"][i],
-                      tuple(c["dns_cnames"][i] or ()))
-    if c["http_protocol"][i] is not None:
-        http = HttpInfo(c["http_method"][i], c["http_url"][i], c["http_host"][i],
-                        c["http_code"][i], c["http_protocol"][i])
-    if dns is None and http is None and c["l7_latency_ns"][i] is None:
-        return None
-    return L7(dns, http, c["l7_latency_ns"][i])
-
-
-def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
-    """One row per observation point (one row if there is none); ValueError if unstorable.
-
-    ``seq`` and the :data:`GROUPING_COLUMNS` are left None: the store assigns them when the
-    batch is committed.
-    """
-    svc, nat, tr = f.destination_service, f.nat, f.traffic
-    base: dict[str, Any] = {
-        "seq": None, "flow_id": str(f.flow_id), "time": float(f.time),
-        "end_time": None if f.end_time is None else float(f.end_time),
-        "state": FlowState(f.state).value, "protocol": Protocol(f.protocol).value,
-        **_end_values("src", f.source), **_end_values("dst", f.destination),
-        "svc_namespace": svc.namespace if svc else None, "svc_name": svc.name if svc else None,
-        "svc_port_name": svc.port_name if svc else None, "svc_type": svc.type if svc else None,
-        "svc_frontend_ip": svc.frontend_ip if svc else None,
-        "svc_frontend_port": svc.frontend_port if svc else None,
-        "nat_orig_dst_ip": nat.original_destination.ip if nat.original_destination else None,
-        "nat_orig_dst_port": nat.original_destination.port if nat.original_destination else None,
-        "nat_snat_ip": nat.translated_source.ip if nat.translated_source else None,
-        "nat_snat_port": nat.translated_source.port if nat.translated_source else None,
-        "packets_to_dst": int(tr.to_destination.packets),
-        "bytes_to_dst": int(tr.to_destination.bytes),
-        "packets_to_src": int(tr.to_source.packets), "bytes_to_src": int(tr.to_source.bytes),
-        "tcp_state": f.tcp.state if f.tcp else None,
-        "tcp_flags": list(f.tcp.flags) if f.tcp else None,
-        "rtt_us": None if f.rtt_us is None else float(f.rtt_us),
-        "verdict": Verdict(f.verdict).value, "drop_reason": f.drop_reason_desc,
-        "is_reply": bool(f.is_reply), "cni_profile": f.cni_profile,
-        "ingested_at": ingested_at, "client_key": str(f.client_key),
-        **_l7_values(f.l7), **dict.fromkeys(GROUPING_COLUMNS),
-    }
-    points: Sequence[ObservationPoint | None] = f.observations or (None,)
-    rows = []
-    for o in points:
-        row = dict(base)
-        row.update(obs_node=o.node_name if o else None, obs_source=o.source if o else None,
-                   obs_original=o.original if o else None, obs_reply=o.reply if o else None,
-                   obs_instance=(o.instance or None) if o else None)
-        rows.append(row)
-    return rows
+    def column(self, name: str) -> str:
+        return f"_c{self.reads.setdefault(name, len(self.reads))}[i]"
 
 
-def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Build the Arrow table of a write batch (raises if a value does not fit its type)."""
-    return pa.table({n: pa.array([r[n] for r in rows], type=t) for n, t in COLUMNS},
-                    schema=ARROW_SCHEMA)
+def _arguments(cls: type, args: list[tuple[str, str]]) -> str:
+    """Positional when in the class's order (faster), by keyword otherwise."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if [a for a, _ in args] == names[:len(args)]:
+        return ", ".join(e for _, e in args)
+    return ", ".join(f"{a}={e}" for a, e in args)
 
 
-_KINDS = {k.value: k for k in EndpointKind}
-_PROTOS = {p.value: p for p in Protocol}
-_VERDICTS = {v.value: v for v in Verdict}
-_STATES = {s.value: s for s in FlowState}
+def _check_ip(p: str, ip: Any) -> Any:
+    if not isinstance(ip, str):
+        raise ValueError(f"{p} ip {ip!r} is not a string")
+    return ip
+
+
+def _check_port(p: str, port: Any) -> Any:
+    if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ValueError(f"{p} port {port!r} is not an integer 0-65535")
+    return port
 
 
 def _labels(v: Any) -> tuple[tuple[str, str], ...]:
@@ -278,60 +241,62 @@ def _labels(v: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(val)) for k, val in items))
 
 
-def _addr(ip: str | None, port: int | None) -> Address | None:
-    return None if ip is None else Address(ip, port)
+def _compile_rows() -> tuple[Callable[..., list[dict[str, Any]]],
+                             Callable[[Mapping[str, Sequence[Any]]], list[Flow]]]:
+    g = _RowGen()
+    g.write(fields.FLOW, "f", "", False, g.values)
+    values = {**g.values, "seq": "None", "ingested_at": "ingested_at",
+              **dict.fromkeys(GROUPING_COLUMNS, "None")}
+    if g.many is None or set(values) | set(g.per_point) != {n for n, _ in COLUMNS}:
+        raise TypeError("the field table and the store's columns disagree")
+    base = ", ".join(f"{n!r}: {values[n]}" for n, _ in COLUMNS if n not in g.per_point)
+    point = ", ".join(f"{n!r}: {e}" for n, e in g.per_point.items())
+    to_rows = compile_function("flow_to_rows", (
+        "def flow_to_rows(f, ingested_at=0.0):\n"
+        + f"    base = {{{base}}}\n    rows = []\n"
+        + f"    for _o in f.{g.many[0].attr} or (None,):\n"
+        + f"        row = dict(base)\n        row.update({{{point}}})\n        rows.append(row)\n"
+        + "    return rows\n"), {"ip_key": ip_key, "_check_ip": _check_ip,
+                               "_check_port": _check_port})
+    flow = g.read(fields.FLOW, "")
+    cols = "".join(f"    _c{k} = cols[{n!r}]\n" for n, k in g.reads.items())
+    to_flows = compile_function("columns_to_flows", (
+        "def columns_to_flows(cols):\n    setdefault = {}.setdefault\n\n"
+        "    def _shared(obj):\n        return setdefault(obj, obj)\n\n" + cols
+        + "    out = []\n    append = out.append\n"
+        + f"    for i in range(len(cols['time'])):\n        append({flow})\n    return out\n"),
+        {"_labels": _labels})
+    return to_rows, to_flows
+
+
+_flow_to_rows, _columns_to_flows = _compile_rows()
+
+
+def flow_to_rows(f: Flow, ingested_at: float = 0.0) -> list[dict[str, Any]]:
+    """One row per observation point (one row if there is none); ValueError if unstorable.
+
+    ``seq`` and the :data:`GROUPING_COLUMNS` are left None: the store assigns them when the
+    batch is committed. Compiled from :data:`podflow.model.fields.FLOW` (its source is
+    ``_flow_to_rows.__source__``).
+    """
+    rows: list[dict[str, Any]] = _flow_to_rows(f, ingested_at)
+    return rows
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Build the Arrow table of a write batch (raises if a value does not fit its type)."""
+    return pa.table({n: pa.array([r[n] for r in rows], type=t) for n, t in COLUMNS},
+                    schema=ARROW_SCHEMA)
 
 
 def columns_to_flows(cols: Mapping[str, Sequence[Any]]) -> list[Flow]:
     """The single-observation Flows of rows given column-wise (``{column: values}``).
 
     Identical endpoints and services are shared between flows (they are immutable), which
-    keeps reading 100k rows fast.
+    keeps reading 100k rows fast. Compiled from :data:`podflow.model.fields.FLOW`.
     """
-    n = len(cols["time"])
-    cache: dict[Any, Any] = {}
-
-    def shared(obj: Any) -> Any:
-        return cache.setdefault(obj, obj)
-
-    ends: dict[str, list[Endpoint]] = {}
-    for p in ("src", "dst"):
-        ip, port, kind, ns, pod = (cols[f"{p}_{c}"] for c in ("ip", "port", "kind",
-                                                                  "namespace", "pod"))
-        wk, wn, lab, node, name = (cols[f"{p}_{c}"] for c in ("workload_kind", "workload",
-                                                                  "labels", "node", "name"))
-        ends[p] = [shared(Endpoint(
-            ip[i], port[i], _KINDS[kind[i]], ns[i], pod[i],
-            shared(Workload(wk[i] or "", wn[i])) if wn[i] is not None else None,
-            shared(_labels(lab[i])), node[i], name[i])) for i in range(n)]
-    c = cols
-    out = []
-    for i in range(n):
-        svc = None
-        if c["svc_name"][i] is not None:
-            svc = shared(Service(c["svc_namespace"][i] or "", c["svc_name"][i],
-                                 c["svc_port_name"][i], c["svc_type"][i] or "ClusterIP",
-                                 c["svc_frontend_ip"][i], c["svc_frontend_port"][i]))
-        obs: tuple[ObservationPoint, ...] = ()
-        if c["obs_node"][i] is not None:
-            obs = (ObservationPoint(c["obs_node"][i], c["obs_source"][i] or "",
-                                    c["obs_original"][i], c["obs_reply"][i],
-                                    c["obs_instance"][i] or ""),)
-        flags = c["tcp_flags"][i]
-        out.append(Flow(
-            time=c["time"][i], end_time=c["end_time"][i], state=_STATES[c["state"][i]],
-            source=ends["src"][i], destination=ends["dst"][i],
-            protocol=_PROTOS[c["protocol"][i]], destination_service=svc,
-            nat=Nat(_addr(c["nat_orig_dst_ip"][i], c["nat_orig_dst_port"][i]),
-                    _addr(c["nat_snat_ip"][i], c["nat_snat_port"][i])),
-            traffic=Traffic(Counters(c["packets_to_dst"][i], c["bytes_to_dst"][i]),
-                            Counters(c["packets_to_src"][i], c["bytes_to_src"][i])),
-            tcp=None if flags is None else TcpInfo(c["tcp_state"][i], tuple(flags)),
-            rtt_us=c["rtt_us"][i], verdict=_VERDICTS[c["verdict"][i]],
-            drop_reason_desc=c["drop_reason"][i], is_reply=bool(c["is_reply"][i]),
-            observations=obs, cni_profile=c["cni_profile"][i], flow_id=c["flow_id"][i],
-            client_key=c["client_key"][i] or "", l7=_l7_from(c, i)))
-    return out
+    flows: list[Flow] = _columns_to_flows(cols)
+    return flows
 
 
 def row_to_flow(r: Mapping[str, Any]) -> Flow:

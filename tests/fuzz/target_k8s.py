@@ -2,9 +2,9 @@
 
 The input is the content of a file in the agent's cluster-state directory. It goes through
 what ``ClusterStateDir`` calls on the bytes it read (``parse_file``: ``decode_document``, then
-the file's parser), decoded once and parsed as every kind of file, so one mutated document
-exercises every parser; the
-records are merged the way the directory reader merges them, applied to an
+its items sorted by kind and parsed), decoded once and parsed with every kind as the default
+of items without one, so one mutated document exercises every parser; the records are
+merged the way the directory reader merges them (``objects_from``), applied to an
 :class:`~podflow.inventory.history.Inventory` at three times (appear, unchanged, vanish), and
 looked up. A file may be refused only with ``DecodeError`` (counted by the reader, which
 keeps its last good data); anything else raised is a crash.
@@ -25,7 +25,7 @@ from typing import Any
 
 from podflow.inventory.history import Inventory
 from podflow.inventory.k8s import ClusterObjects
-from podflow.inventory.snapshot_dir import PARSERS, decode_document
+from podflow.inventory.snapshot_dir import KINDS, decode_document, objects_from, parse_document
 from podflow.model.losses import DecodeError, Losses
 from tests.fuzz.targets import Target
 
@@ -35,18 +35,6 @@ SEEDS = Path(__file__).resolve().parents[1] / "data" / "k8s"
 def seeds() -> list[bytes]:
     """Every recorded cluster-state file."""
     return [p.read_bytes() for p in sorted(SEEDS.glob("*.json"))]
-
-
-def _objects(data: dict[str, list[Any]]) -> ClusterObjects:
-    """The records merged as ``ClusterStateDir.objects`` merges its files."""
-    return ClusterObjects(
-        pods=tuple(data["pods.json"]),
-        controllers=tuple(data["replicasets.json"] + data["jobs.json"]),
-        services=tuple(data["services.json"]), nodes=tuple(data["nodes.json"]),
-        namespaces=tuple(data["namespaces.json"]),
-        external_names=tuple(data["configmaps.json"]),
-        extra={"deployments": tuple(data["deployments.json"]),
-               "endpointslices": tuple(data["endpointslices.json"])})
 
 
 def _lookups(inv: Inventory, objs: ClusterObjects, at: float) -> None:
@@ -116,7 +104,7 @@ def confused(doc: Any, data: bytes, values: tuple[Any, ...] = ODD_VALUES,
 
 
 def _run(data: bytes) -> None:
-    # parse_file(name, data) is PARSERS[name](decode_document(data)): decode once, parse 9x
+    # parse_file(name, data) is parse_document(decode_document(data), ...): decode once
     try:
         doc = decode_document(data)
     except DecodeError:
@@ -133,12 +121,14 @@ def _run(data: bytes) -> None:
 def _parse_apply_lookup(doc: Any) -> None:
     losses = Losses()
     parsed: dict[str, list[Any]] = {}
-    for name, parse in PARSERS.items():
+    for default_kind in KINDS:
         try:
-            parsed[name] = parse(doc, losses)
+            by_kind = parse_document(doc, losses, default_kind, set())
         except DecodeError:
-            parsed[name] = []
-    objs = _objects(parsed)
+            continue
+        for kind, records in by_kind.items():
+            parsed.setdefault(kind, []).extend(records)
+    objs = objects_from(parsed)
     inv = Inventory(retention=1000.0)
     for at, snapshot in ((100.0, objs), (200.0, objs), (5000.0, ClusterObjects())):
         inv.apply(snapshot, at)

@@ -6,7 +6,7 @@ clear message: one line, starting with the file name, a bounded length. A spec t
 must also serialise the way ``lab up`` saves it (``state.json``: strict JSON). Anything else
 raised is a crash. Each input is also turned into a type confusion of a seed spec (see
 :func:`run`). Seeds are the embedded demo spec and the specs of the unit tests
-(``tests/unit/test_lab_spec.py``, each of its invalid variants included).
+(``tests/unit/lab/test_spec.py``, each of its invalid variants included).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _shop() -> dict[str, Any]:
 
 def _documents() -> list[Any]:
     """The specs the unit tests parse, valid and invalid."""
-    from tests.unit import test_lab_spec as t
+    from tests.unit.lab import test_spec as t
 
     l7 = {"name": "l7", "nodes": 1, "namespaces": ["a"],
           "workloads": [{"namespace": "a", "name": "w", "labels": {"app": "w"},

@@ -24,7 +24,7 @@ from podflow.cni.profile import CniProfile
 from podflow.inventory.history import Inventory
 from podflow.model.serialize import flow_to_dict
 from podflow.pcap import icmp_error_frame, read_pcap_file, tcp_frame, udp_frame, vxlan_frame
-from podflow.pipeline.decode import DecodeContext
+from podflow.pipeline.context import DecodeContext
 from podflow.pipeline.pktparse import ip_bytes
 from podflow.sources.packets import PacketsPlugin
 from podflow.sources.registry import SourceOptions

@@ -14,7 +14,7 @@ from __future__ import annotations
 from podflow.cni.profile import CniProfile
 from podflow.inventory.history import Inventory
 from podflow.model.losses import Losses
-from podflow.pipeline.decode import DecodeContext
+from podflow.pipeline.context import DecodeContext
 from podflow.pipeline.sockdecode import socket_to_flow
 from podflow.pipeline.socktrack import SockConn, is_connection
 from podflow.sources import sockdiag

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from podflow.lab.cluster_state import write_cluster_state
 from podflow.lab.dnszone import HOSTS_CONFIGMAP
+from podflow.lab.kubeobjects import write_cluster_state
 from podflow.lab.state import LabState, NodeState, PodState
 from podflow.lab.truth import read_truth
 from podflow.lab.workload import start_pod

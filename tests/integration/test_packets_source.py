@@ -27,7 +27,7 @@ import pytest
 from podflow.cni.profile import CniProfile
 from podflow.inventory.history import Inventory
 from podflow.model.flow import Flow, Verdict
-from podflow.pipeline.decode import DecodeContext
+from podflow.pipeline.context import DecodeContext
 from podflow.sources.packets import PacketsPlugin
 from podflow.sources.registry import SourceOptions
 

@@ -18,11 +18,11 @@ import pytest
 
 from podflow.cni.profile import CniProfile
 from podflow.inventory.history import Inventory
-from podflow.pipeline.correlate import merge_all
-from podflow.pipeline.decode import DecodeContext
+from podflow.pipeline.context import DecodeContext
 from podflow.pipeline.socktrack import SockConn
 from podflow.sources.registry import SourceOptions
 from podflow.sources.sockets import create
+from podflow.store.correlate import merge_all
 
 NODE, POD, OTHER = "pf-sit-node", "pf-sit-pod", "pf-sit-other"
 SERVER = """

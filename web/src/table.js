@@ -3,7 +3,7 @@ import { addr, endpointGroup, endpointName, fmtBytes, fmtTime, l7Text, natText, 
 
 const MAX_ROWS = 500;
 // Observations of one connection from several nodes may start a few ms apart; the store
-// merges those within 10 s (podflow.pipeline.correlate.SPLIT_GAP), and so does the table.
+// merges those within 10 s (podflow.store.correlate.SPLIT_GAP), and so does the table.
 const SAME_CONNECTION_S = 10;
 
 function cell(text, cls) {

@@ -1,0 +1,477 @@
+"""The agent loop: one node's sources -> decode -> NAT -> enrich -> store.
+
+Each source (see :mod:`podflow.sources.registry`) runs its I/O in its own thread and hands
+batches to a :class:`LossyQueue`; this loop is the only consumer. It lets the source's
+processor decide what is ready to report, turns reports into Flows with the inventory as it
+was at each connection's start, and hands them to a bounded, retrying store writer. Loss
+anywhere (queue full, store buffer full, netlink overrun) is counted, written to the store as
+the agent's health report at start and every ``status_interval`` seconds, and printed at exit
+(also on SIGTERM, after a last flush): never a crash or a hang.
+
+No input stops the loop: every step that handles outside input (a source's ``process`` and
+``decode``, the retries, the inventory poll, the final flush) runs through :meth:`Agent._guard`,
+the one place where an exception is caught, counted in the health report's ``lost`` (by source
+and reason, served as ``podflow_lost_events_total``) and skipped. Decoders also check their
+bounds and count what they skip themselves, so the counts name the real cause.
+
+Example (what ``podflow agent`` does)::
+
+    cfg = AgentConfig(node_name="node1", netns="pf-shop-node1",
+                      cluster_state=Path("/var/lib/podflow/labs/shop/cluster-state"),
+                      store=Path("/tmp/flows.duckdb"), duration=30)
+    stats = Agent(cfg).run()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+from podflow.agent.queue import LossyQueue
+from podflow.agent.writer import BufferedWriter
+from podflow.cni.detect import Detection, detect
+from podflow.cni.snapshot import read_node_snapshot
+from podflow.inventory.snapshot_dir import ClusterStateDir
+from podflow.model.flow import EndpointKind, Flow
+from podflow.model.losses import DecodeError, reason_label
+from podflow.pipeline.context import DecodeContext, Report
+from podflow.pipeline.dnsnames import DnsNameCache
+from podflow.sources.registry import SOURCES, Sink, SourceOptions, SourcePlugin
+from podflow.store import open_store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Failed:
+    """What :meth:`Agent._guard` returns when the step raised (already counted)."""
+
+
+FAILED = Failed()
+
+
+@dataclass
+class AgentConfig:
+    """What one agent collects and where it writes."""
+
+    node_name: str
+    """Kubernetes node name this agent speaks for."""
+    cluster_state: Path
+    """Directory of Kubernetes JSON (``kubectl get ... -o json``) kept current."""
+    store: Path
+    """DuckDB store file (shared by several agents)."""
+    netns: str | None = None
+    """Named network namespace of the node (None: the agent's own)."""
+    sources: list[str] | None = None
+    """Sources to run by name (None: the detected CNI profile's defaults)."""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    """Source-specific options (``SourceOptions.extra``)."""
+    cni_conf_dir: Path = Path("/etc/cni/net.d")
+    """The node's CNI configuration directory (for profile detection)."""
+    subnet_env: Path | None = Path("/run/flannel/subnet.env")
+    """flanneld's subnet.env, when the node runs Flannel."""
+    duration: float | None = None
+    """Stop by itself after this many seconds (None: until SIGTERM/SIGINT)."""
+    resync_interval: float = 2.0
+    """Seconds between conntrack table dumps (resync; final counters of closed TCP)."""
+    poll_interval: float = 1.0
+    """Seconds between polls of polling sources (sockets)."""
+    flush_interval: float = 1.0
+    """Seconds between store writes."""
+    inventory_poll: float = 1.0
+    """Seconds between cluster-state directory polls."""
+    status_interval: float = 10.0
+    """Seconds between health reports written to the store."""
+    queue_batches: int = 4096
+    """Bound of the sources -> loop queue, in batches."""
+    ready_file: Path | None = None
+    """Touched once the sources are subscribed (lets a launcher wait for readiness)."""
+    identity_grace: float = 5.0
+    """Seconds a flow with an unknown in-cluster end waits for the inventory to catch up
+    (a new pod's first connections can finish before its object reaches the agent)."""
+    max_deferred: int = 100_000
+    """Bound on flows waiting for identity; beyond it they are stored as they are."""
+    view_delay: float | None = None
+    """Seconds the other sources' flows wait when a NAT-aware source (conntrack) runs too
+    (None: resync + flush + 1 s), so its record is stored first and they merge into it."""
+    retention: float | None = None
+    """Delete stored flows older than this many seconds (None: keep everything)."""
+    max_store_bytes: int | None = None
+    """Delete the oldest flows while the store file is larger than this (None: no limit)."""
+    prune_interval: float = 60.0
+    """Seconds between retention passes (when ``retention`` or ``max_store_bytes`` is set)."""
+
+
+@dataclass
+class AgentStats:
+    """What the agent did; written to the store as health and printed on exit."""
+
+    node: str
+    profile: str = "unknown"
+    evidence: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    records: int = 0
+    flows: int = 0
+    skipped: int = 0
+    lost: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Records skipped because handling them raised: source -> reason -> count."""
+    deferred: int = 0
+    deferred_resolved: int = 0
+    queue_lost: dict[str, int] = field(default_factory=dict)
+    source_failures: dict[str, int] = field(default_factory=dict)
+    store_written: int = 0
+    store_pending: int = 0
+    store_lost: int = 0
+    store_failures: int = 0
+    store_rejected: int = 0
+    store_state: str = "ok"
+    """``ok`` or the kind of store problem stopping writes (``busy``, ``corrupt``, ...)."""
+    store_error: str | None = None
+    """The last store failure."""
+    source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Agent:
+    """One node's collector; :meth:`run` blocks until the duration ends or a signal."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        """Prepare (nothing is opened until :meth:`run`)."""
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.stats = AgentStats(node=cfg.node_name)
+        self.queue: LossyQueue[Any] = LossyQueue(cfg.queue_batches)
+        self.cluster = ClusterStateDir(cfg.cluster_state)
+        self.writer = BufferedWriter(lambda: open_store(cfg.store))
+        self.plugins: dict[str, SourcePlugin] = {}
+        self.dnsnames = DnsNameCache()
+        self._deferred: list[tuple[float, SourcePlugin, Report]] = []
+        self._held: list[tuple[float, SourcePlugin, Report]] = []
+        self._logged: set[tuple[str, str]] = set()
+        self._said_no_pods = False
+
+    # -- the one guarded place -------------------------------------------------------------
+    def _guard(self, source: str, stage: str, n: int, fn: Callable[[], T]) -> T | Failed:
+        """Run one step on outside input; if it raises, count ``n`` lost records and go on.
+
+        The reason is the decoder's own (:class:`DecodeError`) or ``<stage>_<exception>``.
+        The first failure of each (source, reason) is logged with its traceback, later ones
+        only at debug level: a hostile peer repeating one bad packet must not flood the log.
+        """
+        try:
+            return fn()
+        except Exception as exc:
+            reason = (exc.reason if isinstance(exc, DecodeError)
+                      else reason_label(f"{stage}_{type(exc).__name__}"))
+            per = self.stats.lost.setdefault(source, {})
+            per[reason] = per.get(reason, 0) + n
+            first = (source, reason) not in self._logged
+            self._logged.add((source, reason))
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "%s: %d record(s) skipped at %s (%s): %s", source, n, stage, reason, exc,
+                    exc_info=first)
+            return FAILED
+
+    # -- set-up ------------------------------------------------------------------------
+    def detect(self) -> Detection:
+        """Detect the node's CNI profile from its kernel state and CNI files."""
+        snap = read_node_snapshot(self.cfg.netns, self.cfg.cni_conf_dir, self.cfg.subnet_env)
+        det = detect(snap, self.cluster.inventory, node_name=self.cfg.node_name)
+        self.stats.profile = det.profile.name
+        self.stats.evidence = list(det.evidence)
+        return det
+
+    def choose_sources(self, det: Detection) -> list[str]:
+        """The configured sources, else the profile's defaults."""
+        if self.cfg.sources:
+            return list(self.cfg.sources)
+        defaults = det.profile.default_sources or ("conntrack",)
+        return [s for s in defaults if s in SOURCES]
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            del frame
+            log.info("signal %d: stopping", signum)
+            self.stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+            signal.signal(signal.SIGINT, handler)
+
+    def _start_sources(self, names: list[str], det: Detection) -> list[threading.Thread]:
+        extra = {**dict(det.profile.source_options), **self.cfg.source_options}
+        opts = SourceOptions(node_name=self.cfg.node_name, netns=self.cfg.netns,
+                             resync_interval=self.cfg.resync_interval,
+                             poll_interval=self.cfg.poll_interval, extra=extra)
+        threads = []
+        for name in names:
+            plugin = SOURCES[name].create(opts)
+            self.plugins[name] = plugin
+
+            def sink(records: list[Any], kind: str, _n: str = name) -> bool:
+                return self.queue.put(records, f"{_n}/{kind}")
+
+            t = threading.Thread(target=self._supervise, args=(plugin, sink), name=name,
+                                 daemon=True)
+            t.start()
+            threads.append(t)
+        self.stats.sources = names
+        return threads
+
+    def _supervise(self, plugin: SourcePlugin, sink: Sink) -> None:
+        """Run a source's I/O loop; if it dies, record it and restart it with backoff.
+
+        A source that raises must not silently stop a node's collection: the failure is
+        logged, counted in the health report (``source_failures``), and the source runs again
+        after 1, 2, 4 ... 30 s until the agent stops.
+        """
+        delay = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                plugin.run(sink, self.stop)
+                return
+            except Exception as exc:
+                n = self.stats.source_failures.get(plugin.name, 0) + 1
+                self.stats.source_failures[plugin.name] = n
+                log.error("source %s failed (%d so far), restarting in %.0fs: %s",
+                          plugin.name, n, delay, exc, exc_info=True)
+            if time.monotonic() - started > 60:
+                delay = 1.0  # it ran for a while: start the backoff again
+            self.stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> AgentStats:
+        """Collect until stopped; flush everything; return the stats."""
+        self._install_signals()
+        self._poll_inventory(time.time())
+        det = self.detect()
+        ctx = DecodeContext(node_name=self.cfg.node_name, inventory=self.cluster.inventory,
+                            profile=det.profile)
+        names = self.choose_sources(det)
+        log.info("node %s: CNI profile %s (%s); sources %s", self.cfg.node_name,
+                 det.profile.name, "; ".join(det.evidence), ",".join(names))
+        threads = self._start_sources(names, det)
+        # the agent is visible (and its profile known) from the start
+        self._write_status(wait=10.0)
+        if self.cfg.ready_file is not None:
+            self._wait_ready()
+            self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,
+                                                       "sources": names}))
+        deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
+        next_flush = next_poll = time.time()
+        next_status = time.time() + self.cfg.status_interval
+        next_prune = time.time() + min(self.cfg.prune_interval, 5.0)
+        try:
+            while not self.stop.is_set():
+                now = time.time()
+                if deadline is not None and now >= deadline:
+                    break
+                item = self.queue.get(timeout=0.2)
+                if item is not None:
+                    self._consume(item[0], item[1], ctx)
+                now = time.time()
+                if now >= next_poll:
+                    changed = self._poll_inventory(now)
+                    self._retry_deferred(ctx, changed=changed)
+                    self._release_held(ctx)
+                    next_poll = now + self.cfg.inventory_poll
+                if now >= next_flush:
+                    self.writer.flush()
+                    next_flush = now + self.cfg.flush_interval
+                if now >= next_status:
+                    self._write_status()
+                    next_status = now + self.cfg.status_interval
+                if now >= next_prune:
+                    self._prune()
+                    next_prune = now + self.cfg.prune_interval
+        finally:
+            self._finish(threads, ctx)
+        return self.stats
+
+    def _finish(self, threads: list[threading.Thread], ctx: DecodeContext) -> None:
+        """Stop the sources, report what is still open, flush, write the last report."""
+        self.stop.set()
+        end = time.monotonic() + 5.0
+        for t in threads:  # 5 s for all of them, not each: a SIGTERM grace period is short
+            t.join(timeout=max(0.0, end - time.monotonic()))
+        while (item := self.queue.get(timeout=0)) is not None:
+            self._consume(item[0], item[1], ctx)
+        now = time.time()
+        for plugin in self.plugins.values():
+            reports = self._guard(plugin.name, "flush", 1, partial(plugin.flush, now))
+            self._emit(plugin, [] if isinstance(reports, Failed) else reports, ctx)
+        self._poll_inventory(time.time())
+        self._release_held(ctx, final=True)
+        self._retry_deferred(ctx, changed=True, final=True)
+        self.writer.flush()
+        self.health()  # the stats returned (and printed) say how the store ended up
+        self._write_status(wait=10.0)
+
+    def _poll_inventory(self, now: float) -> bool:
+        """Re-read the cluster state; a failure keeps the last good inventory."""
+        return self._guard("inventory", "poll", 1, lambda: self.cluster.poll(now)) is True
+
+    def _prune(self) -> None:
+        """Apply the retention limits, if any (a failure is logged; the next pass retries)."""
+        if self.cfg.retention is None and self.cfg.max_store_bytes is None:
+            return
+        if self._store_damaged():
+            return
+        try:
+            open_store(self.cfg.store, lock_timeout=1.0).prune(self.cfg.retention,
+                                                                self.cfg.max_store_bytes)
+        except Exception as exc:
+            log.warning("retention pass on %s failed (next in %.0fs): %s", self.cfg.store,
+                        self.cfg.prune_interval, exc)
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        end = time.time() + timeout
+        while time.time() < end and not all(p.ready for p in self.plugins.values()):
+            time.sleep(0.05)
+
+    def _consume(self, records: list[Any], kind: str, ctx: DecodeContext) -> None:
+        name, _, sub = kind.partition("/")
+        plugin = self.plugins[name]
+        self.stats.records += len(records)
+        reports = self._guard(name, "process", len(records),
+                              lambda: plugin.process(records, sub, time.time()))
+        self._emit(plugin, [] if isinstance(reports, Failed) else reports, ctx)
+
+    def _emit(self, plugin: SourcePlugin, reports: list[Report], ctx: DecodeContext, *,
+              retrying: bool = False, released: bool = False) -> None:
+        flows: list[Flow] = []
+        for r in reports:
+            f = self._guard(plugin.name, "decode", 1,
+                            partial(plugin.decode, r.record, ctx, r.final))
+            if isinstance(f, Failed):
+                continue
+            if f is None:
+                self.stats.skipped += 1
+            elif not retrying and not released and self._hold(plugin):
+                self._held.append((time.time() + self._view_delay(), plugin, r))
+            elif (not retrying and _unresolved(f)
+                  and len(self._deferred) < self.cfg.max_deferred):
+                self._deferred.append((time.time() + self.cfg.identity_grace, plugin, r))
+                self.stats.deferred += 1
+            else:
+                flows.append(f)
+        for f in flows:  # learn what pods resolved before naming external ends with it
+            if f.l7 is not None and f.l7.dns is not None:
+                self._guard(plugin.name, "dns_names", 0, partial(self.dnsnames.observe, f))
+        named = [self._guard(plugin.name, "enrich", 1, partial(self.dnsnames.apply, f))
+                 for f in flows]
+        flows = [f for f in named if not isinstance(f, Failed)]
+        self.stats.flows += len(flows)
+        if flows:
+            self._check_inventory(len(flows))
+            self.writer.add(flows)
+
+    def _check_inventory(self, n: int) -> None:
+        """Flows arrive but no pod is known: no endpoint can be named. Say so once (the
+        usual cause is a cluster-state directory in the wrong shape or place) and count the
+        flows stored that way as ``no_pods`` of the inventory."""
+        if self.cluster.pod_count:
+            self._said_no_pods = False
+            return
+        per = self.stats.lost.setdefault("inventory", {})
+        per["no_pods"] = per.get("no_pods", 0) + n
+        if not self._said_no_pods:
+            log.warning("flows arrive but the inventory holds no pods: endpoints stay unnamed; "
+                        "is %s a directory of Kubernetes JSON (kubectl get pods,services,... "
+                        "-A -o json)?", self.cfg.cluster_state)
+            self._said_no_pods = True
+
+    def _hold(self, plugin: SourcePlugin) -> bool:
+        """Delay this source's flows? Only behind a NAT-aware source, up to the bound."""
+        return (not plugin.nat_aware and any(p.nat_aware for p in self.plugins.values())
+                and len(self._held) < self.cfg.max_deferred)
+
+    def _view_delay(self) -> float:
+        if self.cfg.view_delay is not None:
+            return self.cfg.view_delay
+        return self.cfg.resync_interval + self.cfg.flush_interval + 1.0
+
+    def _release_held(self, ctx: DecodeContext, *, final: bool = False) -> None:
+        """Emit the other sources' flows whose delay is over (all of them at the end)."""
+        if not self._held:
+            return
+        now = time.time()
+        due = [h for h in self._held if final or h[0] <= now]
+        self._held = [h for h in self._held if not (final or h[0] <= now)]
+        for _deadline, plugin, r in due:
+            self._emit(plugin, [r], ctx, released=True)
+
+    def _retry_deferred(self, ctx: DecodeContext, *, changed: bool, final: bool = False) -> None:
+        """Re-decode flows that waited for identity: now resolved, or out of time."""
+        if not self._deferred:
+            return
+        now = time.time()
+        keep: list[tuple[float, SourcePlugin, Report]] = []
+        for deadline, plugin, r in self._deferred:
+            ready = final or now >= deadline
+            if not ready and changed:
+                f = self._guard(plugin.name, "decode", 0,
+                                partial(plugin.decode, r.record, ctx, r.final))
+                ready = f is None or (not isinstance(f, Failed) and not _unresolved(f))
+                self.stats.deferred_resolved += int(ready)
+            if ready:
+                self._emit(plugin, [r], ctx, retrying=True)
+            else:
+                keep.append((deadline, plugin, r))
+        self._deferred = keep
+
+    def health(self) -> dict[str, Any]:
+        """The current stats as a JSON-ready dict (what the store's agent_status keeps)."""
+        s = self.stats
+        s.queue_lost = dict(self.queue.lost_by)
+        s.store_written, s.store_pending = self.writer.written, self.writer.pending
+        s.store_lost, s.store_failures = self.writer.lost, self.writer.failures
+        s.store_rejected = self.writer.rejected
+        s.store_state, s.store_error = self.writer.state, self.writer.last_error
+        for name, plugin in self.plugins.items():
+            try:
+                s.source_stats[name] = plugin.stats()
+            except Exception as exc:  # health must never take the agent down
+                s.source_stats[name] = {"error": str(exc)}
+        report = asdict(s)
+        skipped = self.cluster.losses.by_reason()  # objects the inventory could not read
+        if skipped:
+            inv = report["lost"].setdefault("inventory", {})
+            for reason, n in skipped.items():
+                inv[reason] = inv.get(reason, 0) + n
+        return report
+
+    def _store_damaged(self) -> bool:
+        """The writer found the store damaged (it retries on its own backoff meanwhile)."""
+        return self.writer.state not in ("ok", "busy", "missing", "error")
+
+    def _write_status(self, *, wait: float = 1.0) -> None:
+        """Write the health report; a periodic one waits at most ``wait`` s for the lock
+        (the loop must not stall on a busy store; the next report will do)."""
+        if self._store_damaged():  # a damaged store cannot hold the report; the log has it
+            return
+        try:
+            open_store(self.cfg.store, lock_timeout=wait).write_status(self.cfg.node_name,
+                                                                        self.health())
+        except Exception as exc:  # a busy store: the next report will do
+            log.debug("status not written: %s", exc)
+
+
+def _unresolved(f: Flow) -> bool:
+    """An end inside the cluster's ranges that no object claimed (yet), or a client-side
+    view still aimed at a service VIP: the NAT-aware record of the same connection (the
+    node's conntrack) usually lands within the grace, and the store then merges this one
+    into it on write instead of showing a VIP-only flow for a moment."""
+    return (EndpointKind.UNKNOWN in (f.source.kind, f.destination.kind)
+            or (f.destination.kind is EndpointKind.SERVICE and f.destination_service is None))

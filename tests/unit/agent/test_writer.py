@@ -1,0 +1,93 @@
+"""BufferedWriter: busy stores keep flows for retry, rejected flows leave, bounds count loss."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podflow.agent.writer import BufferedWriter
+from podflow.store.base import FlowRejected, StoreBusy
+from tests.unit.store.test_duckdb import _flows
+
+
+@dataclass(frozen=True)
+class Item:
+    """Stands in for a Flow: the writer never looks inside, FlowRejected reads flow_id."""
+
+    name: str
+    flow_id: str = "id"
+
+
+class FlakyStore:
+    """Busy for the first ``busy`` writes, then stores everything except items named 'bad'."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.rows: list[str] = []
+
+    def write(self, flows: Sequence[Any]) -> int:
+        if self.busy > 0:
+            self.busy -= 1
+            raise StoreBusy("locked")
+        good = [f.name for f in flows if f.name != "bad"]
+        self.rows.extend(good)
+        errors = [(i, f, "malformed") for i, f in enumerate(flows) if f.name == "bad"]
+        if errors:
+            raise FlowRejected(len(good), errors)
+        return len(good)
+
+
+def items(*names: str) -> list[Item]:
+    return [Item(n) for n in names]
+
+
+def test_busy_store_keeps_flows_until_it_is_free() -> None:
+    st = FlakyStore(busy=2)
+    w = BufferedWriter(lambda: st)
+    w.add(items("a", "b"))
+    assert w.flush() == 0 and w.pending == 2 and w.failures == 1
+    assert w.flush() == 0 and w.failures == 2
+    assert w.flush() == 2 and w.pending == 0 and st.rows == ["a", "b"] and w.lost == 0
+
+
+def test_rejected_flows_are_counted_and_not_retried_forever() -> None:
+    st = FlakyStore(busy=0)
+    w = BufferedWriter(lambda: st)
+    w.add(items("a", "bad", "c"))
+    assert w.flush() == 2
+    assert w.pending == 0 and w.rejected == 1 and st.rows == ["a", "c"]
+    w.add(items("d"))
+    assert w.flush() == 1 and st.rows == ["a", "c", "d"]
+
+
+def test_full_buffer_drops_oldest_and_counts_them() -> None:
+    st = FlakyStore(busy=10)
+    w = BufferedWriter(lambda: st, max_buffer=3)
+    w.add(items("1", "2", "3", "4", "5"))
+    assert w.pending == 3 and w.lost == 2
+    st.busy = 0
+    assert w.flush() == 3 and st.rows == ["3", "4", "5"]
+
+
+def test_a_damaged_store_is_said_once_backed_off_and_recovered(tmp_path: Path) -> None:
+    """Not a DuckDB file: no busy-retry every flush; flows stay buffered; once the file is
+    moved aside they go into a fresh store."""
+    from podflow.store.duckdb import DuckDBStore
+
+    path = tmp_path / "flows.duckdb"
+    path.write_bytes(b"this is not a database" * 1000)
+    w = BufferedWriter(lambda: DuckDBStore(path, lock_timeout=30))
+    w.add(_flows("node1", 2))
+    started = time.monotonic()
+    assert w.flush() == 0
+    assert time.monotonic() - started < 10, "a damaged store was waited on as a locked one"
+    assert (w.state, w.failures, w.pending) == ("not_duckdb", 1, 2)
+    assert w.flush() == 0 and w.failures == 1, "retried before its backoff"
+    path.rename(tmp_path / "flows.duckdb.damaged")
+    w._retry_at = 0.0  # the backoff is over
+    assert w.flush() == 2 and w.state == "ok" and w.pending == 0
+    with DuckDBStore(path, read_only=True) as st:
+        assert len(st.flows()) == 2
