@@ -18,6 +18,12 @@ latest ``apply`` are dropped; flows older than that resolve as unknown/external.
 Lookups are dict lookups plus a walk over the few intervals of one key.
 
 Host-network pods are not indexed by IP: their address is the node's, and resolves to it.
+They are indexed instead by the ports they declare (``spec.containers[].ports[]``), as
+(node, port, protocol), with the same interval rules as pod IPs: asked with a port and
+protocol (the *server* end of a connection, see :meth:`Inventory.identity`), a node address
+whose port a host-network pod on that node declared resolves to that pod
+(``host-network-pod``). A host-network pod that declares no port, or one reached at a port
+it did not declare, stays its node.
 
 Example::
 
@@ -27,6 +33,18 @@ Example::
     ...                                               created=100.0),)), at=200.0)
     >>> inv.identity("10.244.0.5", 150.0).pod_name, inv.identity("10.244.0.5", 50.0).kind
     ('web-1', <EndpointKind.EXTERNAL: 'external'>)
+
+A host-network pod serving TCP 7070 on ``node1``::
+
+    >>> from podflow.inventory.k8s import ContainerPort, NodeRecord
+    >>> agent = PodRecord("mon", "agent-1", "u2", ("172.18.0.2",), "node1", host_network=True,
+    ...                   created=100.0, ports=(ContainerPort(7070, "TCP", 7070),))
+    >>> _ = inv.apply(ClusterObjects(pods=(agent,), nodes=(NodeRecord("node1",
+    ...     ("172.18.0.2",)),)), at=300.0)
+    >>> inv.identity("172.18.0.2", 350.0, port=7070, proto="TCP").pod_name
+    'agent-1'
+    >>> inv.identity("172.18.0.2", 350.0, port=22, proto="TCP").kind
+    <EndpointKind.NODE: 'node'>
 """
 
 from __future__ import annotations
@@ -193,6 +211,7 @@ class Inventory:
         self.retention = retention
         self._configured = [n for n in map(_net, [*cluster_cidrs, *service_cidrs]) if n]
         self._pods: _Timeline[str, Identity] = _Timeline()
+        self._host_ports: _Timeline[tuple[str, int, str], Identity] = _Timeline()
         self._node_ips: _Timeline[str, Identity] = _Timeline()
         self._pod_cidrs: _Timeline[IPNetwork, str] = _Timeline()
         self._vips: _Timeline[str, Identity] = _Timeline()
@@ -215,6 +234,8 @@ class Inventory:
         ctl = {(c.kind, c.namespace, c.name): c for c in objects.controllers}
         pods, hints = self._pod_entries(objects, ctl)
         changed = self._pods.sync(pods, at, first, hints)
+        ports, port_hints = self._host_port_entries(objects, ctl)
+        changed |= self._host_ports.sync(ports, at, first, port_hints)
         nodes: dict[tuple[str, str], Identity] = {}
         cidrs: dict[tuple[IPNetwork, str], str] = {}
         for n in objects.nodes:
@@ -230,8 +251,9 @@ class Inventory:
         known = [*self._configured, *self._pod_cidrs.all_keys()]
         self._networks = tuple(ipaddress.collapse_addresses(n for n in known if n.version == 4)) \
             + tuple(ipaddress.collapse_addresses(n for n in known if n.version == 6))
-        timelines: list[_Timeline[Any, Any]] = [self._pods, self._node_ips, self._pod_cidrs,
-                                                self._vips, self._frontends, self._nodeports]
+        timelines: list[_Timeline[Any, Any]] = [self._pods, self._host_ports, self._node_ips,
+                                                self._pod_cidrs, self._vips, self._frontends,
+                                                self._nodeports]
         for tl in timelines:
             tl.prune(at - self.retention)
         return changed
@@ -249,6 +271,27 @@ class Inventory:
                              p.labels, p.node_name)
             for ip in p.ips:
                 out[(ip, p.uid)], hints[(ip, p.uid)] = ident, (p.created, p.deleted)
+        return out, hints
+
+    @staticmethod
+    def _host_port_entries(objects: ClusterObjects,
+                           ctl: dict[tuple[str, str, str], ControllerRecord],
+                           ) -> tuple[dict[tuple[tuple[str, int, str], str], Identity],
+                                      dict[tuple[tuple[str, int, str], str],
+                                           tuple[float | None, float | None]]]:
+        """((node, port, protocol), pod uid) -> the host-network pod serving there; a pod's
+        ``containerPort`` is the port it binds in the node's namespace."""
+        out: dict[tuple[tuple[str, int, str], str], Identity] = {}
+        hints: dict[tuple[tuple[str, int, str], str], tuple[float | None, float | None]] = {}
+        for p in objects.pods:
+            if not p.host_network or not p.node_name or not p.ports \
+                    or p.phase in ("Succeeded", "Failed"):
+                continue
+            ident = Identity(EndpointKind.HOST_NETWORK_POD, p.namespace, p.name,
+                             top_owner(p, ctl), p.labels, p.node_name)
+            for cp in p.ports:
+                lk = ((p.node_name, cp.port, cp.protocol), p.uid)
+                out[lk], hints[lk] = ident, (p.created, p.deleted)
         return out, hints
 
     def _sync_services(self, services: Iterable[ServiceRecord], at: float, first: bool) -> bool:
@@ -291,6 +334,11 @@ class Inventory:
         """The pod that held ``ip`` at ``at``."""
         return self._pods.lookup(ip, at)
 
+    def host_network_pod(self, node: str, port: int | None, proto: str,
+                         at: float) -> Identity | None:
+        """The host-network pod on ``node`` that declared ``port/proto`` at ``at``."""
+        return None if port is None else self._host_ports.lookup((node, port, proto.upper()), at)
+
     def node_by_ip(self, ip: str, at: float) -> str | None:
         """Name of the node whose InternalIP/ExternalIP was ``ip`` at ``at``."""
         ident = self._node_ips.lookup(ip, at)
@@ -318,6 +366,12 @@ class Inventory:
         """The service port behind nodePort ``port/proto`` at ``at``."""
         return None if port is None else self._nodeports.lookup((port, proto.upper()), at)
 
+    def _served(self, node: str | None, port: int | None, proto: str | None,
+                at: float) -> Identity | None:
+        if node is None or port is None or proto is None:
+            return None
+        return self.host_network_pod(node, port, proto, at)
+
     def external_name(self, ip: str) -> str | None:
         """Display name of ``ip`` from the external-names ConfigMap (exact, then longest CIDR)."""
         if ip in self._ext_exact:
@@ -334,14 +388,28 @@ class Inventory:
         return any(addr in n for n in (*self._networks, *extra)) or \
             self._node_ips.lookup(ip, float("inf")) is not None
 
-    def identity(self, ip: str, at: float, rules: AddressRules | None = None) -> Identity:
+    def identity(self, ip: str, at: float, rules: AddressRules | None = None, *,
+                 port: int | None = None, proto: str | None = None) -> Identity:
         """What ``ip`` stood for at ``at``: pod, node, gateway (via ``rules``), service, named
-        external, else external (outside the cluster's ranges) or unknown (inside them)."""
-        found = self._pods.lookup(ip, at) or self._node_ips.lookup(ip, at)
+        external, else external (outside the cluster's ranges) or unknown (inside them).
+
+        With ``port`` and ``proto`` (``TCP``/``UDP``/``SCTP``), an address that stands for a
+        node (an InternalIP, or a gateway/tunnel address by ``rules``) resolves to the
+        host-network pod of that node that declared ``port/proto`` at ``at``, if one did.
+        Give them for the *server* end of a connection only: a client's ephemeral port may
+        equal a port some host-network pod declared.
+        """
+        found = self._pods.lookup(ip, at)
         if found is not None:
             return found
+        found = self._node_ips.lookup(ip, at)
+        if found is not None:
+            return self._served(found.node_name, port, proto, at) or found
         node = rules.node_for_address(ip, self, at) if rules is not None else None
         if node is not None:
+            served = self._served(node, port, proto, at)
+            if served is not None:
+                return served
             rec = self._nodes.get(node)
             return Identity(EndpointKind.NODE, labels=rec.labels if rec else (),
                             node_name=node, name=node)

@@ -53,6 +53,23 @@ class OwnerRef:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerPort:
+    """One ``spec.containers[].ports[]`` entry: a port a container says it serves.
+
+    For a host-network pod the port is bound in the node's namespace, so it says which pod
+    answers at ``<node IP>:<port>`` (Kubernetes requires ``hostPort``, when set, to equal
+    ``containerPort`` there); for other pods ``hostPort`` is a node port forwarded to it.
+    """
+
+    port: int
+    """``containerPort`` (1-65535)."""
+    protocol: str = "TCP"
+    """``protocol``, upper-case (``TCP``, ``UDP``, ``SCTP``); TCP when absent."""
+    host_port: int | None = None
+    """``hostPort``, if any."""
+
+
+@dataclass(frozen=True, slots=True)
 class PodRecord:
     """A pod as the cluster state shows it."""
 
@@ -70,6 +87,9 @@ class PodRecord:
     deleted: float | None = None
     """``metadata.deletionTimestamp`` (set when deletion was requested)."""
     phase: str | None = None
+    ports: tuple[ContainerPort, ...] = ()
+    """Ports declared by its containers (and by its sidecars: init containers with
+    ``restartPolicy: Always``), in declaration order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +352,23 @@ def _name_of(item: dict[str, Any]) -> str:
     return repr(_clip(name)) if isinstance(name, str) else "(no name)"
 
 
+def _container_port(p: Fields) -> ContainerPort:
+    port = p.port("containerPort")
+    if port is None:
+        raise DecodeError("bad_object", f"{p.where}.containerPort: missing")
+    return ContainerPort(port=port, protocol=(p.text("protocol") or "TCP").upper(),
+                         host_port=p.port("hostPort"))
+
+
+def _container_ports(spec: Fields) -> tuple[ContainerPort, ...]:
+    """The ports of the pod's containers and sidecars; a malformed entry (no or a bad
+    ``containerPort``, a field of the wrong type) makes the pod a bad object, as a malformed
+    service port makes its service one."""
+    containers = spec.objs("containers")
+    containers += [c for c in spec.objs("initContainers") if c.text("restartPolicy") == "Always"]
+    return tuple(_container_port(p) for c in containers for p in c.objs("ports"))
+
+
 def _pod(obj: Fields) -> PodRecord:
     meta, spec, status = obj.obj("metadata"), obj.obj("spec"), obj.obj("status")
     name = meta.need_text("name")
@@ -345,7 +382,8 @@ def _pod(obj: Fields) -> PodRecord:
         ips=ips, node_name=spec.text("nodeName"), host_network=spec.flag("hostNetwork"),
         labels=meta.labels("labels"), owners=_owners(meta),
         created=parse_time(meta.text("creationTimestamp")),
-        deleted=parse_time(meta.text("deletionTimestamp")), phase=status.text("phase"))
+        deleted=parse_time(meta.text("deletionTimestamp")), phase=status.text("phase"),
+        ports=_container_ports(spec))
 
 
 def parse_pods(doc: Any, losses: Losses | None = None) -> list[PodRecord]:

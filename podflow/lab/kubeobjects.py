@@ -7,9 +7,10 @@ pods, replicasets, deployments, services, endpointslices, nodes, namespaces, con
 whose ``hosts`` key lists ``<ip> <name>`` lines for the externals' DNS names, read by the
 lab's DNS server). Node annotations are the datapath's
 (:meth:`~podflow.lab.datapath.Datapath.node_annotations`: flannel's backend, Calico's address
-and VXLAN tunnel), host-network pods carry ``spec.hostNetwork`` and the node IP. Files are
-written atomically and only when their content changed; a deleted pod simply vanishes from
-``pods.json``, as from a real API list.
+and VXLAN tunnel), host-network pods carry ``spec.hostNetwork``, the node IP and a
+``hostPort`` equal to each ``containerPort`` (the agent names a host-network server by the
+ports it declares). Files are written atomically and only when their content changed; a
+deleted pod simply vanishes from ``pods.json``, as from a real API list.
 
 Example::
 
@@ -78,11 +79,17 @@ def _replicaset_of(pod: PodState) -> str:
     return pod.replicaset or f"{pod.workload}-{_short_hash(pod.namespace, pod.workload)}"
 
 
-def _container_ports(ports: list[str]) -> list[dict[str, Any]]:
-    out = []
+def _container_ports(ports: list[str], host_network: bool) -> list[dict[str, Any]]:
+    """The container's ``ports``: a host-network pod binds them on its node, so each also
+    has ``hostPort`` equal to ``containerPort`` (as the API server fills it in)."""
+    out: list[dict[str, Any]] = []
     for spec in ports:
         proto, port = parse_port(spec)
-        out.append({"containerPort": port, "protocol": proto.upper()})
+        entry: dict[str, Any] = {"containerPort": port}
+        if host_network:
+            entry["hostPort"] = port
+        entry["protocol"] = proto.upper()
+        out.append(entry)
     return out
 
 
@@ -101,7 +108,7 @@ def pod_object(state: LabState, pod: PodState) -> dict[str, Any]:
                           ownerReferences=[_owner("ReplicaSet", pod.namespace, rs)]),
         "spec": {"nodeName": pod.node, "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
                  "containers": [{"name": pod.workload, "image": _IMAGE,
-                                 "ports": _container_ports(pod.ports)}],
+                                 "ports": _container_ports(pod.ports, pod.host_network)}],
                  **({"hostNetwork": True} if pod.host_network else {})},
         "status": {"phase": "Running", "conditions": cond, "hostIP": node_ip,
                    "hostIPs": [{"ip": node_ip}], "podIP": pod.ip, "podIPs": [{"ip": pod.ip}],

@@ -3,8 +3,10 @@
 Times: ``time`` is the entry's start timestamp (``CTA_TIMESTAMP_START``) when present, else
 when the agent read it; ``end_time`` is the stop timestamp (DESTROY) or when it was read.
 Identity and service are looked up at ``time``, so a restarted pod's old flows keep the old
-pod. Counters: the original direction is client -> server (``to_destination``), the reply
-direction server -> client (``to_source``); missing counters count as 0.
+pod; the destination (the server) is also looked up by its port, so a host-network pod
+serving there is named (see :mod:`podflow.pipeline.enrich`). Counters: the original
+direction is client -> server (``to_destination``), the reply direction server -> client
+(``to_source``); missing counters count as 0.
 
 Keys: ``flow_id`` (of the reply tuple) and ``client_key`` (of the original tuple), see
 :mod:`podflow.pipeline.keys`; a conntrack flow, knowing both, is the bridge that joins the
@@ -41,7 +43,7 @@ from podflow.model.flow import (
 from podflow.pipeline.context import PROTOCOLS, DecodeContext
 from podflow.pipeline.enrich import endpoint
 from podflow.pipeline.keys import client_key, flow_id
-from podflow.pipeline.nat import resolve
+from podflow.pipeline.nat import L4_NAMES, resolve
 
 
 def conntrack_to_flow(entry: CtEntry, ctx: DecodeContext,
@@ -66,7 +68,7 @@ def conntrack_to_flow(entry: CtEntry, ctx: DecodeContext,
     return Flow(
         time=start,
         source=endpoint(res.client, inv, profile, start),
-        destination=endpoint(res.server, inv, profile, start),
+        destination=endpoint(res.server, inv, profile, start, L4_NAMES.get(entry.orig.proto)),
         protocol=protocol,
         end_time=max(end, start),
         state=FlowState.ENDED if ended else FlowState.ACTIVE,

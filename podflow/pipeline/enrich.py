@@ -7,6 +7,13 @@ node (the profile's rule, e.g. flannel's VTEP ``10.244.N.0`` and cni0 gateway
 ``10.244.N.1``); a service VIP; a named external from the ``podflow/external-names``
 ConfigMap; else ``external`` outside the cluster's ranges and ``unknown`` inside them.
 
+Host-network pods share their node's address. The *server* end of a connection is named by
+port ownership: a decoder passes the protocol (``proto``) for the destination only, and a
+node address whose port a host-network pod on that node declared
+(``spec.containers[].ports[]``) becomes that pod (kind ``host-network-pod``). The *client*
+end is never looked up by port: its port is ephemeral and may equal a declared one, and a
+host-network client cannot be told from its node by address and port, so it stays the node.
+
 Example::
 
     >>> from podflow.inventory.history import Inventory
@@ -25,7 +32,7 @@ from podflow.model.flow import Address, Endpoint
 
 
 def endpoint(addr: Address, inv: Inventory, profile: AddressRules | None,
-             at: float) -> Endpoint:
+             at: float, proto: str | None = None) -> Endpoint:
     """The Endpoint for ``addr`` with the identity its IP had at ``at``.
 
     Args:
@@ -33,8 +40,15 @@ def endpoint(addr: Address, inv: Inventory, profile: AddressRules | None,
         inv: the time-indexed inventory.
         profile: the CNI profile (gateway/tunnel address rules), or None.
         at: the time of the flow (its start), Unix seconds.
+        proto: the L4 protocol as the inventory names it (``TCP``, ``UDP``, ``SCTP``:
+            :data:`podflow.pipeline.nat.L4_NAMES`), given by callers for the connection's
+            *server* end only: then a node address at a port a host-network pod declared
+            resolves to that pod. Leave it None for the client end (see the module doc).
     """
-    ident = inv.identity(addr.ip, at, profile)
+    if proto is None:
+        ident = inv.identity(addr.ip, at, profile)
+    else:
+        ident = inv.identity(addr.ip, at, profile, port=addr.port, proto=proto)
     return Endpoint(ip=addr.ip, port=addr.port, kind=ident.kind, namespace=ident.namespace,
                     pod_name=ident.pod_name, workload=ident.workload, labels=ident.labels,
                     node_name=ident.node_name, name=ident.name)

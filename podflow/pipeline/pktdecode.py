@@ -3,9 +3,10 @@
 A :class:`~podflow.pipeline.pkttrack.PacketFlow` knows the connection as the packets showed
 it where they were captured: ``source`` is the client, ``destination`` the server (a service
 VIP before DNAT, the backend after), both named from the inventory at the connection's
-start. ``flow_id`` and ``client_key`` are both the key of that tuple
-(:func:`~podflow.pipeline.keys.packet_keys`), so a conntrack record of the same connection
-merges with it in the store. Loopback-only connections are not flows. The observation's
+start (the server also by its port: a host-network pod serving there is named, see
+:mod:`podflow.pipeline.enrich`). ``flow_id`` and ``client_key`` are both the key of that
+tuple (:func:`~podflow.pipeline.keys.packet_keys`), so a conntrack record of the same
+connection merges with it in the store. Loopback-only connections are not flows. The observation's
 ``original`` is ``"tcp client:port -> server:port"`` and its ``instance`` the start time.
 
 Example::
@@ -35,6 +36,7 @@ from podflow.model.flow import (
 from podflow.pipeline.context import PROTOCOLS, DecodeContext
 from podflow.pipeline.enrich import endpoint
 from podflow.pipeline.keys import packet_keys
+from podflow.pipeline.nat import L4_NAMES
 from podflow.pipeline.pkttrack import PacketFlow
 
 
@@ -54,7 +56,8 @@ def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow 
     return Flow(
         time=r.start, end_time=r.end,
         source=endpoint(Address(r.client, r.client_port), inv, prof, at),
-        destination=endpoint(Address(r.server, r.server_port), inv, prof, at),
+        destination=endpoint(Address(r.server, r.server_port), inv, prof, at,
+                             L4_NAMES.get(r.proto)),
         protocol=proto, state=FlowState.ENDED if final else FlowState.ACTIVE,
         traffic=Traffic(Counters(*r.to_server), Counters(*r.to_client)),
         tcp=TcpInfo(state=r.state, flags=r.flags) if proto is Protocol.TCP else None,

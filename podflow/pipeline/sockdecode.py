@@ -11,6 +11,11 @@ A socket knows the connection only as its application sees it:
   under SNAT), ``destination`` = the local pod. It knows ``flow_id`` (the server's view)
   and not ``client_key``.
 
+Only the server end (the peer of a client socket, the local end of a server socket) is
+looked up by its port, so a host-network pod serving there is named
+(:mod:`podflow.pipeline.enrich`); a host-network client stays its node, with its process in
+the observation.
+
 :mod:`podflow.store.correlate` joins them with conntrack (which knows both keys) into one
 flow. Counters come from tcp_info: bytes acknowledged by the peer and bytes received, segments
 out and in, oriented client -> server; ``rtt_us`` is the smoothed RTT. Loopback connections
@@ -49,6 +54,7 @@ from podflow.model.flow import (
 from podflow.pipeline.context import PROTOCOLS, DecodeContext
 from podflow.pipeline.enrich import endpoint
 from podflow.pipeline.keys import socket_keys
+from podflow.pipeline.nat import L4_NAMES
 from podflow.pipeline.socktrack import SockConn
 
 
@@ -86,9 +92,13 @@ def socket_to_flow(c: SockConn, ctx: DecodeContext, final: bool | None = None) -
     if is_local_only(c.local_ip) or is_local_only(c.remote_ip):
         return None
     at, inv, profile = c.first_seen, ctx.inventory, ctx.profile
-    local = endpoint(Address(c.local_ip, c.local_port), inv, profile, at)
-    remote = endpoint(Address(c.remote_ip, c.remote_port), inv, profile, at)
-    src, dst = (local, remote) if c.side == "client" else (remote, local)
+    l4 = L4_NAMES.get(c.proto)
+    client = c.side == "client"
+    local = endpoint(Address(c.local_ip, c.local_port), inv, profile, at,
+                     None if client else l4)
+    remote = endpoint(Address(c.remote_ip, c.remote_port), inv, profile, at,
+                      l4 if client else None)
+    src, dst = (local, remote) if client else (remote, local)
     fid, ckey = socket_keys(c)
     protocol = PROTOCOLS.get(c.proto, Protocol.OTHER)
     rtt = float(c.tcp.rtt_us) if c.tcp is not None and c.tcp.rtt_us else None

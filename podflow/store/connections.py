@@ -10,7 +10,8 @@ How, per write batch (one transaction, see :func:`write_batch`):
 
 1. fetch the grouping columns of stored rows near the batch: within ``WINDOW`` seconds of a
    batch row's start (the table is appended roughly in time order, so DuckDB's zone maps on
-   ``time`` skip the rest) and sharing a key (``flow_id``, ``client_key``, group key);
+   ``time`` skip the rest) and sharing a key (``flow_id``, ``client_key``, group key), then
+   the rest of every chain of bridges found (NAT chained across nodes, a hop per node);
 2. decide the batch rows' connections and which stored groups change with the exact rules
    of :func:`podflow.store.correlate.group` (:mod:`podflow.store.grouping`); a changed
    segment whose rows reach the edge of the fetched windows (a rare chain of starts every
@@ -19,9 +20,10 @@ How, per write batch (one transaction, see :func:`write_batch`):
    merged row of every connection the batch touched (DELETE + INSERT of only those, computed
    in SQL by :func:`merged_sql` from their rows).
 
-The merge rules are :func:`podflow.store.correlate.merge`'s: the primary row (undid NAT,
-knows the server key, real source, earliest, node, seq) gives destination, service and NAT;
-the best source view gives the source; counters are maxima, nodes a union, the verdict the
+The merge rules are :func:`podflow.store.correlate.merge`'s: the primary row (at the
+server's end of the chain, undid NAT, knows the server key, real source, earliest, node, seq)
+gives destination, service and NAT; the best source view (at the client's end of the chain
+first) gives the source; counters are maxima, nodes a union, the verdict the
 worst, ``rtt_us`` the first measured (client side first), L7 the first row's that has one.
 Readers filter and aggregate these rows directly and fetch observation rows only for the
 connections they return (``m_seqs``). :func:`reindex` recomputes everything in bulk (the
@@ -38,7 +40,14 @@ import pyarrow as pa
 
 from podflow.store.correlate import SPLIT_GAP
 from podflow.store.edges import number_edges
-from podflow.store.grouping import Row, affected, choose_keys, finish, regroup
+from podflow.store.grouping import (
+    Row,
+    affected,
+    chain_keys,
+    choose_keys,
+    finish,
+    regroup,
+)
 from podflow.store.schema import COLUMNS, CONN_COLUMNS, GROUPING_COLUMNS
 
 WINDOW = 6 * SPLIT_GAP
@@ -71,7 +80,14 @@ def merged_sql(rel: str, *, materialize: bool = True) -> str:
         "coalesce(nullif(p.client_key, ''), nullif(s.client_key, ''), a.m_ckey, '') "
         "AS client_key", "a.m_rtt AS rtt_us",
         *(f"s.{c} AS {c}" for c in _SRC_COLS), *(f"l.{c} AS {c}" for c in _L7_COLS)])
+    bridge = "b.flow_id <> '' AND b.client_key <> '' AND b.flow_id <> b.client_key"
     return f"""WITH g AS {"MATERIALIZED " if materialize else ""}({rel}),
+up AS (SELECT DISTINCT r.seq FROM g r JOIN g b ON b.conn_id = r.conn_id
+       AND b.client_key = r.flow_id WHERE r.flow_id <> '' AND {bridge}),
+dn AS (SELECT DISTINCT r.seq FROM g r JOIN g b ON b.conn_id = r.conn_id
+       AND b.flow_id = r.client_key WHERE r.client_key <> '' AND {bridge}),
+gx AS (SELECT *, seq IN (SELECT seq FROM up) AS m_up, seq IN (SELECT seq FROM dn) AS m_dn
+       FROM g),
 a AS (SELECT conn_id, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m_seq,
              list(seq ORDER BY seq) AS m_seqs,
              list(DISTINCT obs_node ORDER BY obs_node) FILTER (WHERE obs_node IS NOT NULL)
@@ -85,13 +101,14 @@ a AS (SELECT conn_id, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m
              arg_min(rtt_us, (flow_id <> '', time, seq)) FILTER (WHERE rtt_us IS NOT NULL)
                  AS m_rtt,
              arg_min(seq, (time, seq)) FILTER (WHERE {_L7_PRESENT}) AS l_seq,
-             arg_min(seq, (NOT {_UNDID}, flow_id = '', NOT {_SRC_KNOWN}, time,
+             arg_min(seq, (m_up, NOT {_UNDID}, flow_id = '', NOT {_SRC_KNOWN}, time,
                            coalesce(obs_node, ''), seq)) AS p_seq,
-             arg_min(seq, (NOT {_UNDID}, NOT {_SRC_KNOWN}, coalesce(client_key, '') = '',
-                           time, coalesce(obs_node, ''), seq)) AS s_seq,
+             arg_min(seq, (m_dn, NOT {_UNDID}, NOT {_SRC_KNOWN},
+                           coalesce(client_key, '') = '', time, coalesce(obs_node, ''), seq))
+                 AS s_seq,
              arg_min(coalesce(nullif(flow_id, ''), client_key, ''), (time, seq)) AS okey,
              bool_or({HAS_L7}) AS has_l7
-      FROM g GROUP BY conn_id)
+      FROM gx GROUP BY conn_id)
 SELECT p.* EXCLUDE (seq, {", ".join(c for c in GROUPING_COLUMNS if c != "conn_id")})
        REPLACE ({repl}),
        a.m_seq, a.m_seqs, a.obs_nodes, a.okey, a.has_l7
@@ -179,6 +196,11 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     wins = windows(r.time for r in new)
     keys = {k for r in new for k in r.key_values()}
     stored = {r.seq: r for r in _near(con, wins, keys, ("flow_id", "client_key", "conn_key"))}
+    asked = set(keys)
+    while extra := chain_keys([*stored.values(), *new]) - asked:   # whole chains (short)
+        asked |= extra
+        for r in _near(con, wins, extra, ("flow_id", "client_key", "conn_key")):
+            stored.setdefault(r.seq, r)
     moved = choose_keys(new, list(stored.values()))
     want = {r.conn_key for r in new if r.conn_key} | {r.conn_key for r, _, _ in moved
                                                        if r.conn_key}
@@ -260,10 +282,23 @@ def refresh(con: duckdb.DuckDBPyConnection, gone: Iterable[int], seqs: list[int]
         number_edges(con)
 
 
+_BRIDGES_SQL = """CREATE TEMP TABLE podflow_bridges AS
+SELECT flow_id, client_key, least(flow_id, client_key) AS canon, time AS btime, seq AS bseq
+FROM flows WHERE flow_id <> '' AND client_key <> '' AND flow_id <> client_key"""
+
+_LABEL_SQL = f"""UPDATE podflow_bridges SET canon = n.m FROM (
+    SELECT bseq, min(canon) AS m FROM (
+        SELECT x.bseq, y.canon FROM podflow_bridges x JOIN podflow_bridges y
+            ON x.flow_id = y.client_key AND abs(x.btime - y.btime) <= {_GAP}
+        UNION ALL
+        SELECT x.bseq, y.canon FROM podflow_bridges x JOIN podflow_bridges y
+            ON x.client_key = y.flow_id AND abs(x.btime - y.btime) <= {_GAP})
+    GROUP BY bseq) n
+WHERE podflow_bridges.bseq = n.bseq AND n.m < podflow_bridges.canon"""
+"""One step of spreading the smallest key along chained bridges (correlate.chain_labels)."""
+
 _KEYS_SQL = f"""
-WITH bridges AS (SELECT flow_id, client_key, least(flow_id, client_key) AS canon,
-                        time AS btime, seq AS bseq FROM flows
-                 WHERE flow_id <> '' AND client_key <> '' AND flow_id <> client_key),
+WITH bridges AS (SELECT flow_id, client_key, canon, btime, bseq FROM podflow_bridges),
 bkeys AS (SELECT flow_id AS k, canon, btime, bseq FROM bridges
           UNION ALL SELECT client_key AS k, canon, btime, bseq FROM bridges),
 rkeys AS (SELECT seq AS rseq, time AS rtime, flow_id AS k FROM flows WHERE flow_id <> ''
@@ -320,9 +355,18 @@ def _cut_instances(con: duckdb.DuckDBPyConnection) -> None:
     con.unregister("podflow_cut")
 
 
+def _changed(result: list[tuple[object, ...]]) -> bool:
+    """Whether an UPDATE's result (``[(count,)]``) changed any row."""
+    return bool(result) and bool(result[0][0])
+
+
 def reindex(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute every row's connection and the whole ``connections`` table (in bulk SQL)."""
+    con.execute(_BRIDGES_SQL)
+    while _changed(con.execute(_LABEL_SQL).fetchall()):   # as many steps as the longest chain
+        pass
     con.execute(f"CREATE TEMP TABLE podflow_keys AS {_KEYS_SQL}")
+    con.execute("DROP TABLE podflow_bridges")
     _cut_instances(con)
     con.execute("UPDATE flows SET conn_id = k.cid, conn_key = k.gkey, bridge_time = k.btime, "
                 "bridge_seq = k.bseq FROM podflow_keys k WHERE flows.seq = k.seq")

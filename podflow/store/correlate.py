@@ -7,10 +7,17 @@ A server socket knows only ``flow_id``, a client socket only ``client_key``, a p
 (the key of the tuple it saw), conntrack both (reply and original tuple): with NAT its two
 keys differ and it is the *bridge* between the client's view and the server's.
 
+NAT can be chained across nodes: a pod dialling another node's NodePort is masqueraded on
+its own node (bridge 1: the pod's tuple -> the node's tuple) and DNATed + SNATed on the
+NodePort's node (bridge 2: the node's tuple -> the backend's), so bridge 1's ``flow_id`` is
+bridge 2's ``client_key``. Bridges linked that way within :data:`SPLIT_GAP` form a *chain*
+(:func:`chain_labels`); a chain's *label* is the smallest key of its bridges (for a lone
+bridge, the smaller of its two keys).
+
 Grouping: records are one connection when they share a key value and start within
-:data:`SPLIT_GAP` seconds. Concretely each record gets a group key: the canonical key
-(the smaller of its two) of the nearest bridge within ``SPLIT_GAP`` that shares a key with
-it, else its own ``flow_id``, else its ``client_key``; records with neither stay alone.
+:data:`SPLIT_GAP` seconds. Concretely each record gets a group key: the label of the chain
+of the nearest bridge within ``SPLIT_GAP`` that shares a key with it, else its own
+``flow_id``, else its ``client_key``; records with neither stay alone.
 Records of one group key are sorted by start (then input order) and split where consecutive
 starts drift apart by more than ``SPLIT_GAP``, and where a record is a second *instance* of a
 vantage already in the connection being built: same node and source, the same ``flow_id`` or
@@ -21,13 +28,16 @@ That second rule is what tells a reused port apart when the reuse comes within
 
 Merging a group takes:
 
-- destination, service, NAT, CNI profile, ``flow_id`` from the *primary* record: one that
-  undid NAT (``destination_service`` or a non-empty ``nat``), else one that knows the server
-  side (a ``flow_id``), else one whose source is real, then the earliest (node, input order);
-- the source from the best source view: one that undid NAT, else a real source (not a node or
-  unknown address: the server's socket sees the SNAT address), else one that knows the client
-  side (``client_key``), then as above; a socket-only connection (macvlan) thus gets its
-  source from the client socket and its destination from the server socket;
+- destination, service, NAT, CNI profile, ``flow_id`` from the *primary* record: one at the
+  server's end of the chain (its ``flow_id`` is no bridge's ``client_key``: not a view of an
+  earlier hop), then one that undid NAT (``destination_service`` or a non-empty ``nat``),
+  else one that knows the server side (a ``flow_id``), else one whose source is real, then
+  the earliest (node, input order);
+- the source from the best source view: one at the client's end of the chain (its
+  ``client_key`` is no bridge's ``flow_id``), then one that undid NAT, else a real source
+  (not a node or unknown address: the server's socket sees the SNAT address), else one that
+  knows the client side (``client_key``), then as above; a socket-only connection (macvlan)
+  thus gets its source from the client socket and its destination from the server socket;
 - observations: the union ordered by node; counters: the maximum per direction; ``time`` the
   earliest start, ``end_time`` the latest; ENDED if any record ended; the worst verdict
   (DROPPED > ERROR > FORWARDED > UNKNOWN); ``rtt_us`` the first measured one, client-side
@@ -89,24 +99,40 @@ def source_known(f: Flow) -> bool:
     return f.source.kind not in (EndpointKind.NODE, EndpointKind.UNKNOWN)
 
 
+def chain_ends(observations: Sequence[Flow]) -> tuple[list[bool], list[bool]]:
+    """Per record: (at the server's end of the chain, at the client's end) (module doc).
+
+    A record whose ``flow_id`` is some bridge's ``client_key`` saw an earlier hop of a chained
+    NAT (its destination is the next node's address, not the server); one whose
+    ``client_key`` is some bridge's ``flow_id`` saw a later hop (its source is a node).
+    """
+    cks = {f.client_key for f in observations if is_bridge(f)}
+    fks = {f.flow_id for f in observations if is_bridge(f)}
+    return ([not (f.flow_id and f.flow_id in cks) for f in observations],
+            [not (f.client_key and f.client_key in fks) for f in observations])
+
+
 def primary_index(observations: Sequence[Flow]) -> int:
     """Index of the record the merged flow takes destination, service, NAT from."""
+    server_end = chain_ends(observations)[0]
 
-    def key(i: int) -> tuple[int, int, int, float, str, int]:
+    def key(i: int) -> tuple[int, int, int, int, float, str, int]:
         f = observations[i]
-        return (0 if undid_nat(f) else 1, 0 if f.flow_id else 1, 0 if source_known(f) else 1,
-                f.time, f.node_name or "", i)
+        return (0 if server_end[i] else 1, 0 if undid_nat(f) else 1, 0 if f.flow_id else 1,
+                0 if source_known(f) else 1, f.time, f.node_name or "", i)
 
     return min(range(len(observations)), key=key)
 
 
 def source_index(observations: Sequence[Flow]) -> int:
     """Index of the record the merged flow takes its source from."""
+    client_end = chain_ends(observations)[1]
 
-    def key(i: int) -> tuple[int, int, int, float, str, int]:
+    def key(i: int) -> tuple[int, int, int, int, float, str, int]:
         f = observations[i]
-        return (0 if undid_nat(f) else 1, 0 if source_known(f) else 1,
-                0 if f.client_key else 1, f.time, f.node_name or "", i)
+        return (0 if client_end[i] else 1, 0 if undid_nat(f) else 1,
+                0 if source_known(f) else 1, 0 if f.client_key else 1, f.time,
+                f.node_name or "", i)
 
     return min(range(len(observations)), key=key)
 
@@ -116,14 +142,48 @@ def is_bridge(f: Flow) -> bool:
     return bool(f.flow_id and f.client_key and f.flow_id != f.client_key)
 
 
+def chain_labels(bridges: Sequence[tuple[float, str, str]]) -> list[str]:
+    """The chain label of each bridge ``(time, flow_id, client_key)`` (see the module doc).
+
+    Bridge *a* links to bridge *b* when ``a.flow_id == b.client_key`` and they start at
+    most :data:`SPLIT_GAP` apart; a chain is a connected set of links, its label the
+    smallest key of its bridges.
+
+    >>> chain_labels([(0.0, "m", "c"), (0.2, "s", "m"), (0.1, "x", "y"), (9.0, "t", "m")])
+    ['c', 'c', 'x', 'm']
+    """
+    parent = list(range(len(bridges)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_ck: dict[str, list[int]] = defaultdict(list)
+    for i, (_, _, ck) in enumerate(bridges):
+        by_ck[ck].append(i)
+    for i, (t, fid, _) in enumerate(bridges):
+        for j in by_ck.get(fid, ()):
+            if abs(bridges[j][0] - t) <= SPLIT_GAP:
+                parent[find(i)] = find(j)
+    label: dict[int, str] = {}
+    for i, (_, fid, ck) in enumerate(bridges):
+        root = find(i)
+        label[root] = min(label.get(root, fid), fid, ck)
+    return [label[find(i)] for i in range(len(bridges))]
+
+
 def group_keys(observations: Sequence[Flow]) -> list[str | None]:
     """The group key of each record (see the module doc); None: a record of its own."""
+    index = [i for i, f in enumerate(observations) if is_bridge(f)]
+    labels = chain_labels([(observations[i].time, observations[i].flow_id,
+                            observations[i].client_key) for i in index])
     bridges: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    for i, f in enumerate(observations):
-        if is_bridge(f):
-            canon = min(f.flow_id, f.client_key)
-            bridges[f.flow_id].append((f.time, i, canon))
-            bridges[f.client_key].append((f.time, i, canon))
+    for i, canon in zip(index, labels, strict=True):
+        f = observations[i]
+        bridges[f.flow_id].append((f.time, i, canon))
+        bridges[f.client_key].append((f.time, i, canon))
     out: list[str | None] = []
     for f in observations:
         best: tuple[float, float, int, str] | None = None

@@ -6,10 +6,12 @@ bridge that chose it (``bridge_time``, ``bridge_seq``: the ``(distance, time, se
 ``group_keys``, the row index being ``seq``) and its connection id (``conn_id``). A batch can
 change the grouping only near itself, and this module works out how, exactly:
 
-1. a new row's key is chosen among bridges within :data:`SPLIT_GAP` sharing one of its keys
-   (stored ones and the batch's own); a stored row sharing a key with a *new* bridge within
-   ``SPLIT_GAP`` moves to that bridge's key if the bridge is nearer than the one it had
-   (a row's best bridge can only improve: rows are never deleted);
+1. a new row's key is the chain label of its nearest bridge within :data:`SPLIT_GAP` sharing
+   one of its keys (stored ones and the batch's own); a stored row sharing a key with a
+   *new* bridge within ``SPLIT_GAP`` moves to that bridge's label if the bridge is nearer
+   than the one it had (a row's best bridge can only improve: rows are never deleted), and a
+   stored row whose bridge's chain a new bridge joined takes the chain's new label (the
+   caller fetches whole chains: they are short, a hop per node the connection crossed);
 2. the groups that can change are the old groups of moved rows and every stored group of a
    key in the same *segment* as a new or moved row of that key (a segment: rows of one key
    whose consecutive starts are at most ``SPLIT_GAP`` apart). A cut inside a segment can
@@ -42,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from podflow.store.correlate import SPLIT_GAP, Tracked, split, vantages
+from podflow.store.correlate import SPLIT_GAP, Tracked, chain_labels, split, vantages
 
 BridgeKey = tuple[float, float, int]
 """``(distance, bridge time, bridge seq)``: the smallest wins (see correlate.group_keys)."""
@@ -117,38 +119,57 @@ def _best(r: Row, bridges: dict[str, list[Row]]) -> tuple[BridgeKey, Row] | None
     return best
 
 
-def _take(r: Row, b: Row | None) -> None:
+def labels(rows: Iterable[Row]) -> dict[int, str]:
+    """``seq -> chain label`` of the bridges among ``rows``
+    (:func:`~podflow.store.correlate.chain_labels`)."""
+    bridges = [r for r in rows if r.is_bridge()]
+    return {b.seq: lab for b, lab in zip(
+        bridges, chain_labels([(b.time, b.flow_id, b.client_key) for b in bridges]),
+        strict=True)}
+
+
+def _take(r: Row, b: Row | None, label: dict[int, str]) -> None:
     if b is None:
         r.conn_key = r.flow_id or r.client_key or None
         r.bridge_time = r.bridge_seq = None
     else:
-        r.conn_key = min(b.flow_id, b.client_key)
+        r.conn_key = label[b.seq]
         r.bridge_time, r.bridge_seq = b.time, b.seq
 
 
 def choose_keys(new: Sequence[Row], stored: Sequence[Row]) -> list[tuple[Row, str | None, int]]:
-    """Step 1: set the key of new rows, move stored rows to nearer new bridges.
+    """Step 1: set the key of new rows, move stored rows to nearer new bridges and to the
+    new label of a chain a new bridge joined.
 
     ``stored`` must hold every stored row within ``2 * SPLIT_GAP`` of a new row that shares a
-    key with it. Returns the moved rows with their old key and id.
+    key with it, the whole chain of every bridge among them (:func:`chain_keys` of it all is
+    fetched) and the rows keyed by those chains. Returns the moved rows with their old key
+    and id.
     """
+    label = labels([*stored, *new])
     everything = _bridges([*stored, *new])
     for r in new:
         found = _best(r, everything)
-        _take(r, found[1] if found else None)
+        _take(r, found[1] if found else None, label)
     fresh = _bridges(new)
     moved = []
-    if fresh:
-        for r in stored:
-            found = _best(r, fresh)
-            if found is None:
-                continue
-            had = r.bridge_key()
-            if had is None or found[0] < had:
-                assert r.conn_id is not None
-                moved.append((r, r.conn_key, r.conn_id))
-                _take(r, found[1])
+    for r in stored:
+        found = _best(r, fresh) if fresh else None
+        had = r.bridge_key()
+        if found is not None and (had is None or found[0] < had):
+            assert r.conn_id is not None
+            moved.append((r, r.conn_key, r.conn_id))
+            _take(r, found[1], label)
+        elif r.bridge_seq in label and label[r.bridge_seq] != r.conn_key:
+            assert r.conn_id is not None   # its bridge's chain took a new label
+            moved.append((r, r.conn_key, r.conn_id))
+            r.conn_key = label[r.bridge_seq]
     return moved
+
+
+def chain_keys(rows: Iterable[Row]) -> set[str]:
+    """Every key of the bridges among ``rows``: what fetching their chains searches."""
+    return {k for r in rows if r.is_bridge() for k in (r.flow_id, r.client_key)}
 
 
 def affected(new: Sequence[Row], moved: Sequence[tuple[Row, str | None, int]],
@@ -253,11 +274,12 @@ def rechoose(rows: Sequence[Row], candidates: Sequence[Row]) -> list[tuple[Row, 
     (rows are updated in place, ``conn_id`` untouched).
     """
     bridges = _bridges(candidates)
+    label = labels(candidates)
     out = []
     for r in rows:
         old = (r.conn_key, r.bridge_time, r.bridge_seq)
         found = _best(r, bridges)
-        _take(r, found[1] if found else None)
+        _take(r, found[1] if found else None, label)
         if (r.conn_key, r.bridge_time, r.bridge_seq) != old:
             out.append((r, old[0]))
     return out

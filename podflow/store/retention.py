@@ -56,7 +56,7 @@ from podflow.store.connections import (
     update_grouping,
 )
 from podflow.store.correlate import SPLIT_GAP
-from podflow.store.grouping import Row, rebuild, rechoose
+from podflow.store.grouping import Row, chain_keys, rebuild, rechoose
 
 SIZE_TRIGGER = 0.55
 """A size pass starts when the store's data (:func:`data_bytes`) exceeds this share of
@@ -149,14 +149,22 @@ def _delete_selected(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
 def _repair(con: duckdb.DuckDBPyConnection) -> int:
     """Regroup what the deletion may have changed (see the module doc); return how many
     connections were rebuilt."""
-    orphans = rows_where(con, f"bridge_seq IN (SELECT seq FROM {_GONE_ROWS})", [])
+    # rows whose bridge went, and rows keyed by a chain that lost a bridge (its label is the
+    # smallest key of what remains of it)
+    orphans = rows_where(con, f"bridge_seq IN (SELECT seq FROM {_GONE_ROWS}) OR "
+                         f"(bridge_seq IS NOT NULL AND EXISTS (SELECT 1 FROM {_GONE_ROWS} g "
+                         f"WHERE g.conn_key = flows.conn_key AND flows.time BETWEEN "
+                         f"g.time - {2 * SPLIT_GAP} AND g.time + {2 * SPLIT_GAP}))", [])
     rekeyed: list[Row] = []
     moved: set[int] = set()
     keys: set[str] = set()
     if orphans:
-        near = rows_near(con, (r.time for r in orphans),
-                         {k for r in orphans for k in r.key_values()})
-        for r, old in rechoose(orphans, near):
+        asked = {k for r in orphans for k in r.key_values()}
+        near = {r.seq: r for r in rows_near(con, (r.time for r in orphans), asked)}
+        while more := chain_keys(near.values()) - asked:   # whole chains (short)
+            asked |= more
+            near.update((r.seq, r) for r in rows_near(con, (r.time for r in orphans), more))
+        for r, old in rechoose(orphans, list(near.values())):
             rekeyed.append(r)
             if r.conn_key != old:
                 moved.add(r.seq)

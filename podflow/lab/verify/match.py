@@ -138,7 +138,9 @@ class Matcher:
             if got != (f"{service} ({want_type})" if service else None):
                 return f"service is {got}, want {service} ({want_type})", None
             info = self.pods.get(f"{dst.namespace}/{dst.pod_name}")
-            if dst.kind is not EndpointKind.POD or info not in pods or info is None:
+            kind = EndpointKind.POD if info is None or self.host_network_node(info.key) is None \
+                else EndpointKind.HOST_NETWORK_POD   # named by the port it declares
+            if dst.kind is not kind or info not in pods or info is None:
                 return f"backend {dst.kind}:{dst.display()} is not one of {r.target}", None
             if dst.ip != info.ip or dst.port != port:
                 return f"backend address {Address(dst.ip, dst.port)}, want {info.ip}:{port}", None
@@ -244,10 +246,11 @@ class Matcher:
     # -- flow side -----------------------------------------------------------------------
     def is_infrastructure(self, f: Flow) -> bool:
         """Both ends are nodes or unknown addresses (node-to-node, VXLAN ...): not judged."""
-        return f.source.kind in _NODEISH and f.destination.kind in _NODEISH
+        return f.source.kind in _NODEISH and f.destination.kind in _NODEISH and \
+            f.destination.kind is not EndpointKind.HOST_NETWORK_POD
 
     def _end_name(self, e: Endpoint, pod_prefix: str) -> str:
-        if e.kind is EndpointKind.POD:
+        if e.kind in (EndpointKind.POD, EndpointKind.HOST_NETWORK_POD) and e.pod_name:
             info = self.pods.get(f"{e.namespace}/{e.pod_name}")
             wl = e.workload.name if e.workload else (info.workload.split("/")[1] if info
                                                      else e.pod_name)
@@ -264,7 +267,8 @@ class Matcher:
             return "nodeport" if f.destination_service.type == "NodePort" else "clusterip"
         if f.destination.kind is EndpointKind.EXTERNAL:
             return "egress"
-        return "podip" if f.destination.kind is EndpointKind.POD else "unknown"
+        return "podip" if f.destination.kind in (EndpointKind.POD, EndpointKind.HOST_NETWORK_POD) \
+            else "unknown"
 
     def flow_edge(self, f: Flow) -> Edge:
         """The edge a flow claims."""

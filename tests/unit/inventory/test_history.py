@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from podflow.inventory import k8s
-from podflow.inventory.history import Inventory
+from podflow.inventory.history import Identity, Inventory, IPNetwork
 from podflow.inventory.snapshot_dir import ClusterStateDir
 from podflow.model.flow import EndpointKind, Workload
 
@@ -47,6 +48,39 @@ def objects(pods: str = "pods.json") -> k8s.ClusterObjects:
 def inventory(**kw: Any) -> Inventory:
     inv = Inventory(**kw)
     inv.apply(objects(), at=T("2026-11-20T11:45:00Z"))
+    return inv
+
+
+def host_network_pod(**kw: Any) -> k8s.PodRecord:
+    """A DaemonSet pod with ``hostNetwork: true`` on node2 (172.18.0.2) serving TCP 7070 and
+    UDP 8125 there."""
+    base = k8s.PodRecord(
+        "monitoring", "node-exporter-x7k2p", "uid-ne-x7k2p", ("172.18.0.2",), "node2",
+        host_network=True, labels=(("app", "node-exporter"),),
+        owners=(k8s.OwnerRef("DaemonSet", "node-exporter", True),), created=T_POD,
+        phase="Running",
+        ports=(k8s.ContainerPort(7070, "TCP", 7070), k8s.ContainerPort(8125, "UDP", 8125)))
+    return dataclasses.replace(base, **kw)
+
+
+METRICS = k8s.ServiceRecord("monitoring", "node-exporter", cluster_ips=("10.96.77.7",),
+                            ports=(k8s.ServicePort(80, "TCP", "metrics", 7070),),
+                            selector=(("app", "node-exporter"),))
+"""ClusterIP 10.96.77.7:80 whose backend is the host-network pod, at node2's 172.18.0.2:7070."""
+
+
+def with_host_network_pod(objs: k8s.ClusterObjects | None = None,
+                          pod: k8s.PodRecord | None = None) -> k8s.ClusterObjects:
+    """The test cluster plus a host-network pod (``host_network_pod()``) and its Service."""
+    objs = objects() if objs is None else objs
+    return dataclasses.replace(objs, pods=(*objs.pods, pod or host_network_pod()),
+                               services=(*objs.services, METRICS))
+
+
+def host_network_inventory() -> Inventory:
+    """``inventory()`` with the host-network pod and its Service."""
+    inv = Inventory()
+    inv.apply(with_host_network_pod(), at=T("2026-11-20T11:45:00Z"))
     return inv
 
 
@@ -178,6 +212,134 @@ def test_completed_and_host_network_pods_not_indexed_by_ip() -> None:
     node = inv.identity("172.18.0.1", now)  # flannel DaemonSet pod, hostNetwork
     assert (node.kind, node.node_name, node.name) == (EndpointKind.NODE, "node1", "node1")
     assert inv.node_by_ip("172.18.0.3", now) == "node3"
+
+
+class Gateways:
+    """Address rules where flannel's VTEP address of node2, 10.244.1.0, stands for node2."""
+
+    cluster_networks: tuple[IPNetwork, ...] = ()
+
+    def node_for_address(self, ip: str, inv: Inventory, at: float) -> str | None:
+        return "node2" if ip == "10.244.1.0" else None
+
+
+def test_host_network_pod_is_named_by_the_port_it_declared() -> None:
+    inv = host_network_inventory()
+    now = T_POD + 60
+    pod = inv.identity("172.18.0.2", now, port=7070, proto="TCP")
+    assert (pod.kind, pod.namespace, pod.pod_name, pod.node_name, pod.name) == (
+        EndpointKind.HOST_NETWORK_POD, "monitoring", "node-exporter-x7k2p", "node2", None)
+    assert pod.workload == Workload("DaemonSet", "node-exporter")
+    assert pod.labels == (("app", "node-exporter"),)
+    assert inv.host_network_pod("node2", 7070, "tcp", now) == pod
+    node = inv.identity("172.18.0.2", now)
+    assert (node.kind, node.node_name, node.name) == (EndpointKind.NODE, "node2", "node2")
+    assert inv.identity("172.18.0.2", now, port=22, proto="TCP") == node      # not declared
+    assert inv.identity("172.18.0.2", now, port=7070) == node                 # no protocol
+    assert inv.identity("172.18.0.2", now, proto="TCP") == node               # no port
+    other = inv.identity("172.18.0.3", now, port=7070, proto="TCP")          # another node
+    assert (other.kind, other.name) == (EndpointKind.NODE, "node3")
+    # pods, VIPs and externals are what they are whatever the port
+    assert inv.identity("10.244.1.3", now, port=7070, proto="TCP").kind is EndpointKind.POD
+    vip = inv.identity("10.96.77.7", now, port=80, proto="TCP")
+    assert (vip.kind, vip.name) == (EndpointKind.SERVICE, "node-exporter")
+    assert inv.identity("192.168.100.10", now, port=7070, proto="TCP").name == "db"
+
+
+def test_host_network_ports_are_per_protocol() -> None:
+    inv = host_network_inventory()
+    now = T_POD + 60
+    node = inv.identity("172.18.0.2", now)
+    assert node == Identity(EndpointKind.NODE, labels=node.labels, node_name="node2",
+                            name="node2")
+    assert inv.identity("172.18.0.2", now, port=8125, proto="UDP").pod_name == \
+        "node-exporter-x7k2p"
+    assert inv.identity("172.18.0.2", now, port=8125, proto="TCP") == node
+    assert inv.identity("172.18.0.2", now, port=7070, proto="UDP") == node
+    assert inv.identity("172.18.0.2", now, port=7070, proto="SCTP") == node
+
+
+def test_a_gateway_address_of_the_node_is_named_by_port_too() -> None:
+    inv = host_network_inventory()
+    now = T_POD + 60
+    pod = inv.identity("10.244.1.0", now, Gateways(), port=7070, proto="TCP")
+    assert (pod.kind, pod.pod_name) == (EndpointKind.HOST_NETWORK_POD, "node-exporter-x7k2p")
+    node = inv.identity("10.244.1.0", now, Gateways(), port=22, proto="TCP")
+    assert (node.kind, node.name) == (EndpointKind.NODE, "node2")
+    assert inv.identity("10.244.1.0", now, Gateways()) == node
+    # without the rule the VTEP address is just an address in the pod range
+    assert inv.identity("10.244.1.0", now, port=7070, proto="TCP").kind is EndpointKind.UNKNOWN
+
+
+def test_host_network_port_held_from_creation_to_deletion() -> None:
+    inv = Inventory()
+    inv.apply(with_host_network_pod(), at=T_POD + 100)
+
+    def at(t: float) -> str | None:
+        ident = inv.identity("172.18.0.2", t, port=7070, proto="TCP")
+        assert ident.kind in (EndpointKind.NODE, EndpointKind.HOST_NETWORK_POD)
+        return ident.pod_name
+
+    assert at(T_POD - 1) is None                      # before creation: the node
+    assert at(T_POD + 1) == "node-exporter-x7k2p"
+    # deletion requested (deletionTimestamp), then the pod vanishes: it ends at the timestamp
+    inv.apply(with_host_network_pod(pod=host_network_pod(deleted=T_POD + 250)), at=T_POD + 200)
+    assert inv.apply(with_host_network_pod(pod=host_network_pod(deleted=T_POD + 250)),
+                     at=T_POD + 210) is False
+    inv.apply(objects(), at=T_POD + 300)
+    assert at(T_POD + 249) == "node-exporter-x7k2p"
+    assert at(T_POD + 251) is None
+    assert at(T_POD + 400) is None
+    # its replacement holds the port from its own creation on
+    new = host_network_pod(name="node-exporter-q1w2e", uid="uid-ne-q1w2e", created=T_POD + 500)
+    assert inv.apply(with_host_network_pod(pod=new), at=T_POD + 600) is True
+    assert at(T_POD + 499) is None
+    assert at(T_POD + 501) == "node-exporter-q1w2e"
+    assert at(T_POD + 260) is None                    # history kept: nobody then
+    assert at(T_POD + 200) == "node-exporter-x7k2p"
+
+
+def test_host_network_port_without_creation_timestamp() -> None:
+    inv = Inventory()
+    nodes = objects().nodes
+    first = host_network_pod(created=None)
+    inv.apply(k8s.ClusterObjects(pods=(first,), nodes=nodes), at=100.0)
+    assert inv.host_network_pod("node2", 7070, "TCP", -1e9) is not None   # predates us
+    later = host_network_pod(name="late", uid="u-late", node_name="node3", created=None)
+    inv.apply(k8s.ClusterObjects(pods=(first, later), nodes=nodes), at=200.0)
+    assert inv.host_network_pod("node3", 7070, "TCP", 199.0) is None
+    assert inv.host_network_pod("node3", 7070, "TCP", 200.0) is not None
+    assert inv.identity("172.18.0.3", 250.0, port=7070, proto="TCP").pod_name == "late"
+
+
+def test_only_live_scheduled_host_network_pods_own_node_ports() -> None:
+    cp = k8s.ContainerPort
+    pods = (host_network_pod(phase="Succeeded"),
+            host_network_pod(name="failed", uid="u-f", phase="Failed", ports=(cp(9100),)),
+            host_network_pod(name="unscheduled", uid="u-p", node_name=None, ports=(cp(9200),),
+                             phase="Pending"),
+            # a pod of its own network with a hostPort: the node forwards (DNAT) to the pod
+            # IP, so connections show the pod's address, and the node port is not the pod's
+            k8s.PodRecord("shop", "web", "u-w", ("10.244.1.50",), "node2", created=T_POD,
+                          ports=(cp(8080, "TCP", 9300),)))
+    inv = Inventory()
+    inv.apply(k8s.ClusterObjects(pods=pods, nodes=objects().nodes), at=T_POD + 100)
+    for port in (7070, 9100, 9200, 9300, 8080):
+        ident = inv.identity("172.18.0.2", T_POD + 50, port=port, proto="TCP")
+        assert (ident.kind, ident.name) == (EndpointKind.NODE, "node2"), port
+    assert inv.identity("10.244.1.50", T_POD + 50, port=8080, proto="TCP").pod_name == "web"
+
+
+def test_host_network_ports_pruned_with_the_rest() -> None:
+    inv = Inventory(retention=100.0)
+    nodes = objects().nodes
+    inv.apply(k8s.ClusterObjects(pods=(host_network_pod(created=0.0),), nodes=nodes), at=10.0)
+    inv.apply(k8s.ClusterObjects(nodes=nodes), at=20.0)
+    inv.apply(k8s.ClusterObjects(nodes=nodes), at=110.0)
+    assert inv.host_network_pod("node2", 7070, "TCP", 15.0) is not None  # ended 90 s ago
+    inv.apply(k8s.ClusterObjects(nodes=nodes), at=130.0)
+    assert inv.host_network_pod("node2", 7070, "TCP", 15.0) is None      # ended 110 s ago
+    assert inv.identity("172.18.0.2", 15.0, port=7070, proto="TCP").kind is EndpointKind.NODE
 
 
 def test_external_and_unknown() -> None:

@@ -188,6 +188,39 @@ def test_datapath_annotations_and_host_network_pods(tmp_path: Path) -> None:
     assert "annotations" not in _load(tmp_path, "nodes.json")[0]["metadata"]
 
 
+def test_host_network_pods_declare_their_ports_as_host_ports(tmp_path: Path) -> None:
+    from podflow.inventory.history import Inventory
+    from podflow.inventory.k8s import ClusterObjects, ContainerPort, parse_nodes, parse_pods
+    from podflow.model.flow import EndpointKind
+
+    state = lab_state()
+    node = state.nodes[1]
+    state.pods.append(PodState("mon", "exporter-x", "exporter", "node2", node.ip, node.netns,
+                               {"app": "exporter"}, uid="u-exp", ports=["tcp/7070", "udp/8125"],
+                               created=T0 + 10, host_network=True))
+    write_cluster_state(state, tmp_path)
+    pods = {p["metadata"]["name"]: p for p in _load(tmp_path, "pods.json")}
+    assert pods["exporter-x"]["spec"]["containers"][0]["ports"] == [
+        {"containerPort": 7070, "hostPort": 7070, "protocol": "TCP"},
+        {"containerPort": 8125, "hostPort": 8125, "protocol": "UDP"}]
+    # other pods declare their container ports only, as before
+    assert pods["cache-7c9f8d6b5-fffff"]["spec"]["containers"][0]["ports"] == [
+        {"containerPort": 6379, "protocol": "TCP"}]
+    # what the agent reads from it: the pod owns node2's 7070/TCP and 8125/UDP
+    docs = {n: json.loads((tmp_path / n).read_text()) for n in ("pods.json", "nodes.json")}
+    records = {p.name: p for p in parse_pods(docs["pods.json"])}
+    assert records["exporter-x"].ports == (ContainerPort(7070, "TCP", 7070),
+                                           ContainerPort(8125, "UDP", 8125))
+    inv = Inventory()
+    inv.apply(ClusterObjects(pods=tuple(records.values()),
+                             nodes=tuple(parse_nodes(docs["nodes.json"]))), at=T0 + 20)
+    ident = inv.identity(node.ip, T0 + 15, port=7070, proto="TCP")
+    assert (ident.kind, ident.namespace, ident.pod_name) == (EndpointKind.HOST_NETWORK_POD,
+                                                             "mon", "exporter-x")
+    assert inv.identity(node.ip, T0 + 15, port=8125, proto="UDP").pod_name == "exporter-x"
+    assert inv.identity(node.ip, T0 + 15, port=8125, proto="TCP").kind is EndpointKind.NODE
+
+
 def test_stable_and_only_changed_files_rewritten(tmp_path: Path) -> None:
     state = lab_state()
     write_cluster_state(state, tmp_path)

@@ -23,7 +23,13 @@ from podflow.pipeline.context import DecodeContext
 from podflow.pipeline.ctdecode import conntrack_to_flow
 from podflow.pipeline.keys import flow_id
 from tests.unit.cni.test_detect import snapshot
-from tests.unit.inventory.test_history import T_RESTART, T, inventory, objects
+from tests.unit.inventory.test_history import (
+    T_RESTART,
+    T,
+    host_network_inventory,
+    inventory,
+    objects,
+)
 from tests.unit.pipeline.test_nat import DNAT, INV_OBJECTS, INV_OBJECTS_WITHOUT_BACKEND, NODE1, SNAT
 
 START = T("2026-11-20T11:30:00Z")
@@ -198,3 +204,67 @@ def test_client_key_is_the_original_tuple() -> None:
     plain = dataclasses.replace(e, orig=CtTuple("10.244.0.2", "10.244.1.3", 6, 41000, 9000))
     g = conntrack_to_flow(plain, CTX)
     assert g is not None and g.client_key == g.flow_id
+
+
+# ---- host-network pods: the server end named by the port it declared ---------------------
+
+HOST_CTX = dataclasses.replace(CTX, inventory=host_network_inventory())
+
+
+def test_clusterip_to_a_host_network_backend_names_the_pod_and_keeps_the_service() -> None:
+    e = CtEntry(CtEventType.DESTROY, CtTuple("10.244.0.2", "10.96.77.7", 6, 41000, 80),
+                CtTuple("172.18.0.2", "10.244.0.2", 6, 7070, 41000), status=DNAT,
+                start_ns=START_NS)
+    f = conntrack_to_flow(e, HOST_CTX)
+    assert f is not None
+    d = f.destination
+    assert (d.ip, d.port, d.kind, d.namespace, d.pod_name, d.node_name) == (
+        "172.18.0.2", 7070, EndpointKind.HOST_NETWORK_POD, "monitoring", "node-exporter-x7k2p",
+        "node2")
+    assert d.workload == Workload("DaemonSet", "node-exporter")
+    assert f.destination_service == Service("monitoring", "node-exporter", "metrics",
+                                            "ClusterIP", "10.96.77.7", 80)
+    assert f.nat == Nat(original_destination=Address("10.96.77.7", 80))
+    assert (f.source.kind, f.source.pod_name) == (EndpointKind.POD, "frontend-6d8f9c7b5-x2k4p")
+
+
+def _direct(src: tuple[str, int], dst: tuple[str, int], proto: int = 6) -> CtEntry:
+    return CtEntry(CtEventType.DESTROY, CtTuple(src[0], dst[0], proto, src[1], dst[1]),
+                   CtTuple(dst[0], src[0], proto, dst[1], src[1]), start_ns=START_NS)
+
+
+def _ends(e: CtEntry) -> tuple[tuple[EndpointKind, str | None], tuple[EndpointKind, str | None]]:
+    f = conntrack_to_flow(e, HOST_CTX)
+    assert f is not None
+    return ((f.source.kind, f.source.pod_name or f.source.name),
+            (f.destination.kind, f.destination.pod_name or f.destination.name))
+
+
+def test_node_address_is_the_host_network_pod_only_at_its_declared_ports() -> None:
+    pod = (EndpointKind.HOST_NETWORK_POD, "node-exporter-x7k2p")
+    node2 = (EndpointKind.NODE, "node2")
+    frontend = (EndpointKind.POD, "frontend-6d8f9c7b5-x2k4p")
+    assert _ends(_direct(("10.244.0.2", 41000), ("172.18.0.2", 7070))) == (frontend, pod)
+    assert _ends(_direct(("10.244.0.2", 41000), ("172.18.0.2", 22))) == (frontend, node2)
+    assert _ends(_direct(("10.244.0.2", 41000), ("172.18.0.2", 8125), 17)) == (frontend, pod)
+    assert _ends(_direct(("10.244.0.2", 41000), ("172.18.0.2", 7070), 17)) == (frontend, node2)
+    assert _ends(_direct(("10.244.0.2", 41000), ("172.18.0.2", 8125))) == (frontend, node2)
+    # a node-to-node connection to the port: the client is the other node
+    assert _ends(_direct(("172.18.0.1", 52000), ("172.18.0.2", 7070))) == (
+        (EndpointKind.NODE, "node1"), pod)
+
+
+def test_host_network_client_stays_its_node_even_from_a_declared_port() -> None:
+    # node2's address as the client, from an ephemeral port equal to the pod's declared one
+    backend = (EndpointKind.POD, "backend-5c7d8b9f4-a1b2c")
+    node2 = (EndpointKind.NODE, "node2")
+    assert _ends(_direct(("172.18.0.2", 7070), ("10.244.0.3", 9000))) == (node2, backend)
+    assert _ends(_direct(("172.18.0.2", 8125), ("10.244.0.3", 9000), 17)) == (node2, backend)
+
+
+def test_icmp_to_a_node_stays_the_node() -> None:
+    e = CtEntry(CtEventType.DESTROY, CtTuple("10.244.0.2", "172.18.0.2", 1),
+                CtTuple("172.18.0.2", "10.244.0.2", 1), start_ns=START_NS)
+    f = conntrack_to_flow(e, HOST_CTX)
+    assert f is not None and (f.destination.kind, f.destination.name) == (EndpointKind.NODE,
+                                                                          "node2")

@@ -14,7 +14,7 @@ from podflow.pipeline.keys import flow_id_for
 from podflow.pipeline.keys import socket_keys as keys
 from podflow.pipeline.sockdecode import socket_to_flow
 from podflow.pipeline.socktrack import SockConn
-from tests.unit.inventory.test_history import T, inventory
+from tests.unit.inventory.test_history import T, host_network_inventory, inventory
 from tests.unit.pipeline.test_nat import DNAT, NODE1, SNAT
 
 AT = T("2026-11-20T11:30:00Z")
@@ -119,3 +119,39 @@ def test_identity_at_first_sight() -> None:
                             t=AT - 10 * 86400), CTX1)
     assert f is not None and f.time == AT - 10 * 86400   # before the pods existed
     assert f.source.pod_name is None
+
+
+HOST_CTX2 = dataclasses.replace(CTX2, inventory=host_network_inventory())
+
+
+def test_host_network_server_socket_names_the_pod() -> None:
+    c = conn(("172.18.0.2", 7070), ("10.244.0.2", 41000), "server", host_network=True,
+             netns="node2")
+    f = socket_to_flow(c, HOST_CTX2)
+    assert f is not None
+    assert (f.destination.kind, f.destination.pod_name, f.destination.port) == (
+        EndpointKind.HOST_NETWORK_POD, "node-exporter-x7k2p", 7070)
+    assert (f.source.kind, f.source.pod_name) == (EndpointKind.POD, "frontend-6d8f9c7b5-x2k4p")
+    other = socket_to_flow(dataclasses.replace(c, local_port=22), HOST_CTX2)
+    assert other is not None
+    assert (other.destination.kind, other.destination.name) == (EndpointKind.NODE, "node2")
+
+
+def test_client_socket_to_a_host_network_pod_names_it() -> None:
+    f = socket_to_flow(conn(("10.244.1.3", 41000), ("172.18.0.2", 8125), "client", proto=17,
+                            tcp=None), HOST_CTX2)
+    assert f is not None
+    assert (f.destination.kind, f.destination.pod_name) == (EndpointKind.HOST_NETWORK_POD,
+                                                            "node-exporter-x7k2p")
+
+
+def test_host_network_client_socket_stays_its_node() -> None:
+    # the node's process dials out from an ephemeral port that a host-network pod declared
+    c = conn(("172.18.0.2", 7070), ("10.244.1.3", 9000), "client", host_network=True,
+             netns="node2")
+    f = socket_to_flow(c, HOST_CTX2)
+    assert f is not None
+    assert (f.source.kind, f.source.name, f.source.port) == (EndpointKind.NODE, "node2", 7070)
+    assert (f.destination.kind, f.destination.pod_name) == (EndpointKind.POD,
+                                                            "backend-5c7d8b9f4-d3e4f")
+    assert f.observations[0].reply == "client pid=42 comm=curl netns=node2"

@@ -1,10 +1,10 @@
 """The store's write-time grouping equals the pure reference, whatever the arrival order.
 
 A randomized corpus of NATed connections seen by conntrack, client and server sockets and
-packets on two nodes (ports reused after 600 s, keys shared by unrelated connections,
-bridges that arrive after the rows they tie together, starts drifting in chains of < 10 s)
-is written in several batches in shuffled orders; after every batch the store's merged
-flows, service map, stats and follower reads must equal
+packets on two nodes, and of NAT chained across three nodes (ports reused after 600 s, keys
+shared by unrelated connections, bridges that arrive after the rows they tie together,
+starts drifting in chains of < 10 s) is written in several batches in shuffled orders;
+after every batch the store's merged flows, service map, stats and follower reads must equal
 :func:`podflow.store.correlate.merge_all` over everything written so far (in ``seq``
 order: batch by batch, each batch sorted by start time, as the store numbers rows).
 """
@@ -92,6 +92,40 @@ def connection(rnd: random.Random, t0: float, ck: str, sk: str) -> list[Flow]:
     return out
 
 
+def chained(rnd: random.Random, t0: float, ck: str, mk: str, sk: str) -> list[Flow]:
+    """The views of a pod dialling node2's NodePort, backend on node3: NAT chained across
+    nodes (node1 masquerades ``ck`` -> ``mk``, node2 DNATs + SNATs ``mk`` -> ``sk``)."""
+    tag = f"{t0:.3f}"
+
+    def obs(node: str, source: str) -> tuple[ObservationPoint, ...]:
+        return _obs(node, source, tag if rnd.random() < 0.8 else "")
+
+    cli = _pod("10.244.0.5", 40000 + rnd.randrange(50), "fe-1", "node1")
+    srv = _pod("10.244.2.7", 8080, "be-1", "node3")
+    n1 = Endpoint("172.18.0.1", 23000, EndpointKind.NODE, name="node1")
+    n2 = Endpoint("172.18.0.2", 30080, EndpointKind.NODE, name="node2")
+    vtep = Endpoint("10.244.1.0", 61000, EndpointKind.NODE, name="node2")
+    svc = Service("shop", "web", "http", "NodePort", "172.18.0.2", 30080)
+
+    def at() -> float:
+        return t0 + rnd.uniform(0, 3.0)
+
+    views = [
+        Flow(at(), cli, n2, Protocol.TCP, nat=Nat(None, Address("172.18.0.1", 23000)),
+             observations=obs("node1", "conntrack"), flow_id=mk, client_key=ck),
+        Flow(at(), cli, n2, Protocol.TCP, observations=obs("node1", "sockets"), client_key=ck),
+        Flow(at(), n1, srv, Protocol.TCP, destination_service=svc,
+             nat=Nat(Address("172.18.0.2", 30080), Address("10.244.1.0", 61000)),
+             observations=obs("node2", "conntrack"), flow_id=sk, client_key=mk),
+        Flow(at(), n1, n2, Protocol.TCP, observations=obs("node1", "packets"),
+             flow_id=mk, client_key=mk),
+        Flow(at(), vtep, srv, Protocol.TCP, observations=obs("node3", "conntrack"),
+             flow_id=sk, client_key=sk),
+        Flow(at(), vtep, srv, Protocol.TCP, observations=obs("node3", "sockets"), flow_id=sk),
+    ]
+    return [v for v in views if rnd.random() < 0.8]
+
+
 def corpus(seed: int, n: int = 60) -> list[Flow]:
     """Connections with few distinct keys, so that keys are reused and shared."""
     rnd = random.Random(seed)
@@ -100,7 +134,10 @@ def corpus(seed: int, n: int = 60) -> list[Flow]:
     for _ in range(n):
         t += rnd.choice([0.5, 2.0, 3.0, 6.0, 9.0, 12.0, 25.0, 700.0])
         ck, sk = f"c{rnd.randrange(6)}", f"s{rnd.randrange(6)}"
-        out += connection(rnd, t, ck, sk)
+        if rnd.random() < 0.3:
+            out += chained(rnd, t, ck, f"m{rnd.randrange(4)}", sk)
+        else:
+            out += connection(rnd, t, ck, sk)
         if rnd.random() < 0.1:   # a record with no key at all
             out.append(Flow(t + 0.3, _pod("10.244.0.9", 1, "x-1", "node1"),
                             _pod("10.244.0.8", 2, "y-1", "node1"), Protocol.UDP,

@@ -187,3 +187,54 @@ def test_bridges_respect_time_and_packets_bring_l7() -> None:
     assert flows[0].l7 == pkt.l7 and flows[1].l7 is None
     lone = replace(server, time=server.time + 30)        # same key, too far from any bridge
     assert len(merge_all([client, ct1, lone])) == 2
+
+
+def chained_nodeport() -> list[Flow]:
+    """A pod on node1 dials node2's NodePort; the backend runs on node3.
+
+    node1 masquerades the pod to its node IP (bridge: pod tuple -> node1 tuple), node2 DNATs
+    to the backend and SNATs to its VTEP (bridge: node1 tuple -> node2 tuple), node3 and the
+    backend's socket see node2's VTEP; the client's socket sees node2's IP and the NodePort.
+    """
+    pod = Endpoint("10.244.0.5", 41000, EndpointKind.POD, "shop", "client-1",
+                   Workload("Deployment", "client"), (("app", "client"),), "node1")
+    node1 = Endpoint("172.18.0.1", 23000, EndpointKind.NODE, name="node1", node_name="node1")
+    node2 = Endpoint("172.18.0.2", 30080, EndpointKind.NODE, name="node2", node_name="node2")
+    vtep2 = Endpoint("10.244.1.0", 61000, EndpointKind.NODE, name="node2", node_name="node2")
+    backend = replace(F, node_name="node3")
+    svc = replace(SVC, frontend_ip="172.18.0.2")
+    return [
+        Flow(100.0, pod, node2, Protocol.TCP, nat=Nat(None, Address("172.18.0.1", 23000)),
+             observations=(ObservationPoint("node1", "conntrack", instance="1/1"),),
+             flow_id="k-node1", client_key="k-pod"),
+        Flow(100.01, pod, node2, Protocol.TCP,
+             observations=(ObservationPoint("node1", "sockets", instance="c1"),),
+             client_key="k-pod"),
+        Flow(100.02, node1, backend, Protocol.TCP, destination_service=svc,
+             nat=Nat(Address("172.18.0.2", 30080), Address("10.244.1.0", 61000)),
+             observations=(ObservationPoint("node2", "conntrack", instance="0/7"),),
+             flow_id="k-node2", client_key="k-node1"),
+        Flow(100.03, vtep2, backend, Protocol.TCP,
+             observations=(ObservationPoint("node3", "conntrack", instance="0/9"),),
+             flow_id="k-node2", client_key="k-node2"),
+        Flow(100.04, vtep2, backend, Protocol.TCP,
+             observations=(ObservationPoint("node3", "sockets", instance="s1"),),
+             flow_id="k-node2"),
+    ]
+
+
+def test_nat_chained_across_nodes_is_one_flow_pod_to_backend() -> None:
+    views = chained_nodeport()
+    for order in (views, views[::-1], [views[2], views[0], views[4], views[1], views[3]]):
+        [m] = merge_all(order)
+        assert m.source == views[0].source        # the pod, from its own node's bridge
+        assert m.destination == views[2].destination    # the backend, not node2
+        assert m.destination_service == views[2].destination_service
+        assert [o.node_name for o in m.observations] == ["node1", "node1", "node2", "node3",
+                                                         "node3"]
+
+
+def test_chain_needs_both_links_in_time() -> None:
+    views = chained_nodeport()
+    late = [*views[:2], *(replace(v, time=v.time + 30) for v in views[2:])]
+    assert [len(g) for g in group(late)] == [2, 3]   # a reused tuple 30 s later: no chain
