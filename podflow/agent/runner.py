@@ -102,8 +102,10 @@ class AgentConfig:
     max_deferred: int = 100_000
     """Bound on flows waiting for identity; beyond it they are stored as they are."""
     view_delay: float | None = None
-    """Seconds the other sources' flows wait when a NAT-aware source (conntrack) runs too
-    (None: resync + flush + 1 s), so its record is stored first and they merge into it."""
+    """Seconds at most the other sources' flows wait when a NAT-aware source (conntrack) runs
+    too (None: 2 x resync + flush + 1 s), so its record is stored first and they merge into
+    it; a flow is released as soon as the NAT-aware source reported a flow sharing one of its
+    keys (a dump late under load no longer lets a view out before its bridge)."""
     retention: float | None = None
     """Delete stored flows older than this many seconds (None: keep everything)."""
     max_store_bytes: int | None = None
@@ -155,7 +157,9 @@ class Agent:
         self.plugins: dict[str, SourcePlugin] = {}
         self.dnsnames = DnsNameCache()
         self._deferred: list[tuple[float, SourcePlugin, Report]] = []
-        self._held: list[tuple[float, SourcePlugin, Report]] = []
+        self._held: list[tuple[float, SourcePlugin, Report, tuple[str, ...]]] = []
+        self._nat_keys: dict[str, float] = {}
+        """Keys of the flows NAT-aware sources reported lately -> when (releases held views)."""
         self._logged: set[tuple[str, str]] = set()
         self._said_no_pods = False
 
@@ -284,7 +288,7 @@ class Agent:
                 if now >= next_poll:
                     changed = self._poll_inventory(now)
                     self._retry_deferred(ctx, changed=changed)
-                    self._release_held(ctx)
+                    self._release_held(ctx, prune=True)
                     next_poll = now + self.cfg.inventory_poll
                 if now >= next_flush:
                     self.writer.flush()
@@ -359,7 +363,8 @@ class Agent:
             if f is None:
                 self.stats.skipped += 1
             elif not retrying and not released and self._hold(plugin):
-                self._held.append((time.time() + self._view_delay(), plugin, r))
+                keys = tuple(k for k in (f.flow_id, f.client_key) if k)
+                self._held.append((time.time() + self._view_delay(), plugin, r, keys))
             elif (not retrying and _unresolved(f)
                   and len(self._deferred) < self.cfg.max_deferred):
                 self._deferred.append((time.time() + self.cfg.identity_grace, plugin, r))
@@ -376,6 +381,11 @@ class Agent:
         if flows:
             self._check_inventory(len(flows))
             self.writer.add(flows)
+        if plugin.nat_aware and flows and self._held:
+            now = time.time()
+            self._nat_keys.update((k, now) for f in flows for k in (f.flow_id, f.client_key)
+                                  if k)
+            self._release_held(ctx)
 
     def _check_inventory(self, n: int) -> None:
         """Flows arrive but no pod is known: no endpoint can be named. Say so once (the
@@ -400,16 +410,28 @@ class Agent:
     def _view_delay(self) -> float:
         if self.cfg.view_delay is not None:
             return self.cfg.view_delay
-        return self.cfg.resync_interval + self.cfg.flush_interval + 1.0
+        return 2 * self.cfg.resync_interval + self.cfg.flush_interval + 1.0
 
-    def _release_held(self, ctx: DecodeContext, *, final: bool = False) -> None:
-        """Emit the other sources' flows whose delay is over (all of them at the end)."""
+    def _release_held(self, ctx: DecodeContext, *, final: bool = False,
+                      prune: bool = False) -> None:
+        """Emit the other sources' flows whose NAT-aware record was reported or whose delay is
+        over (all of them at the end); ``prune`` forgets old reported keys."""
+        now = time.time()
+        if prune and self._nat_keys:
+            old = now - 2 * self._view_delay()
+            self._nat_keys = {k: t for k, t in self._nat_keys.items() if t >= old}
         if not self._held:
             return
-        now = time.time()
-        due = [h for h in self._held if final or h[0] <= now]
-        self._held = [h for h in self._held if not (final or h[0] <= now)]
-        for _deadline, plugin, r in due:
+        seen = self._nat_keys
+
+        def due(h: tuple[float, SourcePlugin, Report, tuple[str, ...]]) -> bool:
+            return final or h[0] <= now or any(k in seen for k in h[3])
+
+        ready = [h for h in self._held if due(h)]
+        if not ready:
+            return
+        self._held = [h for h in self._held if not due(h)]
+        for _deadline, plugin, r, _keys in ready:
             self._emit(plugin, [r], ctx, released=True)
 
     def _retry_deferred(self, ctx: DecodeContext, *, changed: bool, final: bool = False) -> None:

@@ -194,9 +194,21 @@ def verify(
     output: str = typer.Option("table", "-o", "--output", help="table or json."),
     settle: float = typer.Option(15.0, "--settle", min=0.0, help="Seconds to wait for the "
                                  "agents to write the last connections before comparing."),
+    live: float = typer.Option(0.0, "--live", min=0.0, metavar="SECONDS", help="Instead, "
+                               "watch the live map for SECONDS: read the last 30 s of merged "
+                               "flows every second and report every edge the ground truth "
+                               "does not have (a connection shown half-resolved)."),
 ) -> None:
     """Compare the lab's flow store with its traffic ground truth (recall and precision per
-    category); exit code 0 only when everything matched."""
+    category); exit code 0 only when everything matched.
+
+    With --live, sample the map while traffic runs; exit code 0 only when no snapshot
+    showed a wrong edge, e.g. `podflow lab verify shop --live 60`."""
+    if live:
+        from podflow.lab.verify.live import watch
+        report = watch(name, live)
+        typer.echo("\n".join(report.lines()))
+        raise typer.Exit(0 if report.ok else 1)
     from podflow.lab.verify import run_verify
     raise typer.Exit(run_verify(name, output, settle))
 

@@ -18,6 +18,13 @@ backend pod). Choices podflow makes:
 - ``since`` / ``until`` select flows whose lifetime overlaps the window:
   ``(end_time or time) >= since`` and ``time <= until``; both must be finite numbers (NaN
   would compare as no bound at all in the store).
+- ``settled`` leaves out the connections that started after it and are not yet *reported
+  from both ends* (:func:`reported_from_both_ends`): each end that lives on a node (a pod, a
+  host-network pod, a node) was observed by that node's agent, and the destination is not a
+  bare service VIP. Until then the connection may still merge with another agent's view (a
+  backend's node sees ``pod -> backend`` without the service the client's node resolved, or
+  ``node -> backend`` behind a NodePort's SNAT), so a live map must not draw it; one older
+  than ``settled`` is shown as stored (an end whose node runs no agent never reports).
 - the L7 and verdict fields (``fqdn``, ``from_fqdn``, ``to_fqdn``, ``http_status``,
   ``http_method``, ``http_path``, ``dns_rcode``, ``type``) are described in
   :mod:`podflow.query.l7filter`; ``verdict`` is ``FORWARDED``, ``DROPPED``, ``ERROR`` or
@@ -50,7 +57,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
-from podflow.model.flow import Endpoint, Flow, Protocol, Verdict
+from podflow.model.flow import Endpoint, EndpointKind, Flow, Protocol, Verdict
 from podflow.model.ipkey import cidr_key_range, ip_key
 from podflow.query.l7filter import L7_PROTOCOLS, check_l7_values, has_l7_protocol, l7_matches
 
@@ -121,6 +128,39 @@ END_FIELDS: dict[str, EndPy] = {
 
 L4_PROTOCOLS = tuple(p.value for p in Protocol)
 """The L4 names ``protocol`` takes (besides :data:`~podflow.query.l7filter.L7_PROTOCOLS`)."""
+
+
+_ON_NODE = (EndpointKind.POD, EndpointKind.HOST_NETWORK_POD)
+
+
+def end_node(e: Endpoint) -> str | None:
+    """The node an endpoint lives on (a pod's, a node itself), None for the others."""
+    if e.kind in _ON_NODE:
+        return e.node_name
+    if e.kind is EndpointKind.NODE:
+        return e.name or e.node_name
+    return None
+
+
+def reported_from_both_ends(flow: Flow) -> bool:
+    """Each end living on a node was observed by that node, and the destination is not a
+    bare service VIP (see ``settled`` in the module doc).
+
+    >>> from dataclasses import replace
+    >>> from podflow.model.flow import ObservationPoint
+    >>> pod = Endpoint("10.244.0.5", 1, EndpointKind.POD, "shop", "fe-1", node_name="n1")
+    >>> be = Endpoint("10.244.1.7", 9000, EndpointKind.POD, "shop", "be-1", node_name="n2")
+    >>> seen = lambda *nodes: tuple(ObservationPoint(n, "conntrack") for n in nodes)
+    >>> f = Flow(0.0, pod, be, Protocol.TCP, observations=seen("n2"))
+    >>> reported_from_both_ends(f), reported_from_both_ends(replace(f, observations=seen(
+    ...     "n2", "n1")))
+    (False, True)
+    """
+    if flow.destination.kind is EndpointKind.SERVICE:
+        return False
+    nodes = {o.node_name for o in flow.observations}
+    return all(n is None or n in nodes for n in (end_node(flow.source),
+                                                 end_node(flow.destination)))
 
 
 def _protocol(v: str) -> str:
@@ -216,6 +256,9 @@ class FilterSpec:
     since: float | None = _t("Flows alive since TIME: RFC3339, Unix seconds, or a duration "
                              "ago (30s, 5m, 2h, 1d).")
     until: float | None = _t("Flows started until TIME (same forms).")
+    settled: float | None = _t("Leave out connections started after TIME that the nodes of "
+                               "both ends have not both reported yet (still merging across "
+                               "agents; the live map uses 10s).")
 
     def __post_init__(self) -> None:
         """Normalise names and reject malformed values with a clear ValueError."""
@@ -236,7 +279,7 @@ class FilterSpec:
             for v in getattr(self, name):
                 if not isinstance(v, int) or not 0 <= v <= 65535:
                     raise ValueError(f"bad port {v!r}: expected an integer 0-65535")
-        for name in ("since", "until"):
+        for name in ("since", "until", "settled"):
             t = getattr(self, name)
             if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
                                   or not math.isfinite(t)):
@@ -273,5 +316,8 @@ class FilterSpec:
             return False
         end = flow.end_time if flow.end_time is not None else flow.time
         if self.since is not None and end < self.since:
+            return False
+        if self.settled is not None and flow.time > self.settled and \
+                not reported_from_both_ends(flow):
             return False
         return self.until is None or flow.time <= self.until

@@ -29,6 +29,12 @@ from typing import Any
 
 from podflow.model.flow import Endpoint, EndpointKind, Flow
 
+LIVE_SETTLE = 10.0
+"""Seconds a live map waits for a connection to be reported from both ends before drawing it
+as stored (``FilterSpec.settled``): agents report within a few seconds, so an edge drawn
+earlier could be a view still to merge with another agent's (see
+:func:`podflow.query.filter.reported_from_both_ends`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class MapNode:

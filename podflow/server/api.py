@@ -36,6 +36,7 @@ from podflow import __version__
 from podflow.model.serialize import flow_to_dict
 from podflow.query.filter import FilterSpec
 from podflow.query.params import filter_fields, spec_from_multi
+from podflow.query.servicemap import LIVE_SETTLE
 from podflow.server.config import ServerConfig
 from podflow.server.graph import build_graph, raw_id
 from podflow.server.inventory import agents_summary, cluster_inventory, node_addresses
@@ -228,8 +229,13 @@ def service_map(request: Request) -> dict[str, Any]:
 
     ``services=true`` draws each Service as a node between its clients and backends;
     ``world=true`` groups the externals no name is known for into one ``world`` node.
+    Connections still being merged across agents are left out for their first
+    :data:`~podflow.query.servicemap.LIVE_SETTLE` seconds (``settled`` defaults to that long
+    ago; ``settled=0s`` shows every stored connection as it is).
     """
     spec = _spec(request, ("services", "world"))
+    if "settled" not in request.query_params:
+        spec = replace(spec, settled=time.time() - LIVE_SETTLE)
     services, world = _bool(request, "services"), _bool(request, "world")
     cfg = _cfg(request)
     with cfg.inventory_lock:

@@ -102,6 +102,17 @@ def l7_sql(spec: FilterSpec) -> list[list[Sql]]:
     return out
 
 
+def _end_seen(p: str) -> str:
+    node = (f"CASE WHEN {p}_kind IN ('pod', 'host-network-pod') THEN {p}_node "
+            f"WHEN {p}_kind = 'node' THEN coalesce({p}_name, {p}_node) END")
+    return f"({node} IS NULL OR list_contains(obs_nodes, {node}))"
+
+
+REPORTED_FROM_BOTH_ENDS = (f"(coalesce(dst_kind, '') <> 'service' AND {_end_seen('src')} "
+                           f"AND {_end_seen('dst')})")
+"""The SQL twin of :func:`podflow.query.filter.reported_from_both_ends`."""
+
+
 def to_sql(spec: FilterSpec) -> tuple[str, list[Any]]:
     """``(where_clause, params)`` with ``?`` placeholders; ``"TRUE"`` when ``spec`` is empty."""
     clauses: list[str] = []
@@ -141,6 +152,8 @@ def to_sql(spec: FilterSpec) -> tuple[str, list[Any]]:
         any_of([("coalesce(end_time, time) >= ?", [float(spec.since)])])
     if spec.until is not None:
         any_of([("time <= ?", [float(spec.until)])])
+    if spec.settled is not None:
+        any_of([(f"time <= ? OR {REPORTED_FROM_BOTH_ENDS}", [float(spec.settled)])])
     return (" AND ".join(clauses) or "TRUE"), params
 
 

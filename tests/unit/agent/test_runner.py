@@ -241,3 +241,25 @@ def test_flows_without_any_pod_known_are_said_once_and_counted(
     said = [r for r in caplog.records if "holds no pods" in r.getMessage()]
     assert len(said) == 1
     assert agent.health()["lost"]["inventory"]["no_pods"] == 2
+
+
+def test_a_view_is_released_as_soon_as_conntrack_reports_its_connection(
+        tmp_path: Path) -> None:
+    import dataclasses
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.cfg = dataclasses.replace(agent.cfg, view_delay=60.0)
+    _state_dir(tmp_path, with_client=True)
+    agent.cluster.poll(1.0)
+    packets = ConntrackPlugin(SourceOptions(node_name="node1"))
+    packets.nat_aware = False
+    packets.name = "packets"
+    agent.plugins = {"conntrack": PLUGIN, "packets": packets}
+    agent._emit(packets, [Report(clusterip_entry(), True)], ctx)
+    other = dataclasses.replace(clusterip_entry(), orig=dataclasses.replace(
+        clusterip_entry().orig, sport=1), reply=dataclasses.replace(clusterip_entry().reply,
+                                                                    dport=1))
+    agent._emit(PLUGIN, [Report(other, True)], ctx)   # another connection: still held
+    assert agent.writer.pending == 1 and len(agent._held) == 1
+    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)
+    assert agent.writer.pending == 3 and agent._held == [], "released after its bridge"

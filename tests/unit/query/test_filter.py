@@ -110,6 +110,7 @@ SPECS = [
     FilterSpec(node=("node3",)), FilterSpec(node=("node1", "node2")),
     FilterSpec(verdict=("dropped",)), FilterSpec(verdict=("FORWARDED", "ERROR")),
     FilterSpec(since=121.0), FilterSpec(until=110.0), FilterSpec(since=150.0, until=170.0),
+    FilterSpec(settled=105.0), FilterSpec(settled=0.0, namespace=("shop",)),
     FilterSpec(namespace=("shop",), protocol=("TCP",), to_port=(9000, 6379)),
     FilterSpec(from_namespace=("shop",), to_ip=("192.168.0.0/16",), node=("node2",)),
 ]
