@@ -115,12 +115,15 @@ def _tables(state: Any) -> list[Table]:
     for p in state.pods:
         pods.add_row(f"{p.namespace}/{p.name}", p.node, p.ip, p.netns,
                      ",".join(f"{k}={v}" for k, v in p.labels.items()))
-    svcs = Table("namespace/service", "type", "clusterIP", "ports", title="services")
+    svcs = Table("namespace/service", "type", "clusterIP", "ports", "loadBalancer (holder)",
+                 title="services")
     for s in state.services:
         ports = ", ".join(f"{p.name + ' ' if p.name else ''}{p.port}->{p.targetPort}/"
                           f"{p.protocol}" + (f" nodePort {p.nodePort}" if p.nodePort else "")
                           for p in s.ports)
-        svcs.add_row(f"{s.namespace}/{s.name}", s.type, s.clusterIP, ports)
+        lb = f"{s.loadBalancerIP} ({s.lb_holder or 'not announced'})" \
+            if s.loadBalancerIP else ""
+        svcs.add_row(f"{s.namespace}/{s.name}", s.type, s.clusterIP, ports, lb)
     exts = Table("external", "IP", "netns", "ports", title="externals")
     for e in state.externals:
         exts.add_row(e.name, e.ip, e.netns, ", ".join(e.ports))

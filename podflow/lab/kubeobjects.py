@@ -9,8 +9,10 @@ lab's DNS server). Node annotations are the datapath's
 (:meth:`~podflow.lab.datapath.Datapath.node_annotations`: flannel's backend, Calico's address
 and VXLAN tunnel), host-network pods carry ``spec.hostNetwork``, the node IP and a
 ``hostPort`` equal to each ``containerPort`` (the agent names a host-network server by the
-ports it declares). Files are written atomically and only when their content changed; a
-deleted pod simply vanishes from ``pods.json``, as from a real API list.
+ports it declares). A LoadBalancer Service has its nodePorts and, as MetalLB's controller
+sets it, ``status.loadBalancer.ingress[0].ip`` = its VIP. Files are written atomically and
+only when their content changed; a deleted pod simply vanishes from ``pods.json``, as from a
+real API list.
 
 Example::
 
@@ -167,7 +169,7 @@ def _service(state: LabState, svc: ServiceState) -> dict[str, Any]:
                                 "targetPort": sp.targetPort}
         if sp.name is None:
             del port["name"]
-        if svc.type == "NodePort" and sp.nodePort is not None:
+        if svc.type in ("NodePort", "LoadBalancer") and sp.nodePort is not None:
             port["nodePort"] = sp.nodePort
         ports.append(port)
     spec: dict[str, Any] = {"type": svc.type, "clusterIP": svc.clusterIP,
@@ -175,11 +177,16 @@ def _service(state: LabState, svc: ServiceState) -> dict[str, Any]:
                             "selector": svc.selector, "sessionAffinity": "None",
                             "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
                             "internalTrafficPolicy": "Cluster"}
-    if svc.type == "NodePort":
+    status: dict[str, Any] = {}
+    if svc.type in ("NodePort", "LoadBalancer"):
         spec["externalTrafficPolicy"] = svc.externalTrafficPolicy
+    if svc.type == "LoadBalancer":
+        spec["allocateLoadBalancerNodePorts"] = True
+        if svc.loadBalancerIP:
+            status["ingress"] = [{"ip": svc.loadBalancerIP, "ipMode": "VIP"}]
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": _meta("Service", svc.namespace, svc.name, state.created, svc.uid),
-            "spec": spec, "status": {"loadBalancer": {}}}
+            "spec": spec, "status": {"loadBalancer": status}}
 
 
 def _endpointslice(state: LabState, svc: ServiceState) -> dict[str, Any]:

@@ -6,7 +6,18 @@ picks an endpoint with ``-m statistic --mode random --probability 1/(n-i)``; eac
 marks hairpin traffic for masquerade and DNATs. NodePorts go through KUBE-NODEPORTS (the last
 rule of KUBE-SERVICES, for local destination addresses) to KUBE-EXT-<hash>, which masquerades
 (externalTrafficPolicy Cluster) or keeps the client address and uses node-local endpoints only
-(KUBE-SVL-<hash>, Local). KUBE-POSTROUTING masquerades what carries the 0x4000 mark.
+(KUBE-SVL-<hash>, Local). A LoadBalancer's VIP is matched in KUBE-SERVICES ("loadbalancer IP",
+after the cluster IP rule, on every node) and jumps to the same KUBE-EXT-<hash> as its
+nodePort: traffic that reached the announcing node from outside, or a pod or node of the
+cluster short-circuiting the VIP, is handled as the nodePort's. A service port without
+endpoints is REJECTed (filter KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for the
+nodePort and VIP); with externalTrafficPolicy Local and no endpoint on the node, external
+traffic to the nodePort and VIP is DROPped instead, and KUBE-EXT has no KUBE-SVL jump.
+KUBE-POSTROUTING masquerades what carries the 0x4000 mark.
+
+The shapes (chains, rule order, comments) are those of kube-proxy's iptables proxier
+(``pkg/proxy/iptables/proxier.go``, ``syncProxyRules``, Kubernetes 1.29+), without the
+KUBE-FW/KUBE-PROXY-FIREWALL chains of ``loadBalancerSourceRanges`` (the lab has none).
 
 Example::
 
@@ -132,17 +143,33 @@ def _service_port(state: LabState, node: str, svc: ServiceState, port: ServicePo
     eps = endpoints(state.pods, svc, port)
     match = f"-p {proto} -m {proto} --dport"
     vip = f"-d {svc.clusterIP}/32"
-    if not eps:
-        frules.append(f"-A KUBE-SERVICES {vip} {match} {port.port} "
-                      f"{_c(f'{spn} has no endpoints')} -j REJECT")
+    lb_vip = f"-d {svc.loadBalancerIP}/32" \
+        if svc.type == "LoadBalancer" and svc.loadBalancerIP else None
+    local_policy = svc.externalTrafficPolicy == "Local"
+    seps = [(sep_chain(svc, port, ep), ep) for ep in eps]
+    local = [(s, ep) for s, ep in seps if ep.node == node]
+    if not eps or (local_policy and not local):
+        # no endpoints at all (REJECT), or none for external traffic on this node (DROP what
+        # the KUBE-EXT chain did not short-circuit)
+        why, verdict = ("has no endpoints", "REJECT") if not eps \
+            else ("has no local endpoints", "DROP")
+        if not eps:
+            frules.append(f"-A KUBE-SERVICES {vip} {match} {port.port} "
+                          f"{_c(f'{spn} {why}')} -j {verdict}")
+        if lb_vip:
+            frules.append(f"-A KUBE-EXTERNAL-SERVICES {lb_vip} {match} {port.port} "
+                          f"{_c(f'{spn} {why}')} -j {verdict}")
         if port.nodePort:
             frules.append(f"-A KUBE-EXTERNAL-SERVICES -m addrtype --dst-type LOCAL "
-                          f"{match} {port.nodePort} {_c(f'{spn} has no endpoints')} -j REJECT")
+                          f"{match} {port.nodePort} {_c(f'{spn} {why}')} -j {verdict}")
+    if not eps:
         return
-    seps = [(sep_chain(svc, port, ep), ep) for ep in eps]
     chains += [svc_chain, *(s for s, _ in seps)]
     rules.append(f"-A KUBE-SERVICES {vip} {_c(f'{spn} cluster IP')} {match} {port.port} "
                  f"-j {svc_chain}")
+    if lb_vip:
+        rules.append(f"-A KUBE-SERVICES {lb_vip} {_c(f'{spn} loadbalancer IP')} {match} "
+                     f"{port.port} -j {ext_chain}")
     rules.append(f"-A {svc_chain} ! -s {state.podCIDR} {vip} {_c(f'{spn} cluster IP')} "
                  f"{match} {port.port} -j KUBE-MARK-MASQ")
     rules += _balance(svc_chain, seps, spn)
@@ -150,17 +177,16 @@ def _service_port(state: LabState, node: str, svc: ServiceState, port: ServicePo
         rules.append(f"-A {sep} -s {ep.ip}/32 {_c(spn)} -j KUBE-MARK-MASQ")
         rules.append(f"-A {sep} {_c(spn)} -p {proto} -m {proto} "
                      f"-j DNAT --to-destination {ep.ip}:{ep.port}")
-    if not port.nodePort:
+    if not port.nodePort and not lb_vip:
         return
     chains.append(ext_chain)
-    rules.append(f"-A KUBE-NODEPORTS {_c(spn)} {match} {port.nodePort} -j {ext_chain}")
-    if svc.externalTrafficPolicy != "Local":
+    if port.nodePort:
+        rules.append(f"-A KUBE-NODEPORTS {_c(spn)} {match} {port.nodePort} -j {ext_chain}")
+    if not local_policy:
         rules.append(f"-A {ext_chain} {_c(f'masquerade traffic for {spn} external destinations')}"
                      " -j KUBE-MARK-MASQ")
         rules.append(f"-A {ext_chain} -j {svc_chain}")
         return
-    local = [(s, ep) for s, ep in seps if ep.node == node]
-    chains.append(svl_chain)
     rules += [
         f"-A {ext_chain} -s {state.podCIDR} "
         f"{_c(f'pod traffic for {spn} external destinations')} -j {svc_chain}",
@@ -168,9 +194,8 @@ def _service_port(state: LabState, node: str, svc: ServiceState, port: ServicePo
         "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
         f"-A {ext_chain} {_c(f'route LOCAL traffic for {spn} external destinations')} "
         f"-m addrtype --src-type LOCAL -j {svc_chain}",
-        f"-A {ext_chain} -j {svl_chain}",
     ]
-    rules += _balance(svl_chain, local, spn)
-    if not local:
-        frules.append(f"-A KUBE-EXTERNAL-SERVICES -m addrtype --dst-type LOCAL {match} "
-                      f"{port.nodePort} {_c(f'{spn} has no local endpoints')} -j DROP")
+    if local:   # anything else goes to this node's endpoints (KUBE-SVL), if it has any
+        chains.append(svl_chain)
+        rules.append(f"-A {ext_chain} -j {svl_chain}")
+        rules += _balance(svl_chain, local, spn)

@@ -3,7 +3,8 @@
 ``up`` builds, in order: fabric and nodes (underlay, then the spec's datapath: tunnels and
 peers, routes or BGP, see :mod:`podflow.lab.datapath`) -> pods (netns wired by the
 datapath's CNI; host-network pods just join their node) -> services (ClusterIPs, kube-proxy
-and the datapath's masquerade on every node) -> cluster DNS resolv.conf files -> cluster
+and the datapath's masquerade on every node, each LoadBalancer VIP on the node MetalLB's L2
+election picks, see :mod:`podflow.lab.metallb`) -> cluster DNS resolv.conf files -> cluster
 state -> agents -> workload processes. ``state.json`` is saved before each object is made,
 so ``down`` can remove a half-built lab; a failing ``up`` does so itself.
 
@@ -28,7 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from podflow.lab import fabric, kubeproxy
+from podflow.lab import fabric, kubeproxy, metallb
 from podflow.lab import netns as nsu
 from podflow.lab import state as st
 from podflow.lab.datapath import (
@@ -82,6 +83,7 @@ def up(spec: LabSpec, *, agents: bool = True, workloads: bool = True,
         step = "programming services"
         _allocate_services(state, spec)
         _apply_iptables(state)
+        metallb.announce(state)
         update_dns(state)
         state.save()
         step = "writing the cluster state"
@@ -157,7 +159,8 @@ def _allocate_services(state: LabState, spec: LabSpec) -> None:
             namespace=s.namespace, name=s.name, type=s.type,
             clusterIP=s.clusterIP or str(next(free)),
             selector=dict(s.selector), ports=ports, externalTrafficPolicy=s.externalTrafficPolicy,
-            uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.name}/{s.namespace}/{s.name}"))))
+            uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{spec.name}/{s.namespace}/{s.name}")),
+            loadBalancerIP=s.loadBalancerIP))
 
 
 def _apply_iptables(state: LabState) -> None:
@@ -326,6 +329,7 @@ def restart_pod(name: str, namespace: str, pod: str) -> PodState:
     new = _new_pod(state, old.namespace, old.workload, dict(old.labels), list(old.ports),
                    state.node(old.node), index, host_network=old.host_network)
     _apply_iptables(state)
+    metallb.announce(state)
     update_dns(state)
     state.save()
     _write_cluster_state(state)

@@ -7,6 +7,13 @@ adds the built-in cluster DNS (``dns: true``, the default: workload ``kube-syste
 Service ``kube-system/kube-dns`` at serviceCIDR + 10) and checks what a datapath cannot do
 (``cni: macvlan`` has no ClusterIP/NodePort services: its pods bypass the node).
 
+LoadBalancer Services get a nodePort per port (as NodePort ones) and a VIP from the lab's
+``loadBalancerPool`` (default: the last 16 addresses of the underlay, :func:`default_lb_pool`),
+assigned here the way MetalLB's controller does: ``loadBalancerIP`` if the spec asks for one,
+else the lowest free address. The pool lies inside the underlay (MetalLB's L2 mode makes a VIP
+reachable by answering ARP for it on the nodes' own segment) and never hands out a node's
+address or the underlay's network, broadcast or gateway address.
+
 Spec files are untrusted input: :func:`load_spec` reads at most :data:`MAX_SPEC_BYTES`,
 requires UTF-8, and parses YAML without aliases (``*name``, so no "billion laughs"), without
 explicit tags and nested at most :data:`MAX_SPEC_DEPTH` levels. Every problem is a
@@ -47,6 +54,7 @@ from podflow.lab.specfields import (
     _clip,
     _dns_names,
     _integer,
+    _ipv4,
     _labels,
     _mapping,
     _name,
@@ -62,9 +70,10 @@ from podflow.lab.specfields import (
 )
 from podflow.lab.state import LAB_NAME_PATTERN
 
-__all__ = ["DNS_LABELS", "LAB_NAME_PATTERN", "SUPPORTED_CNIS", "ExternalSpec", "LabSpec",
-           "PortSpec", "ServicePortSpec", "ServiceSpec", "SpecError", "TrafficSpec",
-           "WorkloadSpec", "load_default_spec", "load_spec", "parse_spec", "parse_spec_bytes"]
+__all__ = ["DNS_LABELS", "LAB_NAME_PATTERN", "SERVICE_TYPES", "SUPPORTED_CNIS", "ExternalSpec",
+           "LabSpec", "PortSpec", "ServicePortSpec", "ServiceSpec", "SpecError", "TrafficSpec",
+           "WorkloadSpec", "default_lb_pool", "lb_pool_addresses", "load_default_spec",
+           "load_spec", "parse_spec", "parse_spec_bytes"]
 
 SUPPORTED_CNIS = tuple(DATAPATHS)
 """CNI datapaths the lab can build (the keys of the datapath registry)."""
@@ -73,8 +82,14 @@ MAX_SPEC_BYTES = 1024 * 1024
 """Largest spec file read (real specs are a few KB)."""
 MAX_SPEC_DEPTH = 32
 """Deepest YAML nesting accepted (a spec nests five levels)."""
-RESERVED_NAMESPACES = ("external", "node", "service", "nodeport", "pod")
+RESERVED_NAMESPACES = ("external", "node", "service", "nodeport", "pod", "loadbalancer")
 """Namespace names that would make ``NS/NAME`` targets ambiguous."""
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+"""Service ``type`` values the lab implements."""
+EXTERNAL_TYPES = ("NodePort", "LoadBalancer")
+"""Service types reachable from outside: a nodePort per port, ``externalTrafficPolicy``."""
+LB_POOL_SIZE = 16
+"""Addresses in the default ``loadBalancerPool`` (the top of the underlay)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,8 @@ class LabSpec:
     traffic: tuple[TrafficSpec, ...] = ()
     dns: bool = True
     """Whether the built-in cluster DNS (coredns workload, kube-dns Service) was added."""
+    loadBalancerPool: str = ""
+    """CIDR LoadBalancer VIPs come from (inside the underlay; see :func:`default_lb_pool`)."""
     agent_sources: tuple[str, ...] = ()
     """Sources the lab's agents run (empty: the detected CNI profile's defaults)."""
     agent_options: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -125,6 +142,7 @@ class LabSpec:
         return {
             "name": self.name, "cni": self.cni, "nodes": self.nodes, "podCIDR": self.podCIDR,
             "serviceCIDR": self.serviceCIDR, "underlay": self.underlay, "dns": self.dns,
+            "loadBalancerPool": self.loadBalancerPool,
             "agentSources": list(self.agent_sources), "agentOptions": dict(self.agent_options),
             "namespaces": list(self.namespaces),
             "workloads": [{"namespace": w.namespace, "name": w.name, "replicas": w.replicas,
@@ -134,6 +152,7 @@ class LabSpec:
             "services": [{"namespace": s.namespace, "name": s.name, "type": s.type,
                           "selector": dict(s.selector), "clusterIP": s.clusterIP,
                           "externalTrafficPolicy": s.externalTrafficPolicy,
+                          "loadBalancerIP": s.loadBalancerIP,
                           "ports": [{"name": p.name, "port": p.port, "targetPort": p.targetPort,
                                      "protocol": p.protocol, "nodePort": p.nodePort}
                                     for p in s.ports]}
@@ -209,8 +228,9 @@ def _service_port(v: Any, path: str, svc_type: str) -> ServicePortSpec:
         raise SpecError(f"{path}.protocol: expected TCP or UDP, got {_show(d['protocol'])}")
     node_port = d.get("nodePort")
     if node_port is not None:
-        if svc_type != "NodePort":
-            raise SpecError(f"{path}.nodePort: only NodePort services have a nodePort")
+        if svc_type not in EXTERNAL_TYPES:
+            raise SpecError(f"{path}.nodePort: only NodePort and LoadBalancer services have a "
+                            "nodePort")
         node_port = _integer(node_port, f"{path}.nodePort", 30000, 32767)
     name = d.get("name")
     return ServicePortSpec(None if name is None else _port_name(name, f"{path}.name"), port,
@@ -221,17 +241,24 @@ def _service_port(v: Any, path: str, svc_type: str) -> ServicePortSpec:
 def _service(v: Any, path: str, namespaces: tuple[str, ...],
              workloads: tuple[WorkloadSpec, ...]) -> ServiceSpec:
     d = _mapping(v, path, ("namespace", "name", "selector", "ports"),
-                 ("type", "externalTrafficPolicy"))
+                 ("type", "externalTrafficPolicy", "loadBalancerIP"))
     ns = _in_namespace(d["namespace"], f"{path}.namespace", namespaces)
     typ = _string(d.get("type", "ClusterIP"), f"{path}.type")
-    if typ not in ("ClusterIP", "NodePort"):
-        raise SpecError(f"{path}.type: expected ClusterIP or NodePort, got {_show(typ)}")
+    if typ not in SERVICE_TYPES:
+        raise SpecError(f"{path}.type: expected ClusterIP, NodePort or LoadBalancer, got "
+                        f"{_show(typ)}")
     etp = _string(d.get("externalTrafficPolicy", "Cluster"), f"{path}.externalTrafficPolicy")
     if etp not in ("Cluster", "Local"):
         raise SpecError(f"{path}.externalTrafficPolicy: expected Cluster or Local, got "
                         f"{_show(etp)}")
-    if etp == "Local" and typ != "NodePort":
-        raise SpecError(f"{path}.externalTrafficPolicy: Local needs type NodePort")
+    if etp == "Local" and typ not in EXTERNAL_TYPES:
+        raise SpecError(f"{path}.externalTrafficPolicy: Local needs type NodePort or "
+                        "LoadBalancer")
+    lb_ip = d.get("loadBalancerIP")
+    if lb_ip is not None:
+        if typ != "LoadBalancer":
+            raise SpecError(f"{path}.loadBalancerIP: only LoadBalancer services have one")
+        lb_ip = str(_ipv4(lb_ip, f"{path}.loadBalancerIP"))
     selector = _labels(d["selector"], f"{path}.selector")
     if not selector:
         raise SpecError(f"{path}.selector: must not be empty")
@@ -245,7 +272,8 @@ def _service(v: Any, path: str, namespaces: tuple[str, ...],
     if len(ports) > 1 and any(p.name is None for p in ports):
         raise SpecError(f"{path}.ports: every port needs a name when there are several")
     _unique([(p.port, p.protocol) for p in ports], f"{path}.ports", "port")
-    return ServiceSpec(ns, _service_name(d["name"], f"{path}.name"), typ, selector, ports, etp)
+    return ServiceSpec(ns, _service_name(d["name"], f"{path}.name"), typ, selector, ports, etp,
+                       loadBalancerIP=lb_ip)
 
 
 def _services(v: Any, namespaces: tuple[str, ...],
@@ -256,13 +284,84 @@ def _services(v: Any, namespaces: tuple[str, ...],
     used = {p.nodePort for s in out for p in s.ports if p.nodePort}
     _unique([p.nodePort for s in out for p in s.ports if p.nodePort], "services", "nodePort")
     free = (n for n in range(30000, 32768) if n not in used)
-    for i, s in enumerate(out):   # NodePort ports without a nodePort get one, as the API does
-        if s.type == "NodePort":
+    for i, s in enumerate(out):   # ports without a nodePort get one, as the API does
+        if s.type in EXTERNAL_TYPES:
             ports = tuple(p if p.nodePort else
                           ServicePortSpec(p.name, p.port, p.targetPort, p.protocol, next(free))
                           for p in s.ports)
             out[i] = dataclasses.replace(s, ports=ports)
     return tuple(out)
+
+
+def default_lb_pool(underlay: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    """The default ``loadBalancerPool``: the last :data:`LB_POOL_SIZE` addresses of the
+    underlay (all of it when it is smaller), far from the node addresses at its bottom.
+
+    >>> default_lb_pool(ipaddress.IPv4Network("172.18.0.0/24"))
+    IPv4Network('172.18.0.240/28')
+    """
+    prefix = max(underlay.prefixlen, 32 - (LB_POOL_SIZE.bit_length() - 1))
+    size = 2 ** (32 - prefix)
+    return ipaddress.IPv4Network((int(underlay.broadcast_address) - size + 1, prefix))
+
+
+def lb_pool_addresses(pool: ipaddress.IPv4Network, underlay: ipaddress.IPv4Network,
+                      nodes: int) -> list[ipaddress.IPv4Address]:
+    """The addresses of ``pool`` a VIP may take, lowest first: not the underlay's network,
+    broadcast or gateway (last usable) address, nor a node's (underlay + 1 .. + ``nodes``).
+    """
+    gateway = underlay.broadcast_address - 1
+    first_free = underlay.network_address + nodes + 1
+    return [ip for ip in pool if first_free <= ip < gateway]
+
+
+def _load_balancers(v: Any, services: tuple[ServiceSpec, ...],
+                    underlay: ipaddress.IPv4Network, nodes: int
+                    ) -> tuple[ipaddress.IPv4Network, tuple[ServiceSpec, ...]]:
+    """The ``loadBalancerPool`` and ``services`` with every LoadBalancer's VIP assigned:
+    the ``loadBalancerIP`` asked for (in the pool, free), else the lowest free address."""
+    if v is None:
+        pool = default_lb_pool(underlay)
+        shown = (f"the default pool {pool} (the last {pool.num_addresses} addresses of "
+                 f"underlay {underlay})")
+    else:
+        pool = _cidr(v, "loadBalancerPool")
+        shown = str(pool)
+        if not pool.subnet_of(underlay):
+            raise SpecError(f"loadBalancerPool: {pool} is not inside underlay {underlay} "
+                            "(MetalLB's L2 mode announces VIPs on the nodes' own segment)")
+        for k in range(1, nodes + 1):
+            if underlay.network_address + k in pool:
+                raise SpecError(f"loadBalancerPool: {pool} overlaps node{k}'s address "
+                                f"{underlay.network_address + k}")
+    usable = lb_pool_addresses(pool, underlay, nodes)
+    ok = set(usable)
+    taken: dict[ipaddress.IPv4Address, int] = {}
+    for i, s in enumerate(services):
+        if s.loadBalancerIP is None:
+            continue
+        ip = ipaddress.IPv4Address(s.loadBalancerIP)
+        where = f"services[{i}].loadBalancerIP"
+        if ip not in pool:
+            raise SpecError(f"{where}: {ip} is not in loadBalancerPool ({shown})")
+        if ip not in ok:
+            raise SpecError(f"{where}: {ip} is a node's, the gateway's or the underlay's "
+                            f"network or broadcast address, not free in {shown}")
+        if ip in taken:
+            raise SpecError(f"{where}: {ip} is already services[{taken[ip]}]'s")
+        taken[ip] = i
+    free = (ip for ip in usable if ip not in taken)
+    out = list(services)
+    for i, s in enumerate(out):
+        if s.type == "LoadBalancer" and s.loadBalancerIP is None:
+            vip = next(free, None)
+            if vip is None:
+                count = sum(x.type == "LoadBalancer" for x in services)
+                raise SpecError(f"services[{i}]: no free address left for its VIP in "
+                                f"loadBalancerPool {shown} ({len(usable)} usable addresses "
+                                f"for {count} LoadBalancer services)")
+            out[i] = dataclasses.replace(s, loadBalancerIP=str(vip))
+    return pool, tuple(out)
 
 
 def _externals(v: Any, nets: tuple[ipaddress.IPv4Network, ...]) -> tuple[ExternalSpec, ...]:
@@ -317,13 +416,14 @@ def _check_datapath(cni: str, top: dict[str, Any]) -> None:
     """Reject what the datapath cannot carry, before anything else refers to it."""
     if _carries_services(cni):
         return
-    why = (f"cni {cni} has no ClusterIP/NodePort services (pods bypass the node's stack, so "
-           "kube-proxy never sees their traffic); target pods by IP (pod/NS/WORKLOAD:PORT)")
+    why = (f"cni {cni} has no ClusterIP/NodePort/LoadBalancer services (pods bypass the node's "
+           "stack, so kube-proxy never sees their traffic); target pods by IP "
+           "(pod/NS/WORKLOAD:PORT)")
     if _seq(top.get("services", []), "services"):
         raise SpecError(f"services: {why}")
     for i, t in enumerate(_seq(top.get("traffic", []), "traffic")):
         to = t.get("to") if isinstance(t, dict) else None
-        if isinstance(to, str) and to.startswith(("service/", "nodeport/")):
+        if isinstance(to, str) and to.startswith(("service/", "nodeport/", "loadbalancer/")):
             raise SpecError(f"traffic[{i}].to: {_quote(to)}: {why}")
 
 
@@ -332,7 +432,7 @@ def parse_spec(doc: Any) -> LabSpec:
     top = _mapping(doc, "spec", required=("name", "nodes"),
                    optional=("cni", "podCIDR", "serviceCIDR", "underlay", "namespaces",
                              "workloads", "services", "externals", "traffic", "dns",
-                             "agents"))
+                             "agents", "loadBalancerPool"))
     name = _string(top["name"], "name")
     if not LAB_NAME_PATTERN.fullmatch(name):
         raise SpecError(f"name: must match ^[a-z][a-z0-9]{{0,11}}$ (lowercase letters and "
@@ -350,6 +450,7 @@ def parse_spec(doc: Any) -> LabSpec:
                       for i, w in enumerate(_seq(top.get("workloads", []), "workloads")))
     _unique([(w.namespace, w.name) for w in workloads], "workloads", "workload")
     services = _services(top.get("services", []), namespaces, workloads)
+    lb_pool, services = _load_balancers(top.get("loadBalancerPool"), services, nets[2], nodes)
     for i, s in enumerate(services):
         if dns and (s.namespace, s.name) == (DNS_NAMESPACE, DNS_SERVICE):
             raise SpecError(f"services[{i}]: {DNS_NAMESPACE}/{DNS_SERVICE} is built in with "
@@ -365,7 +466,8 @@ def parse_spec(doc: Any) -> LabSpec:
     return LabSpec(name=name, cni=cni, nodes=nodes, podCIDR=str(nets[0]),
                    serviceCIDR=str(nets[1]), underlay=str(nets[2]), namespaces=namespaces,
                    workloads=workloads, services=services, externals=externals,
-                   traffic=traffic, dns=dns, agent_sources=agent_sources,
+                   traffic=traffic, dns=dns, loadBalancerPool=str(lb_pool),
+                   agent_sources=agent_sources,
                    agent_options=agent_options, raw=dict(top))
 
 

@@ -88,7 +88,7 @@ class ServicePortSpec:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A ClusterIP or NodePort Service."""
+    """A ClusterIP, NodePort or LoadBalancer Service."""
 
     namespace: str
     name: str
@@ -98,6 +98,9 @@ class ServiceSpec:
     externalTrafficPolicy: str = "Cluster"
     clusterIP: str | None = None
     """A fixed ClusterIP (kube-dns: serviceCIDR + 10); None: allocated by the lab."""
+    loadBalancerIP: str | None = None
+    """LoadBalancer only: its VIP, from the lab's ``loadBalancerPool`` (``spec.loadBalancerIP``
+    if the spec gave one, else the lowest free address, as MetalLB's allocator assigns)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ class TrafficSpec:
     """``from`` connects to ``to`` every ``every`` seconds.
 
     ``source_kind`` is ``workload`` or ``external``; ``target_kind`` is ``service``,
-    ``nodeport``, ``external`` or ``pod``; ``target_namespace`` is "" where it has no meaning.
+    ``loadbalancer``, ``nodeport``, ``external``, ``pod`` or ``dns``; ``target_namespace`` is
+    "" where it has no meaning.
     """
 
     source: str
@@ -283,6 +287,15 @@ def _cidr(v: Any, path: str) -> ipaddress.IPv4Network:
         raise SpecError(f"{path}: not an IPv4 network: {_clip(str(e), 120)}") from None
 
 
+def _ipv4(v: Any, path: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(_string(v, path))
+    except SpecError:
+        raise
+    except ValueError as e:
+        raise SpecError(f"{path}: not an IPv4 address: {_clip(str(e), 120)}") from None
+
+
 def _dns_names(v: Any, path: str) -> tuple[str, ...]:
     out = []
     for i, n in enumerate(_seq(v, path)):
@@ -307,7 +320,7 @@ def _duration(v: Any, path: str) -> float:
     return secs
 
 
-_TARGET = re.compile(r"(service|pod)/([^/:]+)/([^/:]+):([0-9]{1,5})"
+_TARGET = re.compile(r"(service|pod|loadbalancer)/([^/:]+)/([^/:]+):([0-9]{1,5})"
                      r"|(external)/([^/:]+):([0-9]{1,5})|(nodeport)/([0-9]{1,5})")
 
 
@@ -380,9 +393,9 @@ def _target(dst: str, path: str, wl: dict[tuple[str, str], WorkloadSpec],
     """(kind, namespace, name, port) of a traffic entry's ``to``, which must exist."""
     m = _TARGET.fullmatch(dst)
     if not m:
-        raise SpecError(f'{path}: expected "service/NS/NAME:PORT", "nodeport/PORT", '
-                        f'"external/NAME:PORT", "pod/NS/WORKLOAD:PORT" or "dns/NAME:PORT", '
-                        f"got {_show(dst)}")
+        raise SpecError(f'{path}: expected "service/NS/NAME:PORT", '
+                        f'"loadbalancer/NS/NAME:PORT", "nodeport/PORT", "external/NAME:PORT", '
+                        f'"pod/NS/WORKLOAD:PORT" or "dns/NAME:PORT", got {_show(dst)}')
     if m.group(1):
         tkind, tns, tname, port = m.group(1), m.group(2), m.group(3), int(m.group(4))
     elif m.group(5):
@@ -395,7 +408,14 @@ def _target(dst: str, path: str, wl: dict[tuple[str, str], WorkloadSpec],
         "pod": lambda: (tns, tname) in wl and any(p.port == port for p in wl[tns, tname].ports),
         "external": lambda: tname in ext and any(p.port == port for p in ext[tname].ports),
         "nodeport": lambda: any(p.nodePort == port for s in services for p in s.ports),
+        "loadbalancer": lambda: any(s.namespace == tns and s.name == tname and
+                                    s.type == "LoadBalancer" and
+                                    any(p.port == port for p in s.ports) for s in services),
     }[tkind]()
+    if not ok and tkind == "loadbalancer" and any(
+            (s.namespace, s.name) == (tns, tname) for s in services):
+        raise SpecError(f"{path}: {_quote(dst)} does not exist (service {tns}/{tname} is not "
+                        f"of type LoadBalancer or has no port {port})")
     if not ok:
         raise SpecError(f"{path}: {_quote(dst)} does not exist (no such {tkind} with port "
                         f"{port})")

@@ -143,7 +143,7 @@ class ServicePortState:
     protocol: str = "TCP"
     """TCP or UDP."""
     nodePort: int | None = None
-    """nodePort for NodePort services."""
+    """nodePort for NodePort and LoadBalancer services."""
 
 
 @dataclass
@@ -155,7 +155,7 @@ class ServiceState:
     name: str
     """Service name."""
     type: str
-    """``ClusterIP`` or ``NodePort``."""
+    """``ClusterIP``, ``NodePort`` or ``LoadBalancer``."""
     clusterIP: str
     """Allocated ClusterIP from the service CIDR."""
     selector: dict[str, str]
@@ -163,9 +163,14 @@ class ServiceState:
     ports: list[ServicePortState]
     """Ports."""
     externalTrafficPolicy: str = "Cluster"
-    """``Cluster`` or ``Local`` (NodePort only)."""
+    """``Cluster`` or ``Local`` (NodePort and LoadBalancer only)."""
     uid: str = ""
     """metadata.uid."""
+    loadBalancerIP: str | None = None
+    """LoadBalancer only: the VIP from the lab's pool (``status.loadBalancer.ingress[0].ip``)."""
+    lb_holder: str | None = None
+    """LoadBalancer only: the node announcing the VIP (MetalLB's L2 leader, see
+    :mod:`podflow.lab.metallb`); None while no node may (no ready endpoint)."""
 
 
 @dataclass
@@ -248,6 +253,10 @@ class LabState:
                 return s
         raise KeyError(f"no service {namespace}/{name} in lab {self.name!r}")
 
+    def load_balancer(self, ip: str) -> ServiceState | None:
+        """The LoadBalancer Service whose VIP is ``ip``, if any."""
+        return next((s for s in self.services if s.loadBalancerIP == ip), None)
+
     def external(self, name: str) -> ExternalState:
         """The external host ``name``; KeyError if none."""
         for e in self.externals:
@@ -301,7 +310,8 @@ class LabState:
                       "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}
                      for p in self.pods],
             "services": [{"namespace": s.namespace, "name": s.name, "type": s.type,
-                          "clusterIP": s.clusterIP,
+                          "clusterIP": s.clusterIP, "loadBalancerIP": s.loadBalancerIP,
+                          "lbHolder": s.lb_holder,
                           "ports": [{"name": p.name, "port": p.port, "targetPort": p.targetPort,
                                      "nodePort": p.nodePort, "protocol": p.protocol}
                                     for p in s.ports]}

@@ -1,7 +1,8 @@
 """Traffic spec parsing and the client side of the lab's workload processes.
 
 A traffic entry is ``{from: NS/WORKLOAD | external/NAME, to: TARGET, every: 1s, http: {...}}``
-where TARGET is ``service/NS/NAME:PORT``, ``nodeport/PORT``, ``external/NAME:PORT``,
+where TARGET is ``service/NS/NAME:PORT`` (its ClusterIP), ``loadbalancer/NS/NAME:PORT`` (the
+LoadBalancer Service's VIP, at the service port), ``nodeport/PORT``, ``external/NAME:PORT``,
 ``pod/NS/WORKLOAD:PORT`` or ``dns/NAME:PORT`` (a name the client resolves through the cluster
 DNS first, see :mod:`podflow.lab.named`). :func:`resolve` turns a target into the address to
 connect to, given the current :class:`~podflow.lab.state.LabState`; :func:`target_for_ip`
@@ -17,6 +18,8 @@ Example::
     Target(kind='service', namespace='shop', name='backend', port=9000)
     >>> parse_target("dns/db.example.com:5432").name
     'db.example.com'
+    >>> parse_target("loadbalancer/shop/frontend-lb:443").category
+    'loadbalancer'
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ class Target:
     """A parsed traffic target."""
 
     kind: str
-    """``service``, ``nodeport``, ``external``, ``pod`` or ``dns``."""
+    """``service``, ``loadbalancer``, ``nodeport``, ``external``, ``pod`` or ``dns``."""
     namespace: str | None
-    """Namespace for service and pod targets."""
+    """Namespace for service, loadbalancer and pod targets."""
     name: str | None
     """Service, external or workload name, or the DNS name (None for nodeport)."""
     port: int
@@ -80,13 +83,14 @@ class Target:
 
     @property
     def category(self) -> str:
-        """Connection category: clusterip, nodeport, egress or podip (``dns``: unknown yet)."""
+        """Connection category: clusterip, loadbalancer, nodeport, egress or podip (``dns``:
+        unknown yet)."""
         return CATEGORIES_BY_TARGET.get(self.kind, "dns")
 
     @property
     def text(self) -> str:
         """The target in spec syntax, e.g. ``service/shop/backend:9000``."""
-        if self.kind in ("service", "pod"):
+        if self.kind in ("service", "pod", "loadbalancer"):
             return f"{self.kind}/{self.namespace}/{self.name}:{self.port}"
         if self.kind == "nodeport":
             return f"nodeport/{self.port}"
@@ -99,12 +103,13 @@ _DNS_NAME = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 
 def parse_target(text: str) -> Target:
     """Parse a spec target string (ValueError with the accepted forms if malformed)."""
-    m = re.fullmatch(r"(service|pod)/([^/:]+)/([^/:]+):(\d+)|external/([^/:]+):(\d+)"
+    m = re.fullmatch(r"(service|pod|loadbalancer)/([^/:]+)/([^/:]+):(\d+)"
+                     r"|external/([^/:]+):(\d+)"
                      rf"|nodeport/(\d+)|dns/({_DNS_NAME}):(\d+)", text.strip())
     if not m or int(m.group(4) or m.group(6) or m.group(7) or m.group(9)) > 65535:
         raise ValueError(f"bad traffic target {text!r}: use service/NS/NAME:PORT, "
-                         "nodeport/PORT, external/NAME:PORT, pod/NS/WORKLOAD:PORT or "
-                         "dns/NAME:PORT")
+                         "loadbalancer/NS/NAME:PORT, nodeport/PORT, external/NAME:PORT, "
+                         "pod/NS/WORKLOAD:PORT or dns/NAME:PORT")
     if m.group(1):
         return Target(m.group(1), m.group(2), m.group(3), int(m.group(4)))
     if m.group(5):
@@ -128,11 +133,14 @@ class Resolved:
 
 def resolve(state: LabState, target: Target, turn: int) -> Resolved | None:
     """The address for ``target`` now; ``turn`` picks round robin. None if nothing backs it."""
-    if target.kind == "service":
+    if target.kind in ("service", "loadbalancer"):
         svc = state.service(target.namespace or "", target.name or "")
+        ip = svc.clusterIP if target.kind == "service" else svc.loadBalancerIP
+        if ip is None:
+            raise KeyError(f"service {svc.namespace}/{svc.name} has no load-balancer IP")
         for sp in svc.ports:
             if sp.port == target.port:
-                return Resolved(svc.clusterIP, sp.port, sp.protocol.lower())
+                return Resolved(ip, sp.port, sp.protocol.lower())
         raise KeyError(f"service {svc.namespace}/{svc.name} has no port {target.port}")
     if target.kind == "nodeport":
         proto = nodeport_service(state, target.port)[1].protocol.lower()
@@ -153,12 +161,16 @@ def resolve(state: LabState, target: Target, turn: int) -> Resolved | None:
 def target_for_ip(state: LabState, ip: str, port: int) -> Target | None:
     """The canonical target connecting to ``ip:port`` means now, or None if not a lab address.
 
-    A ClusterIP with that service port -> ``service``, a pod IP -> ``pod`` (its workload),
-    an external host -> ``external``, a node IP with that nodePort -> ``nodeport``.
+    A ClusterIP with that service port -> ``service``, a LoadBalancer VIP with that service
+    port -> ``loadbalancer``, a pod IP -> ``pod`` (its workload), an external host ->
+    ``external``, a node IP with that nodePort -> ``nodeport``.
     """
     for svc in state.services:
         if svc.clusterIP == ip and any(sp.port == port for sp in svc.ports):
             return Target("service", svc.namespace, svc.name, port)
+        if svc.type == "LoadBalancer" and svc.loadBalancerIP == ip \
+                and any(sp.port == port for sp in svc.ports):
+            return Target("loadbalancer", svc.namespace, svc.name, port)
     for pod in state.pods:
         if pod.ip == ip:
             return Target("pod", pod.namespace, pod.workload, port)

@@ -41,8 +41,8 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
-CATEGORIES_BY_TARGET = {"service": "clusterip", "nodeport": "nodeport", "pod": "podip",
-                        "external": "egress"}
+CATEGORIES_BY_TARGET = {"service": "clusterip", "loadbalancer": "loadbalancer",
+                        "nodeport": "nodeport", "pod": "podip", "external": "egress"}
 """Traffic target kind (the part before the first ``/``) -> connection category."""
 
 
@@ -77,11 +77,11 @@ class ConnectRecord:
     target: str
     """The target as written in the spec, e.g. ``service/shop/backend:9000``."""
     category: str
-    """``clusterip``, ``nodeport``, ``podip`` or ``egress``."""
+    """``clusterip``, ``loadbalancer``, ``nodeport``, ``podip`` or ``egress``."""
     proto: str
     """``tcp`` or ``udp``."""
     remote_ip: str
-    """Address connected to (ClusterIP, node IP, pod IP, external IP)."""
+    """Address connected to (ClusterIP, load-balancer VIP, node IP, pod IP, external IP)."""
     remote_port: int
     """Port connected to."""
     local_ip: str | None

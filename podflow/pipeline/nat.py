@@ -8,6 +8,9 @@ answers (the server's view, reversed). So, whatever the NAT:
 - if ``orig.dst:dport`` differs from the server, DNAT happened: ``original_destination`` is
   ``orig.dst:dport``, and the service is found by frontend (ClusterIP/LoadBalancer VIP and
   port) or, when the destination is a node address, by nodePort;
+- without DNAT, a destination that is a service frontend (the view was taken before the
+  translation, e.g. the client's node masquerading a pod that dials another node's
+  NodePort) still names the Service (:func:`addressed_service`), with the NAT left empty;
 - if ``reply.dst:dport`` differs from the client, SNAT happened (masquerade to the node IP,
   the NodePort SNAT to the ingress node's VTEP/gateway/IP, hairpin masquerade to the cni0
   gateway): ``translated_source`` is ``reply.dst:dport``.
@@ -93,6 +96,27 @@ def find_service(dst: Address, proto: str, inv: Inventory, profile: CniProfile,
     return np if unknown else None
 
 
+def addressed_service(dst: Address, proto: int, inv: Inventory, profile: CniProfile,
+                      at: float) -> Service | None:
+    """The Service a client addressed at ``dst`` when no DNAT was seen: a view taken before
+    the translation (a client's socket or packets toward a VIP, the client node's conntrack
+    of a pod dialling another node's NodePort, an attempt kube-proxy dropped) still names
+    the Service it went to, so it is never drawn as a connection to a VIP or to a node.
+
+    >>> from podflow.inventory.history import Inventory
+    >>> addressed_service(Address("10.96.0.10", 53), 17, Inventory(),
+    ...                   CniProfile("generic", "n1"), 0.0) is None
+    True
+    """
+    name = L4_NAMES.get(proto)
+    if name is None:
+        return None
+    fe = inv.service_by_frontend(dst.ip, dst.port, name, at)
+    if fe is None and _is_node_address(dst.ip, inv, profile, at):
+        fe = inv.service_by_nodeport(dst.port, name, at)   # a node's own address: no guess
+    return _service(fe, dst) if fe is not None else None
+
+
 def resolve(entry: CtEntry, inv: Inventory, profile: CniProfile, at: float) -> Resolved:
     """Undo the NAT of ``entry`` as of time ``at`` (see the module docstring for the cases)."""
     o, r = entry.orig, entry.reply
@@ -116,4 +140,6 @@ def resolve(entry: CtEntry, inv: Inventory, profile: CniProfile, at: float) -> R
             case = "dnat"
         if client.ip == server.ip:
             case = "hairpin"
+    else:
+        service = addressed_service(server, o.proto, inv, profile, at)
     return Resolved(client, server, service, Nat(original, translated), case=case)

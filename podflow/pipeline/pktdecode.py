@@ -36,7 +36,7 @@ from podflow.model.flow import (
 from podflow.pipeline.context import PROTOCOLS, DecodeContext
 from podflow.pipeline.enrich import endpoint
 from podflow.pipeline.keys import packet_keys
-from podflow.pipeline.nat import L4_NAMES
+from podflow.pipeline.nat import L4_NAMES, addressed_service
 from podflow.pipeline.pkttrack import PacketFlow
 
 
@@ -58,6 +58,8 @@ def packet_flow_to_flow(r: PacketFlow, ctx: DecodeContext, final: bool) -> Flow 
         source=endpoint(Address(r.client, r.client_port), inv, prof, at),
         destination=endpoint(Address(r.server, r.server_port), inv, prof, at,
                              L4_NAMES.get(r.proto)),
+        destination_service=addressed_service(Address(r.server, r.server_port), r.proto,
+                                              inv, prof, at),
         protocol=proto, state=FlowState.ENDED if final else FlowState.ACTIVE,
         traffic=Traffic(Counters(*r.to_server), Counters(*r.to_client)),
         tcp=TcpInfo(state=r.state, flags=r.flags) if proto is Protocol.TCP else None,

@@ -4,7 +4,8 @@ A socket knows the connection only as its application sees it:
 
 - a *client* socket: ``source`` = the local end (the pod, or the node for host-network
   processes), ``destination`` = the peer as the application addressed it, which may be a
-  service VIP (then an Endpoint of kind ``service``: the backend is unknown from here). It
+  service VIP (then an Endpoint of kind ``service``, and the Service it addressed, as for
+  a node address at a nodePort: the backend is unknown from here). It
   knows the connection's ``client_key`` (:func:`~podflow.pipeline.keys.flow_id_for` of
   the tuple as sent) and not its ``flow_id``;
 - a *server* socket: ``source`` = the peer as the server sees it (a node or VTEP address
@@ -54,7 +55,7 @@ from podflow.model.flow import (
 from podflow.pipeline.context import PROTOCOLS, DecodeContext
 from podflow.pipeline.enrich import endpoint
 from podflow.pipeline.keys import socket_keys
-from podflow.pipeline.nat import L4_NAMES
+from podflow.pipeline.nat import L4_NAMES, addressed_service
 from podflow.pipeline.socktrack import SockConn
 
 
@@ -108,6 +109,8 @@ def socket_to_flow(c: SockConn, ctx: DecodeContext, final: bool | None = None) -
         time=at,
         source=src,
         destination=dst,
+        destination_service=addressed_service(Address(c.remote_ip, c.remote_port), c.proto,
+                                              inv, profile, at) if client else None,
         protocol=protocol,
         end_time=max(c.last_seen, at),
         state=FlowState.ENDED if ended else FlowState.ACTIVE,

@@ -79,6 +79,10 @@ def merged_sql(rel: str, *, materialize: bool = True) -> str:
         "coalesce(nullif(p.flow_id, ''), a.m_fid, '') AS flow_id",
         "coalesce(nullif(p.client_key, ''), nullif(s.client_key, ''), a.m_ckey, '') "
         "AS client_key", "a.m_rtt AS rtt_us",
+        "CASE WHEN p.nat_snat_ip IS NULL THEN a.m_snat.ip ELSE p.nat_snat_ip END "
+        "AS nat_snat_ip",
+        "CASE WHEN p.nat_snat_ip IS NULL THEN a.m_snat.port ELSE p.nat_snat_port END "
+        "AS nat_snat_port",
         *(f"s.{c} AS {c}" for c in _SRC_COLS), *(f"l.{c} AS {c}" for c in _L7_COLS)])
     bridge = "b.flow_id <> '' AND b.client_key <> '' AND b.flow_id <> b.client_key"
     return f"""WITH g AS {"MATERIALIZED " if materialize else ""}({rel}),
@@ -101,6 +105,9 @@ a AS (SELECT conn_id, min(time) AS m_time, max(end_time) AS m_end, max(seq) AS m
              arg_min(rtt_us, (flow_id <> '', time, seq)) FILTER (WHERE rtt_us IS NOT NULL)
                  AS m_rtt,
              arg_min(seq, (time, seq)) FILTER (WHERE {_L7_PRESENT}) AS l_seq,
+             arg_min({{'ip': nat_snat_ip, 'port': nat_snat_port}},
+                     (m_up, time, coalesce(obs_node, ''), seq))
+                 FILTER (WHERE nat_snat_ip IS NOT NULL) AS m_snat,
              arg_min(seq, (m_up, NOT {_UNDID}, flow_id = '', NOT {_SRC_KNOWN}, time,
                            coalesce(obs_node, ''), seq)) AS p_seq,
              arg_min(seq, (m_dn, NOT {_UNDID}, NOT {_SRC_KNOWN},
@@ -199,7 +206,9 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     asked = set(keys)
     while extra := chain_keys([*stored.values(), *new]) - asked:   # whole chains (short)
         asked |= extra
-        for r in _near(con, wins, extra, ("flow_id", "client_key", "conn_key")):
+        around = windows(r.time for r in [*stored.values(), *new] if r.is_bridge()
+                         and (r.flow_id in extra or r.client_key in extra))
+        for r in _near(con, around, extra, ("flow_id", "client_key", "conn_key")):
             stored.setdefault(r.seq, r)
     moved = choose_keys(new, list(stored.values()))
     want = {r.conn_key for r in new if r.conn_key} | {r.conn_key for r, _, _ in moved

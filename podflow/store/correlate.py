@@ -38,6 +38,9 @@ Merging a group takes:
   (not a node or unknown address: the server's socket sees the SNAT address), else one that
   knows the client side (``client_key``), then as above; a socket-only connection (macvlan)
   thus gets its source from the client socket and its destination from the server socket;
+- the translated source (what the server saw as its client) from the primary record, else
+  the first SNAT any record undid, at the server's end of the chain first (a chain whose
+  last hop did no SNAT: the server sees the first hop's masquerade);
 - observations: the union ordered by node; counters: the maximum per direction; ``time`` the
   earliest start, ``end_time`` the latest; ENDED if any record ended; the worst verdict
   (DROPPED > ERROR > FORWARDED > UNKNOWN); ``rtt_us`` the first measured one, client-side
@@ -323,9 +326,18 @@ def merge(observations: Sequence[Flow]) -> Flow:
         if observations[i].rtt_us is not None), None)
     l7 = next((observations[i].l7 for i in by_start if observations[i].l7 is not None), None)
     source = observations[source_index(observations)]
+    nat = primary.nat
+    if nat.translated_source is None:
+        server_end = chain_ends(observations)[0]
+        snat = [i for i, f in enumerate(observations) if f.nat.translated_source is not None]
+        if snat:
+            first = min(snat, key=lambda i: (0 if server_end[i] else 1, observations[i].time,
+                                             observations[i].node_name or "", i))
+            nat = replace(nat, translated_source=observations[first].nat.translated_source)
     return replace(
         primary,
         source=source.source,
+        nat=nat,
         flow_id=primary.flow_id or next((f.flow_id for f in observations if f.flow_id), ""),
         client_key=primary.client_key or source.client_key or next(
             (f.client_key for f in observations if f.client_key), ""),

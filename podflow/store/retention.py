@@ -163,7 +163,9 @@ def _repair(con: duckdb.DuckDBPyConnection) -> int:
         near = {r.seq: r for r in rows_near(con, (r.time for r in orphans), asked)}
         while more := chain_keys(near.values()) - asked:   # whole chains (short)
             asked |= more
-            near.update((r.seq, r) for r in rows_near(con, (r.time for r in orphans), more))
+            near.update((r.seq, r) for r in rows_near(
+                con, (b.time for b in near.values() if b.is_bridge()
+                      and (b.flow_id in more or b.client_key in more)), more))
         for r, old in rechoose(orphans, list(near.values())):
             rekeyed.append(r)
             if r.conn_key != old:

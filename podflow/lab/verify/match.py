@@ -22,6 +22,8 @@ from podflow.model.flow import Address, Endpoint, EndpointKind, Flow
 TOLERANCE = 5.0
 """Seconds a flow's start (or an accept) may differ from the truth record's time."""
 _NODEISH = (EndpointKind.NODE, EndpointKind.UNKNOWN, EndpointKind.HOST_NETWORK_POD)
+_SERVICE_TYPES = {"nodeport": "NodePort", "loadbalancer": "LoadBalancer"}
+"""Connection category -> the Service type a flow of it names (else ClusterIP)."""
 Edge = tuple[str, str, str]
 """(client ``NS/WORKLOAD`` or ``external/NAME``, target, category)."""
 
@@ -60,6 +62,8 @@ class Matcher:
         self.ext_by_ip = {e.ip: e.name for e in state.externals}
         self.node_ips = {n.name: n.ip for n in state.nodes}
         self.node_by_ip = {n.ip: n.name for n in state.nodes}
+        self.lb_holder = {s.loadBalancerIP: s.lb_holder for s in state.services
+                          if s.loadBalancerIP and s.lb_holder}
         self.infra_ips = set(self.node_by_ip)
         for n in state.nodes:
             self.infra_ips |= {n.vtep_ip or "", str(ipaddress.ip_network(n.podCIDR)[1])}
@@ -88,7 +92,7 @@ class Matcher:
         if t.kind == "pod":
             wl = f"{t.namespace}/{t.name}"
             return [p for p in self.pods.values() if p.workload == wl], None, t.port
-        if t.kind == "service":
+        if t.kind in ("service", "loadbalancer"):
             svc = self.state.service(t.namespace or "", t.name or "")
             sp = next(p for p in svc.ports if p.port == t.port)
         else:
@@ -134,7 +138,7 @@ class Matcher:
         else:
             pods, service, port = self._selected(r)
             got = f"{svc.namespace}/{svc.name} ({svc.type})" if svc else None
-            want_type = "NodePort" if r.category == "nodeport" else "ClusterIP"
+            want_type = _SERVICE_TYPES.get(r.category, "ClusterIP")
             if got != (f"{service} ({want_type})" if service else None):
                 return f"service is {got}, want {service} ({want_type})", None
             info = self.pods.get(f"{dst.namespace}/{dst.pod_name}")
@@ -147,7 +151,8 @@ class Matcher:
             if r.category == "podip" and dst.ip != r.remote_ip:
                 return f"backend {dst.ip} is not the pod IP targeted ({r.remote_ip})", None
             od = f.nat.original_destination
-            if r.category == "nodeport" and od != Address(r.remote_ip, r.remote_port):
+            if r.category in ("nodeport", "loadbalancer") and \
+                    od != Address(r.remote_ip, r.remote_port):
                 return f"original destination {od}, want {r.remote_ip}:{r.remote_port}", None
             server = info.key
         accepts = self.accepts.get(server) if need_accept else None
@@ -188,12 +193,15 @@ class Matcher:
         if (client_pod and client_pod not in self.current) or (
                 info is not None and info.key not in self.current):
             tags.add("restarted-pods")
+        if (client_pod and self.host_network_node(client_pod)) or (
+                info is not None and self.host_network_node(info.key)):
+            tags.add("host-network")   # a host-network pod at either end
         return tags
 
     def record_tags(self, r: ConnectRecord, server: str | None = None) -> set[str]:
         """Categories of a truth record (``server`` if known, else guessed from accepts)."""
         ext = r.client.startswith("external/")
-        client_node = self.node_by_ip.get(r.remote_ip) if ext else (
+        client_node = self.ingress_node(r.remote_ip) if ext else (
             r.node or self.pods.get(r.client, _NOPOD).node)
         return self._tags(None if ext else r.client, client_node,
                           server or self._guess_server(r), r.category)
@@ -227,6 +235,8 @@ class Matcher:
         if t.kind == "nodeport":
             svc = nodeport_service(self.state, t.port)[0]
             target = f"service/{svc.namespace}/{svc.name}"
+        elif t.kind == "loadbalancer":
+            target = f"service/{t.namespace}/{t.name}"
         elif t.kind == "external":
             target = f"external/{t.name}"
         else:
@@ -235,6 +245,10 @@ class Matcher:
         client = f"node/{host}" if host is not None else (
             r.workload or self.pods.get(r.client, _NOPOD).workload or r.client)
         return client, target, r.category
+
+    def ingress_node(self, ip: str) -> str | None:
+        """The node a client reached at ``ip``: a node's own, or the holder of an LB VIP."""
+        return self.node_by_ip.get(ip) or self.lb_holder.get(ip)
 
     def host_network_node(self, client: str) -> str | None:
         """The node of a host-network client pod (its IP is the node's), else None."""
@@ -264,7 +278,8 @@ class Matcher:
     def flow_category(self, f: Flow) -> str:
         """The category a flow claims: its service type, egress, pod IP or unknown."""
         if f.destination_service is not None:
-            return "nodeport" if f.destination_service.type == "NodePort" else "clusterip"
+            return {v: k for k, v in _SERVICE_TYPES.items()}.get(f.destination_service.type,
+                                                                 "clusterip")
         if f.destination.kind is EndpointKind.EXTERNAL:
             return "egress"
         return "podip" if f.destination.kind in (EndpointKind.POD, EndpointKind.HOST_NETWORK_POD) \
@@ -282,7 +297,7 @@ class Matcher:
         s, d, od = f.source, f.destination, f.nat.original_destination
         client_pod = f"{s.namespace}/{s.pod_name}" if s.kind is EndpointKind.POD else None
         client_node = s.node_name if client_pod else (
-            self.node_by_ip.get(od.ip) if od is not None else None)
+            self.ingress_node(od.ip) if od is not None else None)
         server = f"{d.namespace}/{d.pod_name}" if d.kind is EndpointKind.POD else None
         tags = self._tags(client_pod, client_node, server, self.flow_category(f))
         return tags - {"unknown"}

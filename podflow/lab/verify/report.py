@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-CATEGORIES = ("clusterip", "nodeport", "podip", "same-node", "cross-node", "egress",
-              "restarted-pods", "overall")
+CATEGORIES = ("clusterip", "nodeport", "loadbalancer", "podip", "host-network", "same-node",
+              "cross-node", "egress", "restarted-pods", "overall")
 """Report rows, in print order."""
 MAX_MISMATCHES = 10
 """Mismatches kept per category and kind."""

@@ -65,3 +65,22 @@ def test_a_malformed_port_entry_makes_the_pod_a_bad_object() -> None:
     pods = k8s.parse_pods({"kind": "List", "items": items}, losses)
     assert [(p.name, p.ports) for p in pods] == [("good", (ContainerPort(7070),))]
     assert losses.by_reason() == {"bad_object": len(items) - 1}
+
+
+def test_service_frontends_from_external_ips_and_load_balancer_status() -> None:
+    doc = {"kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.20",
+                    "externalIPs": ["192.0.2.7"], "externalTrafficPolicy": "Local",
+                    "ports": [{"name": "https", "port": 443, "targetPort": 8443,
+                               "nodePort": 30443}]},
+           "status": {"loadBalancer": {"ingress": [
+               {"ip": "172.18.0.240", "ipMode": "VIP"},
+               {"hostname": "web.lb.example.com"},       # a hostname-only ingress has no IP
+               {"ip": "172.18.0.241", "ports": [{"port": 443, "protocol": "TCP"}]}]}}}
+    (svc,) = k8s.parse_services(doc)
+    assert (svc.type, svc.cluster_ips, svc.external_traffic_policy) == (
+        "LoadBalancer", ("10.96.0.20",), "Local")
+    assert svc.external_ips == ("192.0.2.7", "172.18.0.240", "172.18.0.241")
+    assert svc.ports[0].node_port == 30443
+    pending = {**doc, "status": {"loadBalancer": {}}}      # no VIP assigned yet
+    assert k8s.parse_services(pending)[0].external_ips == ("192.0.2.7",)

@@ -136,6 +136,45 @@ def test_services_and_endpointslices(tmp_path: Path) -> None:
     assert sl["ports"] == [{"name": "api", "port": 9000, "protocol": "TCP"}]
 
 
+def test_load_balancer_service_as_metallb_leaves_it_and_the_agent_reads_it(
+        tmp_path: Path) -> None:
+    from podflow.inventory import k8s
+    from podflow.inventory.history import Inventory
+
+    st = lab_state()
+    st.services.append(ServiceState(
+        "shop", "frontend-lb", "LoadBalancer", "10.96.0.13", {"app": "frontend"},
+        [ServicePortState("https", 443, 8080, "TCP", 30443)], "Local",
+        loadBalancerIP="172.18.0.240", lb_holder="node2"))
+    write_cluster_state(st, tmp_path)
+    svcs = {s["metadata"]["name"]: s for s in _load(tmp_path, "services.json")}
+    lb = svcs["frontend-lb"]
+    assert (lb["spec"]["type"], lb["spec"]["externalTrafficPolicy"],
+            lb["spec"]["allocateLoadBalancerNodePorts"]) == ("LoadBalancer", "Local", True)
+    assert lb["spec"]["ports"] == [{"name": "https", "protocol": "TCP", "port": 443,
+                                    "targetPort": 8080, "nodePort": 30443}]
+    assert lb["status"] == {"loadBalancer": {"ingress": [{"ip": "172.18.0.240",
+                                                          "ipMode": "VIP"}]}}
+    assert svcs["frontend"]["status"] == {"loadBalancer": {}}
+    assert "allocateLoadBalancerNodePorts" not in svcs["frontend"]["spec"]
+    slices = {s["metadata"]["labels"]["kubernetes.io/service-name"]: s
+              for s in _load(tmp_path, "endpointslices.json")}
+    assert {e["nodeName"] for e in slices["frontend-lb"]["endpoints"]} == {"node1", "node2"}
+
+    # what the agent makes of it: the VIP is a LoadBalancer frontend, the nodePort a NodePort
+    doc = json.loads((tmp_path / "services.json").read_text())
+    rec = {r.name: r for r in k8s.parse_services(doc)}["frontend-lb"]
+    assert (rec.type, rec.external_ips, rec.external_traffic_policy) == (
+        "LoadBalancer", ("172.18.0.240",), "Local")
+    assert rec.ports[0].node_port == 30443
+    inv = Inventory()
+    inv.apply(k8s.ClusterObjects(services=tuple(k8s.parse_services(doc))), at=T0 + 100)
+    fe = inv.service_by_frontend("172.18.0.240", 443, "TCP", T0 + 100)
+    assert fe is not None and (fe.service.name, fe.type) == ("frontend-lb", "LoadBalancer")
+    np = inv.service_by_nodeport(30443, "TCP", T0 + 100)
+    assert np is not None and (np.service.name, np.type) == ("frontend-lb", "NodePort")
+
+
 def test_nodes_namespaces_configmap(tmp_path: Path) -> None:
     write_cluster_state(lab_state(), tmp_path)
     nodes = {n["metadata"]["name"]: n for n in _load(tmp_path, "nodes.json")}

@@ -170,3 +170,87 @@ def test_cni_files_and_delegate_config(tmp_path: Path) -> None:
     assert d["ipam"]["ranges"] == [[{"subnet": "10.244.2.0/24"}]]
     assert d["ipam"]["routes"] == [{"dst": "10.244.0.0/16"}]
     assert d["ipam"]["dataDir"].startswith(str(tmp_path.resolve()))
+
+
+# ---- LoadBalancer VIPs -----------------------------------------------------------------------
+
+def _lb_state() -> LabState:
+    """``_state()`` plus LoadBalancer services: ``web-lb`` (Cluster, backends on both nodes),
+    ``fe-lb`` (Local, its one backend on node2) and ``none-lb`` (no endpoints)."""
+    st = _state()
+    st.services += [
+        ServiceState("shop", "web-lb", "LoadBalancer", "10.96.0.6", {"app": "backend"},
+                     [ServicePortState("https", 443, 9000, "TCP", 30100)],
+                     loadBalancerIP="172.18.0.240"),
+        ServiceState("shop", "fe-lb", "LoadBalancer", "10.96.0.7", {"app": "frontend"},
+                     [ServicePortState("http", 80, 8080, "TCP", 30101)], "Local",
+                     loadBalancerIP="172.18.0.241"),
+        ServiceState("shop", "none-lb", "LoadBalancer", "10.96.0.8", {"app": "none"},
+                     [ServicePortState("http", 80, 80, "TCP", 30102)],
+                     loadBalancerIP="172.18.0.242"),
+    ]
+    return st
+
+
+def test_load_balancer_ip_jumps_to_the_external_chain_after_the_cluster_ip() -> None:
+    st = _lb_state()
+    svc, ext, _ = kubeproxy.chain_names(st.services[4], st.services[4].ports[0])
+    for node in ("node1", "node2"):       # the VIP is captured on every node, holder or not
+        nat = _table(kubeproxy.render(st, node), "nat")
+        services = _chain(nat, "KUBE-SERVICES")
+        i = services.index(f'-A KUBE-SERVICES -d 10.96.0.6/32 -m comment --comment '
+                           f'"shop/web-lb:https cluster IP" -p tcp -m tcp --dport 443 -j {svc}')
+        assert services[i + 1] == (f'-A KUBE-SERVICES -d 172.18.0.240/32 -m comment --comment '
+                                   f'"shop/web-lb:https loadbalancer IP" -p tcp -m tcp '
+                                   f"--dport 443 -j {ext}")
+        assert services[-1].endswith("-j KUBE-NODEPORTS")
+        assert (f'-A KUBE-NODEPORTS -m comment --comment "shop/web-lb:https" -p tcp -m tcp '
+                f"--dport 30100 -j {ext}") in nat
+        assert _chain(nat, ext) == [      # externalTrafficPolicy Cluster: masquerade, any pod
+            f'-A {ext} -m comment --comment "masquerade traffic for shop/web-lb:https external '
+            'destinations" -j KUBE-MARK-MASQ', f"-A {ext} -j {svc}"]
+        assert nat.count(f":{ext} - [0:0]") == 1
+
+
+def test_load_balancer_local_policy_uses_node_local_endpoints_or_drops() -> None:
+    st = _lb_state()
+    svc, ext, svl = kubeproxy.chain_names(st.services[5], st.services[5].ports[0])
+    on2 = kubeproxy.render(st, "node2")
+    nat2 = _table(on2, "nat")
+    assert f'-A KUBE-SERVICES -d 172.18.0.241/32 -m comment --comment "shop/fe-lb:http ' \
+           f'loadbalancer IP" -p tcp -m tcp --dport 80 -j {ext}' in nat2
+    assert [r.split(" -j ")[-1] for r in _chain(nat2, ext)] == [
+        svc, "KUBE-MARK-MASQ", svc, svl]   # pods, the node itself (masqueraded), then local
+    assert _chain(nat2, ext)[0].startswith(f"-A {ext} -s 10.244.0.0/16 ")
+    assert _chain(nat2, svl) == [f'-A {svl} -m comment --comment "shop/fe-lb:http -> '
+                                 f'10.244.1.4:8080" -j {_chain(nat2, svc)[1].split()[-1]}']
+    assert "fe-lb:http has no local endpoints" not in on2
+    on1 = kubeproxy.render(st, "node1")   # no local endpoint: no KUBE-SVL, external is dropped
+    nat1 = _table(on1, "nat")
+    assert f":{svl} - [0:0]" not in nat1 and not any(svl in r for r in nat1)
+    assert _chain(nat1, ext)[-1].endswith(f"--src-type LOCAL -j {svc}")
+    assert [x for x in _table(on1, "filter") if "fe-lb" in x] == [
+        '-A KUBE-EXTERNAL-SERVICES -d 172.18.0.241/32 -p tcp -m tcp --dport 80 -m comment '
+        '--comment "shop/fe-lb:http has no local endpoints" -j DROP',
+        "-A KUBE-EXTERNAL-SERVICES -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30101 "
+        '-m comment --comment "shop/fe-lb:http has no local endpoints" -j DROP']
+
+
+def test_load_balancer_without_endpoints_is_rejected_everywhere() -> None:
+    text = kubeproxy.render(_lb_state(), "node1")
+    assert [x for x in _table(text, "filter") if "none-lb" in x] == [
+        '-A KUBE-SERVICES -d 10.96.0.8/32 -p tcp -m tcp --dport 80 -m comment --comment '
+        '"shop/none-lb:http has no endpoints" -j REJECT',
+        '-A KUBE-EXTERNAL-SERVICES -d 172.18.0.242/32 -p tcp -m tcp --dport 80 -m comment '
+        '--comment "shop/none-lb:http has no endpoints" -j REJECT',
+        "-A KUBE-EXTERNAL-SERVICES -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30102 "
+        '-m comment --comment "shop/none-lb:http has no endpoints" -j REJECT']
+    assert "none-lb" not in "\n".join(_table(text, "nat"))
+
+
+def test_a_load_balancer_without_a_vip_is_only_its_node_ports() -> None:
+    st = _lb_state()
+    st.services[4].loadBalancerIP = None
+    nat = _table(kubeproxy.render(st, "node1"), "nat")
+    assert not any("shop/web-lb:https loadbalancer IP" in r for r in nat)
+    assert any("--dport 30100" in r for r in _chain(nat, "KUBE-NODEPORTS"))

@@ -72,11 +72,22 @@ BAD: list[tuple[Callable[[Doc], None], str]] = [
     (_set("services[0].ports[0].nodePort", 29999),
      "services[0].ports[0].nodePort: must be between 30000 and 32767, got 29999"),
     (_set("services[1].ports[0].nodePort", 30081),
-     "services[1].ports[0].nodePort: only NodePort services have a nodePort"),
+     "services[1].ports[0].nodePort: only NodePort and LoadBalancer services have a nodePort"),
     (_set("services[0].externalTrafficPolicy", "Global"),
      "services[0].externalTrafficPolicy: expected Cluster or Local"),
-    (_set("services[1].type", "LoadBalancer"), "services[1].type: expected ClusterIP or "
-                                               "NodePort"),
+    (_set("services[1].type", "ExternalName"), "services[1].type: expected ClusterIP, "
+                                               "NodePort or LoadBalancer"),
+    (_set("services[1].loadBalancerIP", "172.18.0.240"),
+     "services[1].loadBalancerIP: only LoadBalancer services have one"),
+    (_set("services[1].externalTrafficPolicy", "Local"),
+     "services[1].externalTrafficPolicy: Local needs type NodePort or LoadBalancer"),
+    (_set("namespaces", ["shop", "data", "loadbalancer"]),
+     "namespaces[2]: 'loadbalancer' is reserved"),
+    (_set("traffic[0].to", "loadbalancer/shop/backend:9000"),
+     "traffic[0].to: 'loadbalancer/shop/backend:9000' does not exist (service shop/backend is "
+     "not of type LoadBalancer or has no port 9000)"),
+    (_set("traffic[0].to", "loadbalancer/shop/nope:80"),
+     "traffic[0].to: 'loadbalancer/shop/nope:80' does not exist (no such loadbalancer"),
     (_set("services[0].ports[0].protocol", "SCTP"), "services[0].ports[0].protocol: expected "
                                                     "TCP or UDP"),
     (_set("externals[0].ip", "10.244.3.7"), "externals[0].ip: 10.244.3.7 (its /24 "
@@ -372,4 +383,112 @@ def test_agent_options_and_periods_stay_serialisable() -> None:
     doc["traffic"][0]["http"] = None
     doc["traffic"][0]["to"] = "dns/db.example.com:0"
     with pytest.raises(SpecError, match=r"traffic\[0\]\.to: expected dns/NAME:PORT"):
+        parse_spec(doc)
+
+
+# ---- LoadBalancer Services (MetalLB L2 style) ------------------------------------------------
+
+def _lb_doc(**top: Any) -> Doc:
+    """The demo spec with LoadBalancer services ``web`` (Cluster) and ``api`` (Local)."""
+    doc = _doc()
+    doc.update(top)
+    doc["services"] += [
+        {"namespace": "shop", "name": "web", "type": "LoadBalancer",
+         "selector": {"app": "frontend"}, "ports": [{"name": "https", "port": 443,
+                                                     "targetPort": 8080}]},
+        {"namespace": "shop", "name": "api", "type": "LoadBalancer",
+         "externalTrafficPolicy": "Local", "selector": {"app": "backend"},
+         "ports": [{"name": "api", "port": 9000, "nodePort": 31000}]}]
+    doc["traffic"].append({"from": "external/visitor", "to": "loadbalancer/shop/web:443"})
+    return doc
+
+
+def test_load_balancers_get_vips_node_ports_and_a_default_pool() -> None:
+    spec = parse_spec(_lb_doc())
+    assert spec.loadBalancerPool == "172.18.0.240/28"     # the last 16 underlay addresses
+    web, api = (next(s for s in spec.services if s.name == n) for n in ("web", "api"))
+    assert (web.type, web.loadBalancerIP, web.externalTrafficPolicy) == (
+        "LoadBalancer", "172.18.0.240", "Cluster")
+    assert (api.loadBalancerIP, api.externalTrafficPolicy) == ("172.18.0.241", "Local")
+    assert web.ports[0].nodePort == 30000 and api.ports[0].nodePort == 31000
+    assert next(s for s in spec.services if s.name == "backend").loadBalancerIP is None
+    d = spec.to_dict()
+    assert d["loadBalancerPool"] == "172.18.0.240/28"
+    assert [s["loadBalancerIP"] for s in d["services"] if s["type"] == "LoadBalancer"] == [
+        "172.18.0.240", "172.18.0.241"]
+    t = d["traffic"][-1]["target"]
+    assert t == {"kind": "loadbalancer", "namespace": "shop", "name": "web", "port": 443}
+    assert spec.traffic[-1].target_kind == "loadbalancer"
+
+
+def test_load_balancer_ip_and_pool_are_honoured_and_allocation_skips_them() -> None:
+    doc = _lb_doc(loadBalancerPool="172.18.0.128/30")
+    doc["services"][-1]["loadBalancerIP"] = "172.18.0.128"
+    spec = parse_spec(doc)
+    assert spec.loadBalancerPool == "172.18.0.128/30"
+    assert [s.loadBalancerIP for s in spec.services if s.type == "LoadBalancer"] == [
+        "172.18.0.129", "172.18.0.128"]      # asked-for first, then the lowest free one
+
+
+def test_small_underlays_keep_vips_off_node_gateway_and_broadcast_addresses() -> None:
+    from ipaddress import IPv4Network
+
+    from podflow.lab.spec import default_lb_pool, lb_pool_addresses
+
+    und = IPv4Network("172.18.0.0/28")
+    assert default_lb_pool(und) == und
+    assert [str(ip) for ip in lb_pool_addresses(und, und, 3)] == [
+        f"172.18.0.{i}" for i in range(4, 14)]          # not .0, node1-3, .14 (gateway), .15
+    spec = parse_spec(_lb_doc(underlay="172.18.0.0/28"))
+    assert [s.loadBalancerIP for s in spec.services if s.type == "LoadBalancer"] == [
+        "172.18.0.4", "172.18.0.5"]
+    with pytest.raises(SpecError, match=r"services\[4\]: no free address left for its VIP in "
+                                        r"loadBalancerPool the default pool 172\.18\.0\.0/29 "
+                                        r"\(the last 8 addresses of underlay 172\.18\.0\.0/29\) "
+                                        r"\(1 usable addresses for 2 LoadBalancer services\)"):
+        parse_spec(_lb_doc(underlay="172.18.0.0/29", nodes=4))   # .5 is the one usable
+    # without LoadBalancer services the default pool may hold nothing usable
+    assert parse_spec({**_doc(), "underlay": "172.18.0.0/29"}).loadBalancerPool == \
+        "172.18.0.0/29"
+
+
+LB_BAD: list[tuple[dict[str, Any], str]] = [
+    ({"loadBalancerPool": "10.1.0.0/28"},
+     "loadBalancerPool: 10.1.0.0/28 is not inside underlay 172.18.0.0/24"),
+    ({"loadBalancerPool": "172.18.0.0/28"},
+     "loadBalancerPool: 172.18.0.0/28 overlaps node1's address 172.18.0.1"),
+    ({"loadBalancerPool": "172.18.0.250/28"}, "loadBalancerPool: not an IPv4 network"),
+    ({"loadBalancerPool": 7}, "loadBalancerPool: expected a non-empty string, got int 7"),
+    ({"loadBalancerPool": "172.18.0.254/32"},
+     "services[3]: no free address left for its VIP in loadBalancerPool 172.18.0.254/32 "
+     "(0 usable addresses for 2 LoadBalancer services)"),
+    ({"lb0": "172.18.0.7"}, "services[3].loadBalancerIP: 172.18.0.7 is not in "
+                            "loadBalancerPool (the default pool 172.18.0.240/28"),
+    ({"lb0": "172.18.0.254"}, "services[3].loadBalancerIP: 172.18.0.254 is a node's, the "
+                              "gateway's or the underlay's network or broadcast address"),
+    ({"lb0": "172.18.0.300"}, "services[3].loadBalancerIP: not an IPv4 address"),
+    ({"lb0": "172.18.0.242", "lb1": "172.18.0.242"},
+     "services[4].loadBalancerIP: 172.18.0.242 is already services[3]'s"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), LB_BAD, ids=[m for _, m in LB_BAD])
+def test_load_balancer_errors_name_the_field(change: dict[str, Any], message: str) -> None:
+    change = dict(change)
+    ips = [change.pop("lb0", None), change.pop("lb1", None)]
+    doc = _lb_doc(**change)
+    for svc, ip in zip(doc["services"][3:], ips, strict=True):
+        if ip is not None:
+            svc["loadBalancerIP"] = ip
+    with pytest.raises(SpecError) as err:
+        parse_spec(doc)
+    assert message in str(err.value)
+
+
+def test_macvlan_refuses_load_balancer_targets() -> None:
+    doc = _doc()
+    doc["cni"], doc["services"] = "macvlan", []
+    doc["traffic"] = [{"from": "external/visitor", "to": "loadbalancer/shop/web:443"}]
+    with pytest.raises(SpecError, match=r"traffic\[0\].to: 'loadbalancer/shop/web:443': cni "
+                                        "macvlan has no ClusterIP/NodePort/LoadBalancer"):
         parse_spec(doc)

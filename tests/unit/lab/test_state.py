@@ -96,3 +96,30 @@ def test_list_skips_what_is_not_a_lab(lab_root: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "'Bad.Name'\tnot a readable lab: invalid lab name" in res.output
     assert "'broken'\tnot a readable lab" in res.output
+
+
+def test_load_balancer_vip_and_holder_are_kept_and_shown(lab_root: Path) -> None:
+    from podflow.lab.state import ServicePortState, ServiceState
+    from tests.unit.lab.test_kubeobjects import lab_state
+
+    st = lab_state()
+    st.services.append(ServiceState(
+        "shop", "frontend-lb", "LoadBalancer", "10.96.0.13", {"app": "frontend"},
+        [ServicePortState("https", 443, 8080, "TCP", 30443)], loadBalancerIP="172.18.0.240",
+        lb_holder="node2"))
+    st.save()
+    back = LabState.load("shop")
+    assert back.service("shop", "frontend-lb").lb_holder == "node2"
+    assert back.load_balancer("172.18.0.240") is back.services[-1]
+    assert back.load_balancer("10.96.0.13") is None
+    old = st.to_dict()          # a state.json written before LoadBalancer services existed
+    for s in old["services"]:
+        del s["loadBalancerIP"], s["lb_holder"]
+    assert LabState.from_dict(old).services[-1].loadBalancerIP is None
+    status = {s["name"]: s for s in back.to_status()["services"]}
+    assert (status["frontend-lb"]["loadBalancerIP"], status["frontend-lb"]["lbHolder"]) == (
+        "172.18.0.240", "node2")
+    assert status["backend"]["loadBalancerIP"] is None
+    out = CliRunner().invoke(app, ["lab", "status", "shop"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    assert "172.18.0.240 (node2)" in out.output

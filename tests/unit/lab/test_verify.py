@@ -135,6 +135,16 @@ def test_perfect_store_scores_100_everywhere() -> None:
     assert json.loads(json.dumps(rep.to_dict()))["ok"] is True
 
 
+def test_every_traffic_category_has_a_row() -> None:
+    from podflow.lab.truth import CATEGORIES_BY_TARGET
+
+    assert set(CATEGORIES_BY_TARGET.values()) <= set(CATEGORIES)
+    assert CATEGORIES[:3] == ("clusterip", "nodeport", "loadbalancer")
+    truth, flows = scenario()
+    lb = run(truth, flows).to_dict()["categories"]["loadbalancer"]
+    assert lb["connections_recall"] == {"hit": 0, "total": 0, "value": 1.0}
+
+
 def test_wrong_backend_fails_clusterip() -> None:
     truth, flows = scenario()
     # the store says fe1's first connection reached be1, but be2 accepted it

@@ -170,6 +170,33 @@ def test_target_for_ip() -> None:
     assert target_for_ip(st, "8.8.8.8", 53) is None
 
 
+def test_load_balancer_targets_connect_to_the_vip_at_the_service_port() -> None:
+    t = parse_target("loadbalancer/shop/frontend-lb:443")
+    assert t == Target("loadbalancer", "shop", "frontend-lb", 443)
+    assert (t.category, t.text) == ("loadbalancer", "loadbalancer/shop/frontend-lb:443")
+    for bad in ("loadbalancer/frontend-lb:443", "loadbalancer/shop/frontend-lb",
+                "loadbalancer/shop/frontend-lb:70000"):
+        with pytest.raises(ValueError, match="loadbalancer/NS/NAME:PORT"):
+            parse_target(bad)
+    st = lab_state()
+    st.services.append(ServiceState(
+        "shop", "frontend-lb", "LoadBalancer", "10.96.0.13", {"app": "frontend"},
+        [ServicePortState("https", 443, 8080, "TCP", 30443),
+         ServicePortState("dns", 53, 8053, "UDP", 30053)], loadBalancerIP="172.18.0.240"))
+    assert resolve(st, t, 0) == Resolved("172.18.0.240", 443, "tcp")
+    assert resolve(st, parse_target("loadbalancer/shop/frontend-lb:53"), 3) == Resolved(
+        "172.18.0.240", 53, "udp")
+    assert resolve(st, parse_target("service/shop/frontend-lb:443"), 0) == Resolved(
+        "10.96.0.13", 443, "tcp")                        # the same service by its ClusterIP
+    with pytest.raises(KeyError):
+        resolve(st, parse_target("loadbalancer/shop/frontend-lb:80"), 0)
+    with pytest.raises(KeyError, match="no load-balancer IP"):
+        resolve(st, parse_target("loadbalancer/shop/backend:9000"), 0)
+    assert target_for_ip(st, "172.18.0.240", 443) == t
+    assert target_for_ip(st, "172.18.0.240", 30443) is None     # a nodePort is not a VIP's
+    assert target_for_ip(st, "172.18.0.2", 30443) == Target("nodeport", None, None, 30443)
+
+
 def test_http_spec_and_status_by_path() -> None:
     assert parse_http(None) == HttpSpec("GET", "/podflow-lab", None)
     assert parse_http({"method": "delete", "path": "/api/items/3"}) == HttpSpec(

@@ -201,3 +201,16 @@ def test_multicast_membership_reports_are_infrastructure() -> None:
     igmp = CtTuple("10.244.0.1", "224.0.0.22", 2)
     e = CtEntry(CtEventType.DESTROY, igmp, CtTuple("224.0.0.22", "10.244.0.1", 2))
     assert resolve(e, inventory(), NODE1, 0.0).is_infrastructure
+
+
+def test_pod_dialling_another_nodes_nodeport_is_named_before_the_dnat() -> None:
+    """The client's node only masquerades (the DNAT happens on the NodePort's node): the
+    Service is named from the node address and nodePort the pod addressed."""
+    r = run(entry(("10.244.0.3", 43000, "172.18.0.2", 30080),
+                  ("172.18.0.2", 30080, "172.18.0.1", 61234), status=SNAT))
+    assert r.service == Service("shop", "frontend", "http", "NodePort", "172.18.0.2", 30080)
+    assert r.nat == Nat(translated_source=Address("172.18.0.1", 61234))
+    assert r.case == "masquerade"
+    other = run(entry(("10.244.0.3", 43000, "192.168.100.10", 30080),
+                      ("192.168.100.10", 30080, "172.18.0.1", 61234), status=SNAT))
+    assert other.service is None, "an external's port equal to a nodePort is no Service"

@@ -82,7 +82,10 @@ def test_client_socket_to_a_vip() -> None:
     assert f is not None
     assert (f.source.kind, f.source.pod_name) == (EndpointKind.POD, "frontend-6d8f9c7b5-x2k4p")
     assert (f.destination.kind, f.destination.ip) == (EndpointKind.SERVICE, "10.96.45.7")
-    assert f.destination_service is None and f.nat.is_empty   # a raw view: nothing undone
+    svc = f.destination_service   # the client addressed the Service: named, nothing undone
+    assert svc is not None and (svc.namespace, svc.frontend_ip, svc.frontend_port) == (
+        "shop", "10.96.45.7", 9000)
+    assert f.nat.is_empty
     assert f.flow_id == "" and f.client_key == flow_id_for(6, "10.96.45.7", 9000, "10.244.0.2",
                                                             41000)
     assert f.traffic == Traffic(Counters(8, 1000), Counters(9, 5000))

@@ -114,8 +114,9 @@ def chained(rnd: random.Random, t0: float, ck: str, mk: str, sk: str) -> list[Fl
         Flow(at(), cli, n2, Protocol.TCP, nat=Nat(None, Address("172.18.0.1", 23000)),
              observations=obs("node1", "conntrack"), flow_id=mk, client_key=ck),
         Flow(at(), cli, n2, Protocol.TCP, observations=obs("node1", "sockets"), client_key=ck),
-        Flow(at(), n1, srv, Protocol.TCP, destination_service=svc,
-             nat=Nat(Address("172.18.0.2", 30080), Address("10.244.1.0", 61000)),
+        Flow(at(), n1, srv, Protocol.TCP, destination_service=svc,   # SNAT unless eTP Local
+             nat=Nat(Address("172.18.0.2", 30080),
+                     rnd.choice([Address("10.244.1.0", 61000), None])),
              observations=obs("node2", "conntrack"), flow_id=sk, client_key=mk),
         Flow(at(), n1, n2, Protocol.TCP, observations=obs("node1", "packets"),
              flow_id=mk, client_key=mk),

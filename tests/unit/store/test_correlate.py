@@ -232,6 +232,15 @@ def test_nat_chained_across_nodes_is_one_flow_pod_to_backend() -> None:
         assert m.destination_service == views[2].destination_service
         assert [o.node_name for o in m.observations] == ["node1", "node1", "node2", "node3",
                                                          "node3"]
+        assert m.nat == views[2].nat
+
+
+def test_nat_chained_without_snat_on_the_last_hop_keeps_the_first_masquerade() -> None:
+    views = chained_nodeport()   # externalTrafficPolicy Local: node2 only DNATs
+    views[2] = replace(views[2], nat=replace(views[2].nat, translated_source=None))
+    [m] = merge_all(views)
+    assert m.nat.original_destination == Address("172.18.0.2", 30080)
+    assert m.nat.translated_source == Address("172.18.0.1", 23000), "what the backend saw"
 
 
 def test_chain_needs_both_links_in_time() -> None:
