@@ -1,9 +1,11 @@
 """HTTP/1.1 as the lab's workloads speak it: requests from a spec, responses by path.
 
 Servers answer ``/status/<code>`` (200-599) with that status and every other path with 200,
-so a traffic entry can produce 404s and 500s on purpose. Clients send the method and path of
-the traffic entry's ``http`` section (default ``GET /podflow-lab``) with ``Connection:
-close``; :func:`parse_status` reads the status code back.
+so a traffic entry can produce 404s and 500s on purpose; ``/delay/<seconds>`` (at most
+:data:`MAX_DELAY`) is answered that long after the request, so a traffic entry can hold a
+connection open (a long-lived connection, as ``httpbin``'s ``/delay``). Clients send the
+method and path of the traffic entry's ``http`` section (default ``GET /podflow-lab``) with
+``Connection: close``; :func:`parse_status` reads the status code back.
 
 Example::
 
@@ -29,6 +31,9 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 MAX_BODY = 65536
 """Largest request body a server reads (larger ones are answered 413)."""
 _STATUS_PATH = re.compile(r"/status/([0-9]{3})")
+_DELAY_PATH = re.compile(r"/delay/([0-9]{1,3})")
+MAX_DELAY = 120
+"""Longest answer delay a lab server honours (seconds)."""
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})[ \r]")
 
 
@@ -72,6 +77,16 @@ def status_for_path(path: str) -> int:
     m = _STATUS_PATH.fullmatch(path.split("?", 1)[0])
     code = int(m.group(1)) if m else 200
     return code if 200 <= code <= 599 else 200
+
+
+def delay_for_path(path: str) -> float:
+    """Seconds a lab server waits before answering ``path`` (``/delay/N``; else 0).
+
+    >>> delay_for_path("/delay/60"), delay_for_path("/delay/999"), delay_for_path("/x")
+    (60.0, 120.0, 0.0)
+    """
+    m = _DELAY_PATH.fullmatch(path.split("?", 1)[0])
+    return float(min(int(m.group(1)), MAX_DELAY)) if m else 0.0
 
 
 def build_request(spec: HttpSpec, host: str) -> bytes:
@@ -123,6 +138,8 @@ async def answer_request(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         code = 413
     elif length:
         await asyncio.wait_for(reader.readexactly(length), timeout)
+    if delay := delay_for_path(path):
+        await asyncio.sleep(delay)
     writer.write(_response(code, f"podflow lab: {who}\n".encode(), method == "HEAD"))
     await writer.drain()
     return method, path, code

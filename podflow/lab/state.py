@@ -310,8 +310,9 @@ class LabState:
                       "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}
                      for p in self.pods],
             "services": [{"namespace": s.namespace, "name": s.name, "type": s.type,
-                          "clusterIP": s.clusterIP, "loadBalancerIP": s.loadBalancerIP,
-                          "lbHolder": s.lb_holder,
+                          "clusterIP": s.clusterIP,
+                          **({"loadBalancerIP": s.loadBalancerIP, "lbHolder": s.lb_holder}
+                             if s.loadBalancerIP else {}),
                           "ports": [{"name": p.name, "port": p.port, "targetPort": p.targetPort,
                                      "nodePort": p.nodePort, "protocol": p.protocol}
                                     for p in s.ports]}

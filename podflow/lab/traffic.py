@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from podflow.lab.httpwire import HttpSpec, build_request, parse_status
+from podflow.lab.httpwire import HttpSpec, build_request, delay_for_path, parse_status
 from podflow.lab.state import LabState
 from podflow.lab.truth import CATEGORIES_BY_TARGET
 from podflow.model.flow import Address
@@ -206,7 +206,7 @@ async def _tcp(ip: str, port: int, rec: dict[str, Any], http: HttpSpec, host: st
         rec["local_ip"], rec["local_port"] = sock.getsockname()[:2]
         await loop.sock_sendall(sock, build_request(http, host))
         sent = time.monotonic()
-        deadline = sent + CONNECT_TIMEOUT
+        deadline = sent + CONNECT_TIMEOUT + delay_for_path(http.path)
         response = b""
         while True:
             remaining = deadline - time.monotonic()
@@ -222,7 +222,22 @@ async def _tcp(ip: str, port: int, rec: dict[str, Any], http: HttpSpec, host: st
         else:
             rec["outcome"] = "ok"
     finally:
+        if rec["local_ip"] in (None, "0.0.0.0"):   # failed: the kernel forgot the source
+            rec["local_ip"] = route_source(ip, port)
         sock.close()
+
+
+def route_source(ip: str, port: int) -> str | None:
+    """The source address the kernel's routes pick toward ``ip`` (no packet is sent).
+
+    A failed TCP connect resets the socket's own address, yet its SYNs left with this one:
+    a host-network client's may be a tunnel or bridge address rather than the node IP, and
+    the ground truth must name the address podflow saw.
+    """
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.connect((ip, port))
+        return str(u.getsockname()[0])
+    return None
 
 
 class _Echo(asyncio.DatagramProtocol):

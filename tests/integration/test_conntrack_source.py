@@ -122,4 +122,6 @@ def test_overrun_is_counted_and_resync_recovers_everything(lab: tuple[str, str])
     assert not lost, f"{len(lost)} ports without any reported connection: {lost[:20]}"
     assert all(seen[p] <= n for p, n in ports.items())
     assert h.tracker.missed_new > 0  # NEW events lost, the dump found them
-    assert all(e.orig_packets for e in got.values())
+    # counters come from a dump or the DESTROY event; a reused port's earlier entry, gone at
+    # once and with both lost, is known only from its NEW event (no counters)
+    assert all(e.orig_packets for (p, _), e in got.items() if ports[p] == 1)

@@ -147,11 +147,16 @@ def test_nodeport_local_policy_keeps_the_client(lab: tuple[LabState, LabState],
     state = lab[1]
     local = [f for f in flows
              if f.destination_service and f.destination_service.name == "cache-local"]
-    assert local
-    for f in local:
+    served = [f for f in local if f.nat.original_destination is not None]
+    assert served
+    for f in served:
         assert f.source.ip == state.external("visitor").ip and f.nat.translated_source is None
         assert f.nat.original_destination is not None
         assert f.nat.original_destination.ip == state.node("node3").ip  # the only local node
+    for f in local:   # nodes without a backend drop it: the Service it addressed, no DNAT
+        if f.nat.original_destination is None:
+            assert f.destination.kind is EndpointKind.NODE
+            assert f.destination.ip != state.node("node3").ip
 
 
 def test_egress_keeps_the_pod_and_records_the_masquerade(lab: tuple[LabState, LabState],

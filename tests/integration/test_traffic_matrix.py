@@ -11,6 +11,7 @@ where pods bypass the node):
   on every node in turn (the client's own, another with a backend, one without) with
   externalTrafficPolicy Cluster and Local, LoadBalancer VIPs (Cluster and Local), a
   host-network pod directly and behind its ClusterIP, an external host;
+- connections of a few milliseconds and of :data:`LONG` seconds (reported ACTIVE while open);
 - a backend pod restarted in the middle.
 
 While the traffic runs, the map is read every second (:func:`podflow.lab.verify.live.watch`,
@@ -30,14 +31,18 @@ import pytest
 from podflow.lab import manager
 from podflow.lab.netns import list_netns
 from podflow.lab.spec import parse_spec
+from podflow.lab.state import lab_dir
+from podflow.lab.truth import read_truth
 from podflow.lab.verify import run_verify
 from podflow.lab.verify.live import LiveReport, watch
 
 pytestmark = pytest.mark.integration
 
 CNIS = ["flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan"]
-RUN = 24.0
+RUN = 40.0
+"""Long enough for a whole long-lived connection (first one within EVERY, LONG seconds)."""
 SETTLE = 10.0
+LONG, EVERY = 15, 20
 
 
 def _spec(name: str, cni: str) -> dict[str, object]:
@@ -56,6 +61,8 @@ def _spec(name: str, cni: str) -> dict[str, object]:
         {"from": "app/client", "to": "pod/app/web2:8080", "every": "1s"},
         {"from": "app/client", "to": "external/db:5432", "every": "2s"},
         {"from": "app/hostcl", "to": "pod/app/web2:8080", "every": "2s"},
+        {"from": "app/client", "to": "pod/app/web:8080", "every": f"{EVERY}s",   # long-lived
+         "http": {"path": f"/delay/{LONG}"}},
     ]
     services: list[dict[str, object]] = []
     if cni != "macvlan":
@@ -144,6 +151,8 @@ def test_matrix_is_exact_and_the_live_map_never_wrong(
         want += ["clusterip", "nodeport", "loadbalancer"]
     for cat in want:
         assert cats[cat]["connections_recall"]["total"] > 0, f"no {cat} traffic was checked"
+    assert any(r.outcome == "ok" and r.duration >= LONG for r in read_truth(lab_dir(name))
+               .connects), "no long-lived connection completed"
     for cat, scores in cats.items():
         for metric, ratio in scores.items():
             assert ratio["value"] == 1.0, (cat, metric, ratio)

@@ -17,7 +17,7 @@ from podflow.lab.datapath import datapath_for
 from podflow.lab.state import LabState
 from podflow.lab.traffic import nodeport_service, parse_target
 from podflow.lab.truth import AcceptRecord, ConnectRecord, Truth
-from podflow.model.flow import Address, Endpoint, EndpointKind, Flow
+from podflow.model.flow import Address, Endpoint, EndpointKind, Flow, FlowState
 
 TOLERANCE = 5.0
 """Seconds a flow's start (or an accept) may differ from the truth record's time."""
@@ -70,6 +70,7 @@ class Matcher:
         self.accepts: dict[str, list[AcceptRecord]] = {}
         for a in truth.accepts:
             self.accepts.setdefault(a.server, []).append(a)
+        self.client_ips = {r.local_ip or r.client_ip for r in truth.connects}
         self.truth_by_key: dict[tuple[str, str, int | None], list[ConnectRecord]] = {}
         for r in truth.connects:
             # the socket's own address (a host-network client's route may pick cni0's)
@@ -311,8 +312,13 @@ class Matcher:
         """True if ``f`` is the flow of an attempt that is not judged (failed, too recent).
 
         A failed attempt (refused, timed out) may never have reached a backend, so any flow
-        from its client socket is its flow; a too-recent successful one must match fully.
+        from its client socket is its flow; a too-recent successful one must match fully. A
+        connection still open (ACTIVE) from a lab client with no record yet is an attempt in
+        flight: clients write their record when the attempt ends.
         """
+        if f.state is FlowState.ACTIVE and not self._truth_near(f) and \
+                f.source.ip in self.client_ips:
+            return True
         return any(not judged(r) and (r.outcome != "ok" or
                                       self.check(r, f, need_accept=True)[0] is None)
                    for r in self._truth_near(f))

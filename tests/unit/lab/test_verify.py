@@ -16,6 +16,7 @@ from podflow.model.flow import (
     Endpoint,
     EndpointKind,
     Flow,
+    FlowState,
     Nat,
     Protocol,
     Service,
@@ -302,3 +303,14 @@ def test_unmatched_records_still_get_their_locality() -> None:
     bad = failing(run(truth, [*flows[:2], *flows[3:]]))
     assert "connections_recall" in bad["nodeport"] and "connections_recall" in bad["same-node"]
     assert "cross-node" not in bad
+
+
+def test_a_connection_still_open_without_its_record_is_in_flight() -> None:
+    truth, flows = scenario()
+    fe1 = flows[0].source
+    open_ = Flow(T + 5, replace(fe1, port=41999), pod(f"shop/{BE1}", 9000), Protocol.TCP,
+                 state=FlowState.ACTIVE)
+    assert failing(run(truth, [*flows, open_])) == {}, "its client writes a record when done"
+    ended = replace(open_, state=FlowState.ENDED)
+    assert failing(run(truth, [*flows, ended]))["podip"] == {"connections_precision",
+                                                             "edges_precision"}

@@ -18,10 +18,12 @@ from podflow.lab.state import ServicePortState, ServiceState
 from podflow.lab.traffic import (
     Resolved,
     Target,
+    attempt,
     parse_every,
     parse_port,
     parse_target,
     resolve,
+    route_source,
     target_for_ip,
 )
 from podflow.lab.truth import ConnectRecord, read_truth
@@ -325,3 +327,10 @@ def test_loopback_names_and_http_status(tmp_path: Path) -> None:
     assert truth.unresolved and all(u.error == "NXDOMAIN" and u.dns_rcode == 3
                                     and u.dns_queries[-1] == "nothing"
                                     for u in truth.unresolved)
+
+
+def test_a_failed_attempt_keeps_the_source_the_route_chose() -> None:
+    assert route_source("127.0.0.1", 9) == "127.0.0.1"
+    rec = asyncio.run(attempt("pod/x/y:9", "podip", Resolved("127.0.0.1", 9, "tcp"),
+                              {"client": "x/y-1", "client_ip": "10.9.9.9"}))
+    assert rec["outcome"] == "refused" and rec["local_ip"] == "127.0.0.1"
