@@ -15,8 +15,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 # Kubernetes' name rules (k8s.io/apimachinery/pkg/util/validation). Always used with
 # ``fullmatch``: ``$`` would let a trailing newline through, which splits rendered rules.
@@ -278,22 +279,23 @@ def _unique(items: Any, path: str, what: str) -> None:
         seen.add(x)
 
 
-def _cidr(v: Any, path: str) -> ipaddress.IPv4Network:
+_IP = TypeVar("_IP", ipaddress.IPv4Network, ipaddress.IPv4Address)
+
+
+def _ip_value(v: Any, path: str, parse: Callable[[str], _IP], what: str) -> _IP:
+    text = _string(v, path)
     try:
-        return ipaddress.IPv4Network(_string(v, path))
-    except SpecError:
-        raise
+        return parse(text)
     except ValueError as e:
-        raise SpecError(f"{path}: not an IPv4 network: {_clip(str(e), 120)}") from None
+        raise SpecError(f"{path}: not an IPv4 {what}: {_clip(str(e), 120)}") from None
+
+
+def _cidr(v: Any, path: str) -> ipaddress.IPv4Network:
+    return _ip_value(v, path, ipaddress.IPv4Network, "network")
 
 
 def _ipv4(v: Any, path: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Address(_string(v, path))
-    except SpecError:
-        raise
-    except ValueError as e:
-        raise SpecError(f"{path}: not an IPv4 address: {_clip(str(e), 120)}") from None
+    return _ip_value(v, path, ipaddress.IPv4Address, "address")
 
 
 def _dns_names(v: Any, path: str) -> tuple[str, ...]:

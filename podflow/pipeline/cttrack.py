@@ -19,6 +19,10 @@ what each message knows into one record per connection and emits :class:`Complet
   open ``first_report_after`` seconds (so that long-lived and unanswered connections show up
   early, and the other vantage points' records of them have their NAT bridge in the store:
   a SYN nobody answers stays in conntrack for 120 s), then every ``active_report_interval``;
+  a connection without TCP state (UDP, SCTP ...) that was answered is first reported at the
+  first dump that shows its reply (no close will tell when it ended: its DESTROY comes
+  30-120 s later, so the exchange, and the NAT bridge its other views wait for, would
+  otherwise wait ``first_report_after``);
   ``flush`` reports every open one non-final.
 
 Merged entries keep the latest tuples/status/mark, the last known TCP state and counters, the
@@ -205,7 +209,8 @@ class ConnectionTracker:
                 first = c.last_report == c.first_seen
                 if not c.done and c.packets is not None and (
                         now - c.last_report >= self.active_report_interval
-                        or (first and now - c.first_seen >= self.first_report_after)):
+                        or (first and (now - c.first_seen >= self.first_report_after
+                                       or (c.tcp_state is None and c.packets[2] > 0)))):
                     c.last_report = now
                     self.snapshots += 1
                     out.append(Completed(c.entry(), False))

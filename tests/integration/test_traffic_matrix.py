@@ -41,7 +41,8 @@ pytestmark = pytest.mark.integration
 CNIS = ["flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan"]
 RUN = 40.0
 """Long enough for a whole long-lived connection (first one within EVERY, LONG seconds)."""
-SETTLE = 10.0
+SETTLE = 15.0
+"""As `lab verify`'s default: the time agents have to write a connection's last views."""
 LONG, EVERY = 15, 20
 
 
@@ -82,7 +83,7 @@ def _spec(name: str, cni: str) -> dict[str, object]:
             svc("web-lb", "LoadBalancer", 80, 8080, web, externalTrafficPolicy="Cluster"),
             svc("web-lbl", "LoadBalancer", 80, 8080, web, externalTrafficPolicy="Local"),
             svc("hostsrv", "ClusterIP", 70, 7070, {"app": "hostsrv"}),
-            svc("echo", "ClusterIP", 53, 5353, {"app": "echo"}, proto="UDP"),
+            svc("echo", "ClusterIP", 5300, 5353, {"app": "echo"}, proto="UDP"),
         ]
         services[1]["ports"][0]["nodePort"] = 30080   # type: ignore[index]
         services[2]["ports"][0]["nodePort"] = 30081   # type: ignore[index]
@@ -92,7 +93,7 @@ def _spec(name: str, cni: str) -> dict[str, object]:
             {"from": "app/client", "to": "pod/app/echo:5353", "every": "1s"},
             {"from": "app/hostcl", "to": "external/db:5432", "every": "2s"},
             {"from": "app/client", "to": "service/app/web:80", "every": "1s"},
-            {"from": "app/client", "to": "service/app/echo:53", "every": "1s"},
+            {"from": "app/client", "to": "service/app/echo:5300", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30080", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30081", "every": "1s"},
             {"from": "app/client", "to": "loadbalancer/app/web-lb:80", "every": "1s"},

@@ -216,8 +216,8 @@ class Matcher:
         reason = "no flow from this client address and port"
         for i in self._candidates(r):
             why, server = self.check(r, self.flows[i])
-            if why is None and i not in used:
-                used[i] = r
+            if why is None and (i not in used or same_udp_flow(used[i], r)):
+                used.setdefault(i, r)
                 return i, "", self.record_tags(r, server)
             if why is None:
                 why = "its flow was already matched to another truth record"
@@ -333,3 +333,19 @@ class Matcher:
 
 
 _NOPOD = PodInfo("", "", None, "", ())
+
+UDP_IDLE = 30.0
+"""Seconds a UDP conntrack entry lives after its last packet (``nf_conntrack_udp_timeout``)."""
+
+
+def same_udp_flow(a: ConnectRecord, b: ConnectRecord) -> bool:
+    """Two UDP exchanges on one 5-tuple while its conntrack entry lived: one flow.
+
+    UDP has no connection; a client that gets the same ephemeral port again within
+    :data:`UDP_IDLE` seconds sends through the same conntrack entry (same id), and every
+    vantage point that keys on the 5-tuple sees one flow, as conntrack itself does.
+    """
+    return (a.proto == b.proto == "udp" and a.remote_ip == b.remote_ip
+            and a.remote_port == b.remote_port and a.local_port == b.local_port
+            and (a.local_ip or a.client_ip) == (b.local_ip or b.client_ip)
+            and abs(a.time - b.time) <= UDP_IDLE)

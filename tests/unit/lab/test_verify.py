@@ -11,6 +11,7 @@ import pytest
 from podflow.lab.state import LabState
 from podflow.lab.truth import AcceptRecord, ConnectRecord, StartRecord, Truth
 from podflow.lab.verify import CATEGORIES, VerifyReport, Window, evaluate, run_verify
+from podflow.lab.verify.match import same_udp_flow
 from podflow.model.flow import (
     Address,
     Endpoint,
@@ -314,3 +315,12 @@ def test_a_connection_still_open_without_its_record_is_in_flight() -> None:
     ended = replace(open_, state=FlowState.ENDED)
     assert failing(run(truth, [*flows, ended]))["podip"] == {"connections_precision",
                                                              "edges_precision"}
+
+
+def test_udp_exchanges_on_one_tuple_within_the_conntrack_timeout_are_one_flow() -> None:
+    a = connect(T, f"shop/{FE1}", "pod/data/cache:6379", "podip", ("10.244.2.3", 6379), 40005)
+    a = replace(a, proto="udp")
+    assert same_udp_flow(a, replace(a, time=T + 4))
+    assert not same_udp_flow(a, replace(a, time=T + 40)), "the entry expired in between"
+    assert not same_udp_flow(replace(a, proto="tcp"), replace(a, proto="tcp", time=T + 4))
+    assert not same_udp_flow(a, replace(a, time=T + 4, local_port=40006))

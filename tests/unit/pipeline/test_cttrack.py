@@ -109,12 +109,21 @@ def test_bounded_table_evicts_oldest() -> None:
 
 def test_udp_final_on_destroy_only() -> None:
     tr = ConnectionTracker()
-    tr.handle([entry(DUMP, 1, t=0.0, state=None, packets=1, proto=17)], "dump", 0.5)
-    assert tr.handle([entry(DUMP, 1, t=2.0, state=None, packets=1, proto=17)], "dump", 2.5) == []
-    early = tr.handle([entry(DUMP, 1, t=5.0, state=None, packets=1, proto=17)], "dump", 5.5)
-    assert [c.final for c in early] == [False]  # reported while open, not final
+    tr.feed([entry(NEW, 1, t=0.0, state=None, proto=17)], "event")
+    early = tr.handle([entry(DUMP, 1, t=0.4, state=None, packets=1, proto=17)], "dump", 0.5)
+    assert [c.final for c in early] == [False]   # answered: reported at once, not final
+    assert tr.handle([entry(DUMP, 1, t=5.0, state=None, packets=1, proto=17)], "dump", 5.5) == []
     [e] = finals(tr.feed([entry(DES, 1, t=31.0, state=None, packets=1, proto=17)], "event"))
     assert e.orig.proto == 17
+
+
+def test_unanswered_udp_waits_like_a_syn() -> None:
+    tr = ConnectionTracker(first_report_after=5.0)
+    quiet = dataclasses.replace(entry(DUMP, 2, t=0.4, state=None, packets=1, proto=17),
+                                reply_packets=0, reply_bytes=0)
+    assert tr.handle([quiet], "dump", 0.5) == []
+    late = tr.handle([dataclasses.replace(quiet, received_at=5.0)], "dump", 5.5)
+    assert [c.final for c in late] == [False]
 
 
 def test_golden_recording_through_the_tracker() -> None:
