@@ -10,7 +10,8 @@ reads the store's merged flows of the last :data:`RECENT` seconds once per ``int
 reads the ground truth *afterwards* (so that a connection the store already holds has its
 truth record), and reports every edge (:meth:`~podflow.lab.verify.match.Matcher.flow_edge`:
 client workload, target, category) that no truth record has, with the flow that drew it.
-Infrastructure flows (node to node) are not judged, as in ``lab verify``.
+Infrastructure flows (node to node) and attempts still in flight (an open connection whose
+client has not written its record yet) are not judged, as in ``lab verify``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def judge(name: str, flows: Sequence[Flow], at: float) -> Snapshot:
     known = {m.record_edge(r) for r in truth.connects}
     snap = Snapshot(at, 0)
     for f in flows:
-        if m.is_infrastructure(f):
+        if m.is_infrastructure(f) or m.in_flight(f):
             continue
         snap.flows += 1
         e = m.flow_edge(f)

@@ -70,7 +70,6 @@ class Matcher:
         self.accepts: dict[str, list[AcceptRecord]] = {}
         for a in truth.accepts:
             self.accepts.setdefault(a.server, []).append(a)
-        self.client_ips = {r.local_ip or r.client_ip for r in truth.connects}
         self.truth_by_key: dict[tuple[str, str, int | None], list[ConnectRecord]] = {}
         for r in truth.connects:
             # the socket's own address (a host-network client's route may pick cni0's)
@@ -308,16 +307,19 @@ class Matcher:
         return sorted((r for r in recs if abs(f.time - r.time) < TOLERANCE),
                       key=lambda r: abs(r.time - f.time))
 
+    def in_flight(self, f: Flow) -> bool:
+        """A connection still open (ACTIVE) with no truth record yet: clients write their
+        record when the attempt ends, so nothing can judge it before (a long-lived one)."""
+        return f.state is FlowState.ACTIVE and not self._truth_near(f)
+
     def excused(self, f: Flow, judged: Callable[[ConnectRecord], bool]) -> bool:
         """True if ``f`` is the flow of an attempt that is not judged (failed, too recent).
 
         A failed attempt (refused, timed out) may never have reached a backend, so any flow
-        from its client socket is its flow; a too-recent successful one must match fully. A
-        connection still open (ACTIVE) from a lab client with no record yet is an attempt in
-        flight: clients write their record when the attempt ends.
+        from its client socket is its flow; a too-recent successful one must match fully; an
+        attempt in flight (:meth:`in_flight`) is not judged yet.
         """
-        if f.state is FlowState.ACTIVE and not self._truth_near(f) and \
-                f.source.ip in self.client_ips:
+        if self.in_flight(f):
             return True
         return any(not judged(r) and (r.outcome != "ok" or
                                       self.check(r, f, need_accept=True)[0] is None)
