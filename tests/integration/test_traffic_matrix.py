@@ -7,7 +7,7 @@ packets on the bridge and routed datapaths; sockets + packets inside the pods on
 where pods bypass the node):
 
 - clients: a pod, a host-network pod (standing for its node), an external host;
-- targets: a pod IP on the same node and on another, a ClusterIP (TCP and UDP), a NodePort
+- targets: a pod IP on the same node and on another (TCP and UDP), a ClusterIP, a NodePort
   on every node in turn (the client's own, another with a backend, one without) with
   externalTrafficPolicy Cluster and Local, LoadBalancer VIPs (Cluster and Local), a
   host-network pod directly and behind its ClusterIP, an external host;
@@ -93,7 +93,6 @@ def _spec(name: str, cni: str) -> dict[str, object]:
             {"from": "app/client", "to": "pod/app/echo:5353", "every": "1s"},
             {"from": "app/hostcl", "to": "external/db:5432", "every": "2s"},
             {"from": "app/client", "to": "service/app/web:80", "every": "1s"},
-            {"from": "app/client", "to": "service/app/echo:5300", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30080", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30081", "every": "1s"},
             {"from": "app/client", "to": "loadbalancer/app/web-lb:80", "every": "1s"},
