@@ -203,13 +203,7 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     wins = windows(r.time for r in new)
     keys = {k for r in new for k in r.key_values()}
     stored = {r.seq: r for r in _near(con, wins, keys, ("flow_id", "client_key", "conn_key"))}
-    asked = set(keys)
-    while extra := chain_keys([*stored.values(), *new]) - asked:   # whole chains (short)
-        asked |= extra
-        around = windows(r.time for r in [*stored.values(), *new] if r.is_bridge()
-                         and (r.flow_id in extra or r.client_key in extra))
-        for r in _near(con, around, extra, ("flow_id", "client_key", "conn_key")):
-            stored.setdefault(r.seq, r)
+    fetch_chains(con, stored, set(keys))
     moved = choose_keys(new, list(stored.values()))
     want = {r.conn_key for r in new if r.conn_key} | {r.conn_key for r, _, _ in moved
                                                        if r.conn_key}
@@ -241,6 +235,21 @@ def write_batch(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     con.execute("INSERT INTO flows BY NAME SELECT * FROM podflow_batch")
     con.unregister("podflow_batch")
     refresh(con, done.gone, sorted(done.ids))
+
+
+def fetch_chains(con: duckdb.DuckDBPyConnection, rows: dict[int, Row], asked: set[str]
+                 ) -> None:
+    """Add to ``rows`` (by ``seq``) the rest of every chain of bridges among them, searched
+    around each bridge's own start; ``asked`` holds the keys already searched (updated).
+
+    Chains are short (a hop per node a connection crossed), so this ends in a query or two.
+    """
+    while extra := chain_keys(rows.values()) - asked:
+        asked |= extra
+        around = windows(r.time for r in rows.values() if r.is_bridge()
+                         and (r.flow_id in extra or r.client_key in extra))
+        for r in _near(con, around, extra, ("flow_id", "client_key", "conn_key")):
+            rows.setdefault(r.seq, r)
 
 
 def update_grouping(con: duckdb.DuckDBPyConnection, rows: list[Row]) -> None:

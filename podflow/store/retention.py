@@ -49,6 +49,7 @@ import duckdb
 import pyarrow as pa
 
 from podflow.store.connections import (
+    fetch_chains,
     refresh,
     register,
     rows_near,
@@ -56,7 +57,7 @@ from podflow.store.connections import (
     update_grouping,
 )
 from podflow.store.correlate import SPLIT_GAP
-from podflow.store.grouping import Row, chain_keys, rebuild, rechoose
+from podflow.store.grouping import Row, rebuild, rechoose
 
 SIZE_TRIGGER = 0.55
 """A size pass starts when the store's data (:func:`data_bytes`) exceeds this share of
@@ -161,11 +162,7 @@ def _repair(con: duckdb.DuckDBPyConnection) -> int:
     if orphans:
         asked = {k for r in orphans for k in r.key_values()}
         near = {r.seq: r for r in rows_near(con, (r.time for r in orphans), asked)}
-        while more := chain_keys(near.values()) - asked:   # whole chains (short)
-            asked |= more
-            near.update((r.seq, r) for r in rows_near(
-                con, (b.time for b in near.values() if b.is_bridge()
-                      and (b.flow_id in more or b.client_key in more)), more))
+        fetch_chains(con, near, asked)
         for r, old in rechoose(orphans, list(near.values())):
             rekeyed.append(r)
             if r.conn_key != old:
