@@ -23,7 +23,10 @@ what each message knows into one record per connection and emits :class:`Complet
   first dump that shows its reply (no close will tell when it ended: its DESTROY comes
   30-120 s later, so the exchange, and the NAT bridge its other views wait for, would
   otherwise wait ``first_report_after``);
-  ``flush`` reports every open one non-final.
+  ``flush`` reports every open one non-final;
+- a NEW event for a tuple whose connection ended or closed, or an entry with another kernel
+  start time, is a new connection on a reused tuple (a client port used again): the earlier
+  one is reported final if it was not yet, and forgotten.
 
 Merged entries keep the latest tuples/status/mark, the last known TCP state and counters, the
 kernel start time (else ``received_at`` stays the first time podflow saw the connection) and
@@ -69,6 +72,7 @@ class CtTrackerStats:
     missed_new: int
     missed_destroy: int
     closed_early: int
+    reopened: int
 
 
 class _Conn:
@@ -140,13 +144,15 @@ class ConnectionTracker:
         """Connections found gone by a dump, their DESTROY lost."""
         self.closed_early = 0
         """TCP connections reported final from a TIME_WAIT/CLOSE dump entry."""
+        self.reopened = 0
+        """New connections on the tuple of a tracked one (a client port used again)."""
 
     @property
     def stats(self) -> CtTrackerStats:
         """A snapshot of the counters (for the agent's stats report)."""
         return CtTrackerStats(len(self._conns), self.tracked, self.emitted, self.snapshots,
                             self.evicted, self.missed_new, self.missed_destroy,
-                            self.closed_early)
+                            self.closed_early, self.reopened)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -177,6 +183,13 @@ class ConnectionTracker:
                 self.tracked += 1
                 if len(conns) > self.max_entries:
                     self._evict(out)
+            elif self._new_entry(c, e):  # the tuple was used again: a new connection
+                self.reopened += 1
+                if not c.done:
+                    self._final(c, out)
+                del conns[key]
+                c = conns[key] = _Conn(e, gen)
+                self.tracked += 1
             elif c.done:  # already reported final: only remember that the kernel still has it
                 if dump:
                     c.seen_gen = gen
@@ -191,6 +204,16 @@ class ConnectionTracker:
                 self.closed_early += 1
                 self._final(c, out)
         return out
+
+    @staticmethod
+    def _new_entry(c: _Conn, e: CtEntry) -> bool:
+        """Whether ``e`` is another kernel entry on the tuple of ``c``: a NEW event after
+        ``c`` ended or closed (a SYN on a TIME_WAIT entry makes the kernel destroy it and
+        create a new one, with the next backend if DNAT applies), or a different kernel
+        start time (the NEW event was lost)."""
+        if e.event == CtEventType.NEW:
+            return c.done or c.tcp_state in CLOSED_TCP_STATES
+        return e.start_ns is not None and c.start_ns is not None and e.start_ns != c.start_ns
 
     def _evict(self, out: list[Completed]) -> None:
         _key, old = self._conns.popitem(last=False)

@@ -129,6 +129,8 @@ class PktTrackerStats:
     ignored: int = 0
     duplicates: int = 0
     after_close: int = 0
+    reopened: int = 0
+    """Connections opened by a new SYN on the tuple of an earlier one (a port used again)."""
     connections: int = 0
     reported: int = 0
     evicted: int = 0
@@ -201,6 +203,7 @@ class Conn:
         "resp_ts",
         "server",
         "sport",
+        "syn_seq",
         "syn_ts",
         "synack",
         "verdict",
@@ -215,6 +218,9 @@ class Conn:
         self.first = self.last = ts
         self.flags = 0
         self.syn_ts = 0.0
+        self.syn_seq: int | None = None
+        """Sequence number of the client's SYN: a SYN with another one on the same tuple
+        opens a new connection (a port used again), the same one is a retransmission."""
         self.synack = self.fin_c = self.fin_s = self.reported_active = False
         self.req: HttpRequest | None = None
         self.resp: HttpResponse | None = None
@@ -355,6 +361,8 @@ class PacketTracker:
             c, fwd = self._new(p), True
         else:
             c, fwd = hit
+            if proto == TCP and fwd and f & SYN and not f & ACK and seq != c.syn_seq:
+                c = self._reopen(c, p)
         if self.cfg.dedup and (f & 7 or c.looks or self.cfg.counters):
             fp = (fwd, f, seq, ack, end - off) if proto == TCP else (
                 fwd, data[off:off + 4], end - off)
@@ -403,6 +411,15 @@ class PacketTracker:
             self._evict()
         return c
 
+    def _reopen(self, old: Conn, p: Pkt) -> Conn:
+        """A new SYN on ``old``'s tuple: the client used the port again. ``old`` ends (if a
+        lost FIN left it open) and is forgotten; the new connection starts with ``p``."""
+        if old.done_at is None:
+            self._finish(old, old.last)
+        self._forget(old)
+        self.stats.reopened += 1
+        return self._new(p)
+
     def _index(self, c: Conn) -> None:
         """Find ``c`` by its tuple both ways. A packet to itself (same address and port at
         both ends) has one key: it is the forward one, so the connection still expires."""
@@ -413,6 +430,8 @@ class PacketTracker:
         if f & SYN:
             if not f & ACK and fwd:
                 c.syn_ts = c.syn_ts or p.ts
+                if c.syn_seq is None:
+                    c.syn_seq = p.seq
             elif f & ACK and not fwd:
                 c.synack = True
         if f & RST:

@@ -146,3 +146,45 @@ def test_golden_recording_through_the_tracker() -> None:
             assert got.event is DES and got.stop_ns is not None
         assert got.start_ns == d.start_ns
         assert dataclasses.replace(got, event=d.event).orig == d.orig
+
+
+def test_a_tuple_used_again_after_time_wait_is_a_new_connection() -> None:
+    """A SYN on a TIME_WAIT entry: the kernel destroys it and creates a new one (DESTROY,
+    then NEW on the same tuple); the tombstone of the first must not swallow the second."""
+    tr = ConnectionTracker()
+    tr.handle([], "dump", 1.0)
+    tr.feed([entry(NEW, t=10.0)], "event")
+    [first] = finals(tr.handle([entry(DUMP, t=12.0, state="TIME_WAIT", packets=4, start=10)],
+                               "dump", 12.5))
+    assert tr.feed([entry(DES, t=13.0, state="TIME_WAIT", packets=4, start=10, stop=13)],
+                   "event") == []
+    tr.feed([entry(NEW, t=13.0, state="SYN_SENT")], "event")
+    out = tr.handle([entry(DUMP, t=14.0, state="TIME_WAIT", packets=6, start=13)], "dump", 14.5)
+    [second] = finals(out)
+    assert (first.start_ns, second.start_ns, second.orig_packets) == (10, 13, 6)
+    assert second.received_at == 13.0 and tr.reopened == 1 and tr.emitted == 2
+
+
+def test_another_kernel_start_time_is_a_new_connection_even_without_events() -> None:
+    tr = ConnectionTracker()
+    tr.handle([entry(DUMP, t=1.0, state="TIME_WAIT", packets=4, start=1)], "dump", 1.5)
+    assert tr.emitted == 1
+    # the same entry again (still in TIME_WAIT) and a racing dump after its DESTROY: nothing
+    assert tr.handle([entry(DUMP, t=3.0, state="TIME_WAIT", packets=4, start=1)], "dump",
+                     3.5) == []
+    # the tuple again, NEW and DESTROY lost in an overrun: the start time tells
+    out = tr.handle([entry(DUMP, t=5.0, state="TIME_WAIT", packets=7, start=4)], "dump", 5.5)
+    assert [(e.start_ns, e.orig_packets) for e in finals(out)] == [(4, 7)]
+    assert tr.reopened == 1
+
+
+def test_a_new_event_after_a_close_whose_destroy_was_lost() -> None:
+    tr = ConnectionTracker()
+    tr.handle([], "dump", 1.0)
+    tr.feed([entry(NEW, t=10.0), entry(UPD, t=10.5, state="TIME_WAIT")], "event")
+    out = tr.feed([entry(NEW, t=11.0, state="SYN_SENT")], "event")
+    [old] = finals(out)
+    assert old.received_at == 10.0 and tr.reopened == 1 and len(tr) == 1
+    # an UPDATE of an open connection is not a new one, nor is a NEW while it is open
+    tr.feed([entry(UPD, t=11.5, state="ESTABLISHED"), entry(NEW, t=11.6)], "event")
+    assert tr.reopened == 1 and len(tr) == 1

@@ -200,3 +200,25 @@ def test_dns_messages_per_exchange_are_bounded() -> None:
     [f] = [f for f, _ in t.flush()]
     assert t.losses.by_reason() == {"dns_messages_over_limit": 200 - MAX_DNS_MESSAGES}
     assert f.l7 is not None and f.l7.dns is not None and f.l7.dns.query == "x"
+
+
+def test_a_port_used_again_is_a_new_connection_and_a_retransmitted_syn_is_not() -> None:
+    """A client reusing its port on the same tuple within the linger: two connections."""
+    t = PacketTracker()
+    first = http_conn(1.0)
+    again = [(ts, tcp_frame(C, S, 41000, 80, SYN, 9000)) for ts in (1.5, 1.6)] + [
+        (1.7, tcp_frame(S, C, 80, 41000, SYN | ACK, 7000, 9001))]
+    feed(t, first + again)
+    flows = t.take()
+    assert [f.state for f in flows] == ["CLOSE"] and t.stats.reopened == 1
+    t.expire(12.0)  # the new one is open: reported once it is old enough
+    [f] = t.take()
+    assert f.client_port == 41000 and f.state != "CLOSE" and f.start > 1.4
+    assert t.stats.connections == 2
+
+
+def test_a_new_syn_ends_a_connection_whose_close_was_not_seen() -> None:
+    t = PacketTracker()
+    feed(t, [*http_conn(1.0)[:4], (3.0, tcp_frame(C, S, 41000, 80, SYN, 5555))])
+    [f] = t.take()  # the FINs were never captured: the new SYN tells it ended
+    assert f.end < 2.0 and t.stats.reopened == 1 and len(t) == 1
