@@ -3,7 +3,9 @@
 Each source (see :mod:`podflow.sources.registry`) runs its I/O in its own thread and hands
 batches to a :class:`LossyQueue`; this loop is the only consumer. It lets the source's
 processor decide what is ready to report, turns reports into Flows with the inventory as it
-was at each connection's start, and hands them to a bounded, retrying store writer. Loss
+was at each connection's start, and hands them to a bounded, retrying store writer whose own
+thread does every store write (flows, health reports, retention), so a slow or locked store
+never stalls decoding. Loss
 anywhere (queue full, store buffer full, netlink overrun) is counted, written to the store as
 the agent's health report at start and every ``status_interval`` seconds, and printed at exit
 (also on SIGTERM, after a last flush): never a crash or a hang.
@@ -162,6 +164,10 @@ class Agent:
         """Keys of the flows NAT-aware sources reported lately -> when (releases held views)."""
         self._logged: set[tuple[str, str]] = set()
         self._said_no_pods = False
+        self._store_stop = threading.Event()
+        """Stops the store thread (flushes, health reports, retention: ``_store_chores``)."""
+        self._status: dict[str, Any] | None = None
+        self._next_prune = 0.0
 
     # -- the one guarded place -------------------------------------------------------------
     def _guard(self, source: str, stage: str, n: int, fn: Callable[[], T]) -> T | Failed:
@@ -273,9 +279,13 @@ class Agent:
             self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,
                                                        "sources": names}))
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
-        next_flush = next_poll = time.time()
+        next_poll = time.time()
         next_status = time.time() + self.cfg.status_interval
-        next_prune = time.time() + min(self.cfg.prune_interval, 5.0)
+        self._next_prune = time.monotonic() + min(self.cfg.prune_interval, 5.0)
+        store_thread = threading.Thread(
+            target=self.writer.run, args=(self._store_stop, self.cfg.flush_interval,
+                                          self._store_chores), name="store", daemon=True)
+        store_thread.start()
         try:
             while not self.stop.is_set():
                 now = time.time()
@@ -290,18 +300,23 @@ class Agent:
                     self._retry_deferred(ctx, changed=changed)
                     self._release_held(ctx, prune=True)
                     next_poll = now + self.cfg.inventory_poll
-                if now >= next_flush:
-                    self.writer.flush()
-                    next_flush = now + self.cfg.flush_interval
                 if now >= next_status:
-                    self._write_status()
+                    self._status = self.health()  # the store thread writes it
                     next_status = now + self.cfg.status_interval
-                if now >= next_prune:
-                    self._prune()
-                    next_prune = now + self.cfg.prune_interval
         finally:
+            self._store_stop.set()
+            store_thread.join()
             self._finish(threads, ctx)
         return self.stats
+
+    def _store_chores(self) -> None:
+        """On the store thread, after each flush: the pending health report, retention."""
+        status, self._status = self._status, None
+        if status is not None:
+            self._write_status(status)
+        if time.monotonic() >= self._next_prune:
+            self._prune()
+            self._next_prune = time.monotonic() + self.cfg.prune_interval
 
     def _finish(self, threads: list[threading.Thread], ctx: DecodeContext) -> None:
         """Stop the sources, report what is still open, flush, write the last report."""
@@ -478,14 +493,15 @@ class Agent:
         """The writer found the store damaged (it retries on its own backoff meanwhile)."""
         return self.writer.state not in ("ok", "busy", "missing", "error")
 
-    def _write_status(self, *, wait: float = 1.0) -> None:
-        """Write the health report; a periodic one waits at most ``wait`` s for the lock
-        (the loop must not stall on a busy store; the next report will do)."""
+    def _write_status(self, status: dict[str, Any] | None = None, *, wait: float = 1.0
+                      ) -> None:
+        """Write the health report (``status``, else the current one); a periodic one waits
+        at most ``wait`` s for the lock (the next report will do)."""
         if self._store_damaged():  # a damaged store cannot hold the report; the log has it
             return
         try:
-            open_store(self.cfg.store, lock_timeout=wait).write_status(self.cfg.node_name,
-                                                                        self.health())
+            open_store(self.cfg.store, lock_timeout=wait).write_status(
+                self.cfg.node_name, self.health() if status is None else status)
         except Exception as exc:  # a busy store: the next report will do
             log.debug("status not written: %s", exc)
 

@@ -8,6 +8,13 @@ damaged (corrupt, truncated, not a DuckDB file: waiting does not help) is said o
 ``state``, and retried with a backoff up to a minute, so that once someone moves the file
 aside the buffered flows go into a fresh store.
 
+The agent's loop only adds; :meth:`BufferedWriter.run` flushes on a thread of its own (with
+the other store chores the caller passes, such as the health report), so a store that is
+slow to open or locked by another agent never stalls the decoding of flows: what arrives
+meanwhile goes into the next, larger batch (the per-write cost of opening the file is paid
+once per batch, not once per flow). :meth:`add`, :meth:`flush` and :attr:`pending` are
+safe to call from different threads.
+
 Example::
 
     >>> class Mem:
@@ -23,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -66,15 +74,24 @@ class BufferedWriter:
         ``corrupt``, ``truncated``, ...; see :class:`~podflow.store.base.StoreError`)."""
         self._retry_at = 0.0
         self._backoff = self.FIRST_BACKOFF
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._inflight = 0
 
     FIRST_BACKOFF = 5.0
     """Seconds before the first retry of a damaged store (doubling up to a minute)."""
 
     def add(self, flows: Sequence[Any]) -> None:
         """Buffer flows; drop (and count) the oldest beyond the bound."""
-        self._buf.extend(flows)
-        overflow = len(self._buf) - self._max_buffer
+        with self._lock:
+            self._buf.extend(flows)
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the oldest flows beyond the bound (the caller holds the lock)."""
+        overflow = len(self._buf) + self._inflight - self._max_buffer
         if overflow > 0:
+            overflow = min(overflow, len(self._buf))
             for _ in range(overflow):
                 self._buf.popleft()
             self.lost += overflow
@@ -83,43 +100,71 @@ class BufferedWriter:
 
     @property
     def pending(self) -> int:
-        """Flows waiting to be stored."""
-        return len(self._buf)
+        """Flows waiting to be stored (including a batch being written)."""
+        return len(self._buf) + self._inflight
+
+    def _take(self) -> list[Any]:
+        """Move the next batch out of the buffer (it is being written)."""
+        with self._lock:
+            n = min(len(self._buf), self._max_batch)
+            batch = [self._buf.popleft() for _ in range(n)]
+            self._inflight = n
+            return batch
+
+    def _done(self, back: list[Any] | None = None) -> None:
+        """The batch in flight is written, or (``back``) goes back to the buffer's front."""
+        with self._lock:
+            self._inflight = 0
+            if back:
+                self._buf.extendleft(reversed(back))
+                self._trim()
 
     def flush(self) -> int:
         """Write what is buffered (in batches); return how many were stored now."""
         stored = 0
         if time.monotonic() < self._retry_at:
             return 0
-        while self._buf:
-            batch = [self._buf[i] for i in range(min(len(self._buf), self._max_batch))]
-            try:
-                store = self._open()
-                n = store.write(batch)
-                close = getattr(store, "close", None)
-                if callable(close):
-                    close()
-            except FlowRejected as exc:
-                # the store kept the good flows of the batch; the bad ones would fail again
-                for _ in range(len(batch)):
-                    self._buf.popleft()
-                self.written += exc.written
-                stored += exc.written
-                self.rejected += len(exc.errors)
-                self.last_error = str(exc)
-                log.warning("store rejected %d flows: %s", len(exc.errors), exc)
-                continue
-            except Exception as exc:  # a busy or failing store must not stop the agent
-                self._failed(exc)
-                return stored
-            if self.state != "ok":
-                log.warning("store writable again (%d flows buffered)", len(self._buf))
-            self.state, self._backoff, self._retry_at = "ok", self.FIRST_BACKOFF, 0.0
-            for _ in range(len(batch)):
-                self._buf.popleft()
-            stored += n
-            self.written += n
+        with self._flushing:  # one flush at a time: the thread's and a final one
+            while batch := self._take():
+                try:
+                    store = self._open()
+                    n = store.write(batch)
+                    close = getattr(store, "close", None)
+                    if callable(close):
+                        close()
+                except FlowRejected as exc:
+                    # the store kept the good flows of the batch; the bad ones would fail again
+                    self._done()
+                    self.written += exc.written
+                    stored += exc.written
+                    self.rejected += len(exc.errors)
+                    self.last_error = str(exc)
+                    log.warning("store rejected %d flows: %s", len(exc.errors), exc)
+                    continue
+                except Exception as exc:  # a busy or failing store must not stop the agent
+                    self._done(back=batch)
+                    self._failed(exc)
+                    return stored
+                self._done()
+                if self.state != "ok":
+                    log.warning("store writable again (%d flows buffered)", self.pending)
+                self.state, self._backoff, self._retry_at = "ok", self.FIRST_BACKOFF, 0.0
+                stored += n
+                self.written += n
         return stored
+
+    def run(self, stop: threading.Event, interval: float,
+            chores: Callable[[], object] | None = None) -> None:
+        """Flush every ``interval`` s (then run ``chores``, e.g. a pending health report)
+        until ``stop`` is set; the owner's final :meth:`flush` writes what is left. Nothing
+        raises out of it: a failing chore is logged and tried again next time."""
+        while not stop.wait(interval):
+            self.flush()
+            if chores is not None:
+                try:
+                    chores()
+                except Exception as exc:
+                    log.warning("store chore failed (next in %.0fs): %s", interval, exc)
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
@@ -133,5 +178,5 @@ class BufferedWriter:
             self._backoff = min(self._backoff * 2, 60.0)
         else:
             log.warning("store write failed, will retry (%d flows buffered): %s",
-                        len(self._buf), self.last_error)
+                        self.pending, self.last_error)
         self.state = kind

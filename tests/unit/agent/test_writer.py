@@ -91,3 +91,53 @@ def test_a_damaged_store_is_said_once_backed_off_and_recovered(tmp_path: Path) -
     assert w.flush() == 2 and w.state == "ok" and w.pending == 0
     with DuckDBStore(path, read_only=True) as st:
         assert len(st.flows()) == 2
+
+
+class SlowStore:
+    """Each write blocks until the test lets it go: a store locked by another agent."""
+
+    def __init__(self) -> None:
+        import threading
+        self.go = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def write(self, flows: Sequence[Any]) -> int:
+        self.entered.set()
+        assert self.go.wait(5)
+        self.batches.append([f.name for f in flows])
+        return len(flows)
+
+
+def test_the_store_thread_writes_while_the_loop_keeps_adding() -> None:
+    """Flows added during a slow write wait for the next batch, in order; the chore runs
+    after each flush; stopping the thread leaves the rest to the owner's final flush."""
+    import threading
+    store = SlowStore()
+    w = BufferedWriter(lambda: store)
+    chores: list[int] = []
+    stop = threading.Event()
+    w.add([Item("a"), Item("b")])
+    t = threading.Thread(target=w.run, args=(stop, 0.01, lambda: chores.append(w.pending)))
+    t.start()
+    assert store.entered.wait(5)
+    w.add([Item("c")])            # the loop goes on while the store is locked
+    assert w.pending == 3         # two in flight, one buffered
+    store.go.set()
+    deadline = time.monotonic() + 5
+    while w.written < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    t.join(5)
+    assert store.batches == [["a", "b"], ["c"]] and w.pending == 0 and chores
+    w.add([Item("d")])
+    assert w.flush() == 1 and store.batches[-1] == ["d"]
+
+
+def test_a_batch_that_fails_in_flight_goes_back_in_front_within_the_bound() -> None:
+    store = FlakyStore(busy=1)
+    w = BufferedWriter(lambda: store, max_buffer=3, max_batch=2)
+    w.add([Item("a"), Item("b"), Item("c")])
+    assert w.flush() == 0 and w.pending == 3 and w.lost == 0
+    w.add([Item("d")])            # over the bound: the oldest goes
+    assert w.flush() == 3 and store.rows == ["b", "c", "d"] and w.lost == 1
