@@ -195,8 +195,10 @@ def restart_pod(
 def verify(
     name: str = typer.Argument(..., help="Lab name."),
     output: str = typer.Option("table", "-o", "--output", help="table or json."),
-    settle: float = typer.Option(15.0, "--settle", min=0.0, help="Seconds to wait for the "
-                                 "agents to write the last connections before comparing."),
+    settle: float = typer.Option(15.0, "--settle", min=0.0, help="Connections of the last "
+                                 "SECONDS are not judged (the agents may not have stored them "
+                                 "yet); counted from the last store of the slowest agent when "
+                                 "one is behind."),
     live: float = typer.Option(0.0, "--live", min=0.0, metavar="SECONDS", help="Instead, "
                                "watch the live map for SECONDS: read the last 30 s of merged "
                                "flows every second and report every edge the ground truth "

@@ -36,7 +36,7 @@ from podflow import __version__
 from podflow.model.serialize import flow_to_dict
 from podflow.query.filter import FilterSpec
 from podflow.query.params import filter_fields, spec_from_multi
-from podflow.query.servicemap import LIVE_SETTLE
+from podflow.query.servicemap import AGENT_STALE, settled_time
 from podflow.server.config import ServerConfig
 from podflow.server.graph import build_graph, raw_id
 from podflow.server.inventory import agents_summary, cluster_inventory, node_addresses
@@ -230,20 +230,24 @@ def service_map(request: Request) -> dict[str, Any]:
     ``services=true`` draws each Service as a node between its clients and backends;
     ``world=true`` groups the externals no name is known for into one ``world`` node.
     Connections still being merged across agents are left out for their first
-    :data:`~podflow.query.servicemap.LIVE_SETTLE` seconds (``settled`` defaults to that long
-    ago; ``settled=0s`` shows every stored connection as it is).
+    :data:`~podflow.query.servicemap.LIVE_SETTLE` seconds, longer while an agent is behind
+    (``settled`` defaults to :func:`~podflow.query.servicemap.settled_time`; ``settled=0s``
+    shows every stored connection as it is).
     """
     spec = _spec(request, ("services", "world"))
-    if "settled" not in request.query_params:
-        spec = replace(spec, settled=time.time() - LIVE_SETTLE)
+    live = "settled" not in request.query_params
     services, world = _bool(request, "services"), _bool(request, "world")
     cfg = _cfg(request)
     with cfg.inventory_lock:
         inv = cluster_inventory(cfg.cluster_state)
 
     def query(store: FlowStore) -> dict[str, Any]:
-        edges = store.map_edges(spec)
-        facts = l7_facts(store, spec, raw_id)
+        q = spec
+        if live:
+            now = time.time()
+            q = replace(spec, settled=settled_time(now, store.progress(now - AGENT_STALE)))
+        edges = store.map_edges(q)
+        facts = l7_facts(store, q, raw_id)
         return build_graph(edges, facts, node_ips=node_addresses(inv), world=world,
                            services=services)
 

@@ -202,6 +202,13 @@ class FlowStore(Protocol):
         """The latest health report of every agent: ``{"node", "time", "status": {...}}``."""
         ...
 
+    def progress(self, since: float) -> dict[str, float]:
+        """For each node whose agent stored anything after ``since``: when it last did
+        (flows, or a health report when it had none). An agent stores everything it
+        reported before then; a live map waits for the slowest
+        (:func:`podflow.query.servicemap.live_settled`)."""
+        ...
+
     def check(self) -> dict[str, Any]:
         """Whether the store can be read now (``{"ok", "state", "kind", "error",
         "last_rowid"}``), for health endpoints; never raises a :class:`StoreError`."""

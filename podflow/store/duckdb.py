@@ -322,6 +322,18 @@ class DuckDBStore:
                 "(PARTITION BY node ORDER BY time DESC) = 1 ORDER BY node").fetchall()
         return [{"node": n, "time": t, "status": json.loads(st)} for n, t, st in rows]
 
+    def progress(self, since: float) -> dict[str, float]:
+        """See :meth:`podflow.store.base.FlowStore.progress`."""
+        with self._connect(write=False) as con:
+            if not self._has_schema(con):
+                return {}
+            rows = con.execute(
+                "SELECT node, max(t) FROM (SELECT obs_node AS node, max(ingested_at) AS t "
+                "FROM flows WHERE ingested_at >= ? AND obs_node IS NOT NULL GROUP BY 1 "
+                "UNION ALL SELECT node, max(time) FROM agent_status WHERE time >= ? "
+                "GROUP BY 1) GROUP BY node", [since, since]).fetchall()
+        return {str(n): float(t) for n, t in rows}
+
     def write(self, flows: Sequence[Flow]) -> int:
         """Append one row per observation of each flow in one transaction.
 

@@ -5,8 +5,8 @@ did not make.
 UI's live view, ``observe --follow``) sees it while connections are still being merged, when
 a view from one vantage point may already be stored and its partner not yet. :func:`watch`
 reads the store's merged flows of the last :data:`RECENT` seconds once per ``interval``
-(leaving out, as the map does, those not yet reported from both ends for
-:data:`~podflow.query.servicemap.LIVE_SETTLE` seconds),
+(leaving out, as the map does, those not yet reported from both ends before
+:func:`~podflow.query.servicemap.settled_time`),
 reads the ground truth *afterwards* (so that a connection the store already holds has its
 truth record), and reports every edge (:meth:`~podflow.lab.verify.match.Matcher.flow_edge`:
 client workload, target, category) that no truth record has, with the flow that drew it.
@@ -26,7 +26,7 @@ from podflow.lab.verify.match import Edge, Matcher
 from podflow.lab.verify.render import flow_text
 from podflow.model.flow import Flow
 from podflow.query.filter import FilterSpec
-from podflow.query.servicemap import LIVE_SETTLE
+from podflow.query.servicemap import AGENT_STALE, settled_time
 
 RECENT = 30.0
 """Seconds of flows each snapshot reads (what a live map shows)."""
@@ -101,8 +101,8 @@ def watch(name: str, seconds: float, interval: float = 1.0) -> LiveReport:
         now = time.time()
         try:
             with open_store(path, read_only=True) as st:
-                flows = list(st.flows(FilterSpec(since=now - RECENT,
-                                                  settled=now - LIVE_SETTLE)))
+                settled = settled_time(now, st.progress(now - AGENT_STALE))
+                flows = list(st.flows(FilterSpec(since=now - RECENT, settled=settled)))
         except StoreError:   # not written yet, or busy longer than the lock timeout
             flows = []
         report.snapshots.append(judge(name, flows, now))

@@ -14,6 +14,7 @@ from podflow.lab.state import LabState, lab_dir, lab_store_path
 from podflow.lab.truth import Truth, read_truth
 from podflow.lab.verify.report import Window
 from podflow.model.flow import Flow
+from podflow.query.servicemap import AGENT_STALE, settled_time
 
 
 class VerifyInputError(Exception):
@@ -29,7 +30,8 @@ class VerifyInputs:
     truth: Truth
     """The lab's ground truth."""
     window: Window
-    """From the first truth record to now minus the settle time."""
+    """From the first truth record to the settle time before now, or before the last time
+    the slowest agent stored anything (:meth:`~podflow.store.base.FlowStore.progress`)."""
     flows: list[Flow]
     """Every flow of the lab's store."""
 
@@ -45,16 +47,18 @@ def load_inputs(name: str, settle: float) -> VerifyInputs:
     if first is None:
         raise VerifyInputError(f"no ground truth in {lab_dir(name) / 'truth'} "
                                "(is traffic running?)")
-    window = Window(first, time.time() - settle)
-    if not any(window.start <= r.time <= window.end and r.outcome == "ok"
-               for r in truth.connects):
-        raise VerifyInputError(f"no successful connection older than {settle:g}s in the "
-                               "ground truth yet")
     store = lab_store_path(name)
     if not store.exists():
         raise VerifyInputError(f"no store at {store} (were agents started?)")
     from podflow.store import open_store
 
+    now = time.time()
     with open_store(store, read_only=True) as st:
+        progress = st.progress(now - AGENT_STALE)  # first: the flows read next hold as much
         flows = list(st.flows())
+    window = Window(first, settled_time(now, progress, settle))
+    if not any(window.start <= r.time <= window.end and r.outcome == "ok"
+               for r in truth.connects):
+        raise VerifyInputError(f"no successful connection older than {settle:g}s in the "
+                               "ground truth yet")
     return VerifyInputs(state, truth, window, flows)

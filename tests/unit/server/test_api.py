@@ -393,3 +393,34 @@ def test_protocol_takes_l7_names(client: TestClient) -> None:
     assert ids(("protocol", "udp")) == ["f30"]
     r = client.get("/api/flows", params={"protocol": "kafka"})
     assert r.status_code == 400 and "unknown protocol" in r.json()["error"]
+
+
+def test_the_live_map_waits_for_an_agent_that_is_behind(tmp_path: Path) -> None:
+    """A connection seen only by the backend's node (node2) is drawn once it is older than
+    LIVE_SETTLE, unless the client's node (node1) has stored nothing since: its agent may
+    be behind (a busy store) and still hold the view that names the Service."""
+    now = time.time()
+    be2 = dataclasses.replace(BE, node_name="node2")
+    half = _flow(0, FE, be2, time=now - 15, end_time=now - 15,
+                 observations=(ObservationPoint("node2", "conntrack"),))
+    path = tmp_path / "flows.duckdb"
+    with DuckDBStore(path) as st:
+        st.write_status("node1", {}, at=now - 25)   # node1's last word
+        st.write([half])
+        got = st.progress(now - 60)
+        assert set(got) == {"node1", "node2"} and got["node1"] == now - 25
+        assert got["node2"] >= now and st.progress(time.time() + 1) == {}
+    state = tmp_path / "state"
+    shutil.copytree(K8S, state)
+    app = create_app(path, cluster_state=state, web_dist=tmp_path)
+
+    def edges(**params: str) -> set[tuple[str, str]]:
+        with TestClient(app, base_url=LOCAL) as c:
+            g = c.get("/api/map", params=params).json()
+        return {(e["source"], e["target"]) for e in g["edges"]}
+
+    assert not edges()
+    assert edges(settled="0s")              # asked for: every stored connection
+    with DuckDBStore(path) as st:           # node1 catches up: the half view is as stored
+        st.write_status("node1", {})
+    assert edges() == {("workload:shop/frontend", "workload:shop/backend")}
