@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from podflow.agent.queue import LossyQueue
 from podflow.agent.writer import BufferedWriter
@@ -105,9 +105,12 @@ class AgentConfig:
     """Bound on flows waiting for identity; beyond it they are stored as they are."""
     view_delay: float | None = None
     """Seconds at most the other sources' flows wait when a NAT-aware source (conntrack) runs
-    too (None: 2 x resync + flush + 1 s), so its record is stored first and they merge into
-    it; a flow is released as soon as the NAT-aware source reported a flow sharing one of its
-    keys (a dump late under load no longer lets a view out before its bridge)."""
+    too (None: 30 s, or 4 x resync + flush if longer), so its record is stored first and they
+    merge into it. A flow is released as soon as the NAT-aware source processed a complete
+    pass (a table dump) that began :data:`SYNC_MARGIN` after the flow was held: its record,
+    if it has one, is out by then, however far behind the source is (its keys are no sign:
+    a client port used again brings them back for another connection); the delay only
+    bounds a source that stopped."""
     retention: float | None = None
     """Delete stored flows older than this many seconds (None: keep everything)."""
     max_store_bytes: int | None = None
@@ -145,6 +148,20 @@ class AgentStats:
     source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+SYNC_MARGIN = 1.0
+"""Seconds a NAT-aware pass must begin after a view was held to release it: a connection's
+last packets (the ACK after the FINs, moving conntrack to TIME_WAIT) follow its end."""
+
+
+class Held(NamedTuple):
+    """A view waiting for the NAT-aware record of its connection (see ``view_delay``)."""
+
+    deadline: float
+    held_at: float
+    plugin: SourcePlugin
+    report: Report
+
+
 class Agent:
     """One node's collector; :meth:`run` blocks until the duration ends or a signal."""
 
@@ -159,9 +176,7 @@ class Agent:
         self.plugins: dict[str, SourcePlugin] = {}
         self.dnsnames = DnsNameCache()
         self._deferred: list[tuple[float, SourcePlugin, Report]] = []
-        self._held: list[tuple[float, SourcePlugin, Report, tuple[str, ...]]] = []
-        self._nat_keys: dict[str, float] = {}
-        """Keys of the flows NAT-aware sources reported lately -> when (releases held views)."""
+        self._held: list[Held] = []
         self._logged: set[tuple[str, str]] = set()
         self._said_no_pods = False
         self._store_stop = threading.Event()
@@ -298,7 +313,7 @@ class Agent:
                 if now >= next_poll:
                     changed = self._poll_inventory(now)
                     self._retry_deferred(ctx, changed=changed)
-                    self._release_held(ctx, prune=True)
+                    self._release_held(ctx)
                     next_poll = now + self.cfg.inventory_poll
                 if now >= next_status:
                     self._status = self.health()  # the store thread writes it
@@ -366,6 +381,8 @@ class Agent:
         reports = self._guard(name, "process", len(records),
                               lambda: plugin.process(records, sub, time.time()))
         self._emit(plugin, [] if isinstance(reports, Failed) else reports, ctx)
+        if plugin.nat_aware and sub == "dump" and self._held:
+            self._release_held(ctx)   # the pass may have gone past held views
 
     def _emit(self, plugin: SourcePlugin, reports: list[Report], ctx: DecodeContext, *,
               retrying: bool = False, released: bool = False) -> None:
@@ -378,8 +395,8 @@ class Agent:
             if f is None:
                 self.stats.skipped += 1
             elif not retrying and not released and self._hold(plugin):
-                keys = tuple(k for k in (f.flow_id, f.client_key) if k)
-                self._held.append((time.time() + self._view_delay(), plugin, r, keys))
+                now = time.time()
+                self._held.append(Held(now + self._view_delay(), now, plugin, r))
             elif (not retrying and _unresolved(f)
                   and len(self._deferred) < self.cfg.max_deferred):
                 self._deferred.append((time.time() + self.cfg.identity_grace, plugin, r))
@@ -396,11 +413,6 @@ class Agent:
         if flows:
             self._check_inventory(len(flows))
             self.writer.add(flows)
-        if plugin.nat_aware and flows and self._held:
-            now = time.time()
-            self._nat_keys.update((k, now) for f in flows for k in (f.flow_id, f.client_key)
-                                  if k)
-            self._release_held(ctx)
 
     def _check_inventory(self, n: int) -> None:
         """Flows arrive but no pod is known: no endpoint can be named. Say so once (the
@@ -425,29 +437,26 @@ class Agent:
     def _view_delay(self) -> float:
         if self.cfg.view_delay is not None:
             return self.cfg.view_delay
-        return 2 * self.cfg.resync_interval + self.cfg.flush_interval + 1.0
+        return max(30.0, 4 * self.cfg.resync_interval + self.cfg.flush_interval)
 
-    def _release_held(self, ctx: DecodeContext, *, final: bool = False,
-                      prune: bool = False) -> None:
-        """Emit the other sources' flows whose NAT-aware record was reported or whose delay is
-        over (all of them at the end); ``prune`` forgets old reported keys."""
-        now = time.time()
-        if prune and self._nat_keys:
-            old = now - 2 * self._view_delay()
-            self._nat_keys = {k: t for k, t in self._nat_keys.items() if t >= old}
+    def _release_held(self, ctx: DecodeContext, *, final: bool = False) -> None:
+        """Emit the other sources' flows whose connection a NAT-aware pass has gone past, or
+        whose delay is over (all of them at the end)."""
         if not self._held:
             return
-        seen = self._nat_keys
+        now = time.time()
+        synced = max((p.synced_at for p in self.plugins.values() if p.nat_aware),
+                     default=0.0) - SYNC_MARGIN
 
-        def due(h: tuple[float, SourcePlugin, Report, tuple[str, ...]]) -> bool:
-            return final or h[0] <= now or any(k in seen for k in h[3])
+        def due(h: Held) -> bool:
+            return final or h.deadline <= now or h.held_at <= synced
 
         ready = [h for h in self._held if due(h)]
         if not ready:
             return
         self._held = [h for h in self._held if not due(h)]
-        for _deadline, plugin, r, _keys in ready:
-            self._emit(plugin, [r], ctx, released=True)
+        for h in ready:
+            self._emit(h.plugin, [h.report], ctx, released=True)
 
     def _retry_deferred(self, ctx: DecodeContext, *, changed: bool, final: bool = False) -> None:
         """Re-decode flows that waited for identity: now resolved, or out of time."""

@@ -224,6 +224,8 @@ class ConntrackPlugin:
         """Prepare the netlink source for ``opts.netns`` (nothing opened yet)."""
         self.source = ConntrackSource(opts.netns, resync_interval=opts.resync_interval)
         self.tracker = ConnectionTracker()
+        self.synced_at = 0.0
+        """Request time of the newest dump processed (its entries' ``received_at``)."""
 
     @property
     def ready(self) -> bool:
@@ -239,6 +241,8 @@ class ConntrackPlugin:
         done = self.tracker.feed(records, kind)
         if kind == "dump":
             done += self.tracker.end_of_dump(now)
+            if records:   # an empty table holds nothing to report: it moves nothing on
+                self.synced_at = max(self.synced_at, records[0].received_at)
         return [Report(c.entry, c.final) for c in done]
 
     def flush(self, now: float) -> list[Report]:

@@ -168,6 +168,7 @@ class PacketsPlugin:
 
     name = "packets"
     nat_aware = False
+    synced_at = 0.0
 
     def __init__(self, opts: SourceOptions) -> None:
         """Read the options (nothing is opened until :meth:`run`)."""

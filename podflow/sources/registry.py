@@ -61,6 +61,10 @@ class SourcePlugin(Protocol):
     nat_aware: bool
     """True for a source that sees both sides of the node's NAT (conntrack): the agent writes
     the other sources' views after it, so they merge into its record on write."""
+    synced_at: float
+    """NAT-aware sources: when the newest complete pass they processed began (a conntrack
+    table dump's request time): every connection that ended before it has been reported.
+    The agent releases the views it holds once this passes them. Others: 0."""
 
     @property
     def ready(self) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from podflow.agent.runner import Agent, AgentConfig
 from podflow.cni.detect import detect
 from podflow.cni.snapshot import NodeSnapshot
+from podflow.model.conntrack import CtEventType
 from podflow.model.flow import EndpointKind
 from podflow.pipeline.context import DecodeContext, Report
 from podflow.sources.conntrack import ConntrackPlugin
@@ -142,6 +143,7 @@ class Hostile:
     name = "hostile"
     nat_aware = True
     ready = True
+    synced_at = 0.0
 
     def process(self, records: list[str], kind: str, now: float) -> list[Report]:
         if "bad" in records:
@@ -243,8 +245,9 @@ def test_flows_without_any_pod_known_are_said_once_and_counted(
     assert agent.health()["lost"]["inventory"]["no_pods"] == 2
 
 
-def test_a_view_is_released_as_soon_as_conntrack_reports_its_connection(
-        tmp_path: Path) -> None:
+def test_a_record_with_the_same_keys_does_not_release_a_view(tmp_path: Path) -> None:
+    """A client port used again brings back the keys of an earlier connection: conntrack's
+    record of that one must not let the new connection's view out before its own."""
     import dataclasses
 
     agent, ctx = _agent(tmp_path, grace=5)
@@ -256,10 +259,43 @@ def test_a_view_is_released_as_soon_as_conntrack_reports_its_connection(
     packets.name = "packets"
     agent.plugins = {"conntrack": PLUGIN, "packets": packets}
     agent._emit(packets, [Report(clusterip_entry(), True)], ctx)
+    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)
+    assert agent.writer.pending == 1 and len(agent._held) == 1
+
+
+def test_a_view_is_released_once_a_conntrack_dump_began_after_it(tmp_path: Path) -> None:
+    """Conntrack behind (its dumps processed late): a view waits for a dump requested after
+    it was held, not for a wall-clock delay, so it never goes out before its bridge."""
+    import dataclasses
+    import time
+
+    from podflow.agent.runner import SYNC_MARGIN
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.cfg = dataclasses.replace(agent.cfg, view_delay=60.0)
+    _state_dir(tmp_path, with_client=True)
+    agent.cluster.poll(1.0)
+    conntrack = ConntrackPlugin(SourceOptions(node_name="node1"))
+    packets = ConntrackPlugin(SourceOptions(node_name="node1"))
+    packets.nat_aware = False
+    packets.name = "packets"
+    agent.plugins = {"conntrack": conntrack, "packets": packets}
+    agent._emit(packets, [Report(clusterip_entry(), True)], ctx)
+    held_at = agent._held[0].held_at
     other = dataclasses.replace(clusterip_entry(), orig=dataclasses.replace(
         clusterip_entry().orig, sport=1), reply=dataclasses.replace(clusterip_entry().reply,
                                                                     dport=1))
-    agent._emit(PLUGIN, [Report(other, True)], ctx)   # another connection: still held
-    assert agent.writer.pending == 1 and len(agent._held) == 1
-    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)
-    assert agent.writer.pending == 3 and agent._held == [], "released after its bridge"
+
+    def dump(requested: float) -> None:
+        entry = dataclasses.replace(other, event=CtEventType.DUMP, received_at=requested)
+        agent._consume([entry], "conntrack/dump", ctx)
+
+    dump(held_at - 5)                       # requested before: the record may still come
+    dump(held_at + SYNC_MARGIN / 2)         # too soon after (the last ACK may be pending)
+    assert len(agent._held) == 1
+    agent._consume([], "conntrack/dump", ctx)   # an empty table moves nothing on
+    assert len(agent._held) == 1
+    before = agent.writer.pending
+    dump(held_at + SYNC_MARGIN + 0.1)
+    assert agent._held == [] and agent.writer.pending > before
+    assert time.time() - held_at < 60
