@@ -14,7 +14,12 @@ cycles into connections:
 - it *ends* when its socket is gone from a later poll of its namespace, reaches CLOSE or
   TIME_WAIT, or its namespace vanished; then it is reported ``final`` with the last counters
   and RTT seen; a connection still open is reported (non-final) every ``snapshot_interval``
-  seconds, and :meth:`SocketTracker.flush` reports every open one at stop.
+  seconds, and :meth:`SocketTracker.flush` reports every open one at stop;
+- UDP has no connection: a flow is its 5-tuple, as conntrack and the packets see it. A
+  socket on the same addresses and ports within ``udp_linger`` seconds of the last one
+  (a client given the same ephemeral port again, while the conntrack entry still lives)
+  continues the same flow, so a gone UDP socket is reported final only ``udp_linger``
+  seconds later (and non-final as soon as it appears, so that its flow is not late).
 
 A namespace whose poll failed in a cycle (``NsPoll.ok`` False) keeps its connections.
 What a poll cannot see: a connection that opens and closes between two polls.
@@ -50,6 +55,12 @@ OPEN_TCP_STATES = frozenset({1, 4, 5, 8, 9, 11})
 """ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING."""
 SNAPSHOT_INTERVAL = 60.0
 """Seconds between non-final reports of a long-lived connection."""
+UDP_LINGER = 30.0
+"""Seconds a gone UDP socket's flow waits for another socket on its 5-tuple: the kernel's
+``nf_conntrack_udp_timeout``, for which conntrack keeps the entry after the last packet."""
+
+Key = tuple[int, int, int, str, int]
+"""(namespace inode, socket cookie (UDP: 0), local port, remote address, remote port)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +136,16 @@ class SocketTracker:
     """Seconds between non-final reports of a connection that stays open."""
     stats: SockTrackerStats = field(default_factory=SockTrackerStats)
     """Counters."""
-    _open: dict[tuple[int, int, str, int], tuple[SockConn, float]] = field(
-        default_factory=dict)
+    udp_linger: float = UDP_LINGER
+    """Seconds a gone UDP socket's flow waits for another socket on its 5-tuple."""
+    _open: dict[Key, tuple[SockConn, float]] = field(default_factory=dict)
+    _gone_udp: dict[Key, tuple[SockConn, float, float]] = field(default_factory=dict)
+    """UDP flows whose socket is gone -> (conn, last report, when it was last seen)."""
 
     def feed(self, cycle: PollCycle) -> list[Report]:
         """Update from one poll; return reports (final ones for ended connections)."""
         out: list[Report] = []
-        seen: set[tuple[int, int, str, int]] = set()
+        seen: set[Key] = set()
         failed = {ns.inode for ns in cycle.namespaces if not ns.ok}
         for ns in cycle.namespaces:
             if ns.ok:
@@ -139,26 +153,37 @@ class SocketTracker:
         for key in list(self._open):
             if key in seen or key[0] in failed:
                 continue
-            conn, _ = self._open.pop(key)
+            conn, reported = self._open.pop(key)
+            if conn.proto == 17 and self.udp_linger > 0:
+                self._gone_udp[key] = (conn, reported, cycle.time)
+                continue
             out.append(Report(conn, True))
             self.stats.ended += 1
-        self.stats.open = len(self._open)
+        for key, (conn, _, gone) in list(self._gone_udp.items()):
+            if cycle.time - gone >= self.udp_linger:
+                del self._gone_udp[key]
+                out.append(Report(conn, True))
+                self.stats.ended += 1
+        self.stats.open = len(self._open) + len(self._gone_udp)
         return out
 
-    def _feed_ns(self, ns: NsPoll, now: float, seen: set[tuple[int, int, str, int]]
-                 ) -> list[Report]:
+    def _feed_ns(self, ns: NsPoll, now: float, seen: set[Key]) -> list[Report]:
         out: list[Report] = []
         listening = listen_set(ns.sockets)
         owners = {ino: (pid, comm) for ino, pid, comm in ns.owners}
         for s in ns.sockets:
             if not s.remote_port or s.state == LISTEN:
                 continue
-            key = (ns.inode, s.cookie, s.remote_ip, s.remote_port)
+            key = (ns.inode, 0 if s.proto == 17 else s.cookie, s.local_port, s.remote_ip,
+                   s.remote_port)
             known = self._open.get(key)
             if s.state in (CLOSE, TIME_WAIT) or not is_connection(s):
                 continue  # ended (or never a connection): reported when it leaves _open
             seen.add(key)
             state = s.state_name
+            if known is None and key in self._gone_udp:   # the 5-tuple again: the same flow
+                conn, reported, _gone = self._gone_udp.pop(key)
+                known = (conn, reported)
             if known is None:
                 pid, comm = owners.get(s.inode, (None, None))
                 conn = SockConn(ns.name, ns.inode, s.proto, s.local_ip, s.local_port,
@@ -167,6 +192,9 @@ class SocketTracker:
                                 now, now, state, s.tcp, pid, comm, s.cookie, ns.is_node)
                 self._open[key] = (conn, now)
                 self.stats.appeared += 1
+                if s.proto == 17:   # its end is known 30 s late: say it exists at once
+                    out.append(Report(conn, False))
+                    self.stats.snapshots += 1
                 continue
             conn, reported = known
             pid, comm = conn.pid, conn.comm
@@ -185,6 +213,8 @@ class SocketTracker:
         """Every open connection, non-final (the agent is stopping)."""
         del now
         out = [Report(conn, False) for conn, _ in self._open.values()]
+        out += [Report(conn, True) for conn, _, _ in self._gone_udp.values()]
         self._open.clear()
+        self._gone_udp.clear()
         self.stats.open = 0
         return out

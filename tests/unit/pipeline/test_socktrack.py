@@ -18,8 +18,9 @@ def cyc(t: float, *socks: DiagSocket, ok: bool = True, ns: int = 7) -> PollCycle
 
 
 def test_sides_owners_and_end_on_disappearance() -> None:
-    t = SocketTracker()
-    assert t.feed(cyc(1.0, LISTEN, SERVER, CLIENT, UDP, UDP_BOUND)) == []
+    t = SocketTracker(udp_linger=0)
+    [udp] = t.feed(cyc(1.0, LISTEN, SERVER, CLIENT, UDP, UDP_BOUND))
+    assert not udp.final and udp.record.remote_port == 53     # UDP: said at once
     assert t.stats.appeared == 3 and t.stats.open == 3
     reports = t.feed(cyc(2.0, LISTEN, UDP_BOUND))
     got = {r.record.remote_port: (r.record.side, r.final) for r in reports}
@@ -63,3 +64,21 @@ def test_closing_states_count_and_owner_learned_later() -> None:
     t.feed(PollCycle(2.0, (NsPoll(7, "pod-a", (fin,), ((30, 5, "app"),)),)))
     [r] = t.flush(3.0)
     assert (r.record.state, r.record.pid, r.record.side) == ("CLOSE_WAIT", 5, "client")
+
+
+def test_a_udp_5_tuple_used_again_within_the_linger_is_one_flow() -> None:
+    """Two UDP sockets on one 5-tuple (a client given the same port again, the conntrack
+    entry still alive): one flow, final once no socket had it for the linger."""
+    t = SocketTracker(udp_linger=30)
+    again = DiagSocket(2, 17, 1, "10.0.0.2", 5000, "10.96.0.10", 53, 23, 0, 14)
+    [first] = t.feed(cyc(1.0, UDP))
+    assert not first.final and t.feed(cyc(2.0)) == []
+    assert t.feed(cyc(12.0, again)) == [] and t.stats.appeared == 1
+    assert t.feed(cyc(13.0)) == [] and t.feed(cyc(42.0)) == []   # 29 s after: waits
+    [r] = t.feed(cyc(43.0))
+    assert r.final and (r.record.first_seen, r.record.last_seen, r.record.cookie) == (
+        1.0, 12.0, 4)
+    assert len(t.feed(cyc(44.0, again))) == 1 and t.stats.appeared == 2   # a new flow
+    t.feed(cyc(45.0))
+    [left] = t.flush(46.0)          # stopping: the gone one is over
+    assert left.final and t.stats.open == 0
