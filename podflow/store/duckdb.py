@@ -62,6 +62,7 @@ from podflow.store.correlate import merge
 from podflow.store.creation import creation_lock, empty, unborn
 from podflow.store.edges import edges_sql
 from podflow.store.errors import busy, classify, is_lock
+from podflow.store.readers import waiting, yield_to_readers
 from podflow.store.retention import (
     MAX_SIZE_PASSES,
     SIZE_TARGET,
@@ -151,7 +152,15 @@ class DuckDBStore:
             con.close()
 
     def _open(self, write: bool, deadline: float) -> duckdb.DuckDBPyConnection:
-        """Connect, retrying while another process holds the file (see :meth:`_connect`)."""
+        """Connect, retrying while another process holds the file (see :meth:`_connect`);
+        readers first (:mod:`podflow.store.readers`)."""
+        if write:
+            yield_to_readers(self.path, deadline)
+            return self._retry(write, deadline)
+        with waiting(self.path):
+            return self._retry(write, deadline)
+
+    def _retry(self, write: bool, deadline: float) -> duckdb.DuckDBPyConnection:
         delay = 0.005
         while True:
             try:
