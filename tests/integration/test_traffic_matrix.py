@@ -7,11 +7,12 @@ packets on the bridge and routed datapaths; sockets + packets inside the pods on
 where pods bypass the node):
 
 - clients: a pod, a host-network pod (standing for its node), an external host;
-- targets: a pod IP on the same node and on another (TCP and UDP), a ClusterIP, a NodePort
+- targets: a pod IP on the same node and on another, a ClusterIP (TCP and UDP), a NodePort
   on every node in turn (the client's own, another with a backend, one without) with
   externalTrafficPolicy Cluster and Local, LoadBalancer VIPs (Cluster and Local), a
   host-network pod directly and behind its ClusterIP, an external host;
-- connections of a few milliseconds and of :data:`LONG` seconds (reported ACTIVE while open);
+- connections of a few milliseconds and long-lived ones (:func:`long_for`: 60 s on
+  flannel-vxlan, 15 s on the others to keep the suite short; reported ACTIVE while open);
 - a backend pod restarted in the middle.
 
 While the traffic runs, the map is read every second (:func:`podflow.lab.verify.live.watch`,
@@ -39,11 +40,20 @@ from podflow.lab.verify.live import LiveReport, watch
 pytestmark = pytest.mark.integration
 
 CNIS = ["flannel-vxlan", "flannel-host-gw", "calico-bgp", "calico-vxlan", "macvlan"]
-RUN = 40.0
-"""Long enough for a whole long-lived connection (first one within EVERY, LONG seconds)."""
 SETTLE = 15.0
 """As `lab verify`'s default: the time agents have to write a connection's last views."""
-LONG, EVERY = 15, 20
+EVERY = 20
+"""Seconds between long-lived connections (the first one starts within EVERY seconds)."""
+
+
+def long_for(cni: str) -> int:
+    """Seconds a long-lived connection stays open on ``cni``."""
+    return 60 if cni == "flannel-vxlan" else 15
+
+
+def run_for(cni: str) -> float:
+    """Seconds of traffic: long enough for a whole long-lived connection."""
+    return float(EVERY + long_for(cni) + 5)
 
 
 def _spec(name: str, cni: str) -> dict[str, object]:
@@ -63,7 +73,7 @@ def _spec(name: str, cni: str) -> dict[str, object]:
         {"from": "app/client", "to": "external/db:5432", "every": "2s"},
         {"from": "app/hostcl", "to": "pod/app/web2:8080", "every": "2s"},
         {"from": "app/client", "to": "pod/app/web:8080", "every": f"{EVERY}s",   # long-lived
-         "http": {"path": f"/delay/{LONG}"}},
+         "http": {"path": f"/delay/{long_for(cni)}"}},
     ]
     services: list[dict[str, object]] = []
     if cni != "macvlan":
@@ -93,6 +103,7 @@ def _spec(name: str, cni: str) -> dict[str, object]:
             {"from": "app/client", "to": "pod/app/echo:5353", "every": "1s"},
             {"from": "app/hostcl", "to": "external/db:5432", "every": "2s"},
             {"from": "app/client", "to": "service/app/web:80", "every": "1s"},
+            {"from": "app/client", "to": "service/app/echo:5300", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30080", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30081", "every": "1s"},
             {"from": "app/client", "to": "loadbalancer/app/web-lb:80", "every": "1s"},
@@ -118,7 +129,7 @@ def _spec(name: str, cni: str) -> dict[str, object]:
 @pytest.fixture(params=CNIS)
 def lab_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[str, str, LiveReport]]:
-    """A matrix lab that ran RUN seconds (a backend restarted half-way), its live map
+    """A matrix lab that ran run_for(cni) seconds (a backend restarted half-way), its live map
     watched all along."""
     mp = pytest.MonkeyPatch()
     mp.setenv("PODFLOW_LAB_ROOT", str(tmp_path_factory.mktemp("labs")))
@@ -126,10 +137,10 @@ def lab_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     name = "tm" + secrets.token_hex(2)
     try:
         first = manager.up(parse_spec(_spec(name, cni)))
-        live = watch(name, RUN / 2)
+        live = watch(name, run_for(cni) / 2)
         web2 = first.pods_of("app", "web2")[0]
         manager.restart_pod(name, "app", web2.name)
-        live.snapshots += watch(name, RUN / 2).snapshots
+        live.snapshots += watch(name, run_for(cni) / 2).snapshots
         yield name, cni, live
     finally:
         manager.down(name)
@@ -151,8 +162,8 @@ def test_matrix_is_exact_and_the_live_map_never_wrong(
         want += ["clusterip", "nodeport", "loadbalancer"]
     for cat in want:
         assert cats[cat]["connections_recall"]["total"] > 0, f"no {cat} traffic was checked"
-    assert any(r.outcome == "ok" and r.duration >= LONG for r in read_truth(lab_dir(name))
-               .connects), "no long-lived connection completed"
+    assert any(r.outcome == "ok" and r.duration >= long_for(cni)
+               for r in read_truth(lab_dir(name)).connects), "no long-lived connection completed"
     for cat, scores in cats.items():
         for metric, ratio in scores.items():
             assert ratio["value"] == 1.0, (cat, metric, ratio)
