@@ -125,6 +125,11 @@ class AgentStats:
 
     node: str
     profile: str = "unknown"
+    reported_through: float = 0.0
+    """Every connection that ended before this time (Unix s) has been reported: the request
+    time of the newest table dump the NAT-aware source processed, else the report's time.
+    Once the report is stored, so are those flows (the store thread flushes first): a live
+    map waits for the slowest agent (:meth:`~podflow.store.base.FlowStore.progress`)."""
     evidence: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     records: int = 0
@@ -328,7 +333,8 @@ class Agent:
         """On the store thread, after each flush: the pending health report, retention."""
         status, self._status = self._status, None
         if status is not None:
-            self._write_status(status)
+            self.writer.flush()   # the flows it says were reported go in before it
+            self._write_status(status, wait=10.0)   # on this thread: the loop goes on
         if time.monotonic() >= self._next_prune:
             self._prune()
             self._next_prune = time.monotonic() + self.cfg.prune_interval
@@ -480,6 +486,9 @@ class Agent:
     def health(self) -> dict[str, Any]:
         """The current stats as a JSON-ready dict (what the store's agent_status keeps)."""
         s = self.stats
+        now = time.time()
+        s.reported_through = min([now, *(p.synced_at for p in self.plugins.values()
+                                         if p.nat_aware)])
         s.queue_lost = dict(self.queue.lost_by)
         s.store_written, s.store_pending = self.writer.written, self.writer.pending
         s.store_lost, s.store_failures = self.writer.lost, self.writer.failures

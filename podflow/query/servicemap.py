@@ -36,16 +36,17 @@ earlier could be a view still to merge with another agent's (see
 :func:`podflow.query.filter.reported_from_both_ends`)."""
 
 AGENT_STALE = 60.0
-"""An agent that stored nothing for this long (not even its health report, every 10 s) is
-not waited for: it stopped."""
+"""An agent whose health report (every 10 s) is older than this is not waited for (it
+stopped), and one that is behind is waited for this long at most."""
 
 
 def settled_time(now: float, progress: Mapping[str, float], settle: float = LIVE_SETTLE
                  ) -> float:
     """The ``settled`` time of a live map: ``settle`` seconds before now, or before the
-    last time the slowest agent stored anything (an agent that is behind, e.g. waiting for
-    a busy store, has not stored its end of the connections since then: drawing their
-    other end alone would show half-resolved edges). ``progress`` is
+    time up to which the slowest agent has stored every connection (an agent that is
+    behind, e.g. waiting for a busy store or with late conntrack dumps, has not stored its
+    end of the connections since then: drawing their other end alone would show
+    half-resolved edges). ``progress`` is
     :meth:`~podflow.store.base.FlowStore.progress` since ``now - AGENT_STALE``.
 
     >>> settled_time(100.0, {}), settled_time(100.0, {"n1": 99.0, "n2": 80.0})

@@ -203,10 +203,11 @@ class FlowStore(Protocol):
         ...
 
     def progress(self, since: float) -> dict[str, float]:
-        """For each node whose agent stored anything after ``since``: when it last did
-        (flows, or a health report when it had none). An agent stores everything it
-        reported before then; a live map waits for the slowest
-        (:func:`podflow.query.servicemap.live_settled`)."""
+        """For each agent whose health report was stored after ``since``: the time up to
+        which it has stored every connection (its ``reported_through``, waited for at most
+        :data:`~podflow.query.servicemap.AGENT_STALE`; the report's time for older
+        agents). A live map waits for the slowest
+        (:func:`podflow.query.servicemap.settled_time`)."""
         ...
 
     def check(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from podflow.model.flow import Flow
 from podflow.query.filter import FilterSpec
-from podflow.query.servicemap import Edge, sort_edges
+from podflow.query.servicemap import AGENT_STALE, Edge, sort_edges
 from podflow.store.base import (
     FlowRejected,
     StoreError,
@@ -333,15 +333,15 @@ class DuckDBStore:
 
     def progress(self, since: float) -> dict[str, float]:
         """See :meth:`podflow.store.base.FlowStore.progress`."""
-        with self._connect(write=False) as con:
-            if not self._has_schema(con):
-                return {}
-            rows = con.execute(
-                "SELECT node, max(t) FROM (SELECT obs_node AS node, max(ingested_at) AS t "
-                "FROM flows WHERE ingested_at >= ? AND obs_node IS NOT NULL GROUP BY 1 "
-                "UNION ALL SELECT node, max(time) FROM agent_status WHERE time >= ? "
-                "GROUP BY 1) GROUP BY node", [since, since]).fetchall()
-        return {str(n): float(t) for n, t in rows}
+        out: dict[str, float] = {}
+        for st in self.statuses():
+            at = float(st["time"])
+            if at < since:
+                continue
+            through = st["status"].get("reported_through")
+            out[str(st["node"])] = at if not isinstance(through, (int, float)) else min(
+                at, max(float(through), at - AGENT_STALE))
+        return out
 
     def write(self, flows: Sequence[Flow]) -> int:
         """Append one row per observation of each flow in one transaction.

@@ -299,3 +299,19 @@ def test_a_view_is_released_once_a_conntrack_dump_began_after_it(tmp_path: Path)
     dump(held_at + SYNC_MARGIN + 0.1)
     assert agent._held == [] and agent.writer.pending > before
     assert time.time() - held_at < 60
+
+
+def test_the_health_report_says_how_far_conntrack_has_reported(tmp_path: Path) -> None:
+    import dataclasses
+    import time
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    conntrack = ConntrackPlugin(SourceOptions(node_name="node1"))
+    agent.plugins = {"conntrack": conntrack}
+    assert agent.health()["reported_through"] == 0.0     # no dump processed yet
+    requested = time.time() - 7                         # a dump late by 7 s
+    agent._consume([dataclasses.replace(clusterip_entry(), event=CtEventType.DUMP,
+                                        received_at=requested)], "conntrack/dump", ctx)
+    assert agent.health()["reported_through"] == requested
+    agent.plugins = {}                                   # no NAT-aware source: now
+    assert agent.health()["reported_through"] >= requested + 7

@@ -28,6 +28,7 @@ from podflow.model.flow import (
     Workload,
 )
 from podflow.query.params import filter_fields, spec_from_multi, spec_to_params
+from podflow.query.servicemap import AGENT_STALE
 from podflow.server.app import create_app
 from podflow.server.stream import FlowFollower
 from podflow.store.duckdb import DuckDBStore
@@ -397,8 +398,9 @@ def test_protocol_takes_l7_names(client: TestClient) -> None:
 
 def test_the_live_map_waits_for_an_agent_that_is_behind(tmp_path: Path) -> None:
     """A connection seen only by the backend's node (node2) is drawn once it is older than
-    LIVE_SETTLE, unless the client's node (node1) has stored nothing since: its agent may
-    be behind (a busy store) and still hold the view that names the Service."""
+    LIVE_SETTLE, unless the client's node (node1) has not reported that far yet (its last
+    report is old, or says its conntrack dumps are behind): it may still hold the view that
+    names the Service."""
     now = time.time()
     be2 = dataclasses.replace(BE, node_name="node2")
     half = _flow(0, FE, be2, time=now - 15, end_time=now - 15,
@@ -407,9 +409,10 @@ def test_the_live_map_waits_for_an_agent_that_is_behind(tmp_path: Path) -> None:
     with DuckDBStore(path) as st:
         st.write_status("node1", {}, at=now - 25)   # node1's last word
         st.write([half])
+        st.write_status("node2", {"reported_through": now - 1})
         got = st.progress(now - 60)
-        assert set(got) == {"node1", "node2"} and got["node1"] == now - 25
-        assert got["node2"] >= now and st.progress(time.time() + 1) == {}
+        assert got == {"node1": now - 25, "node2": now - 1}
+        assert st.progress(time.time() + 1) == {}
     state = tmp_path / "state"
     shutil.copytree(K8S, state)
     app = create_app(path, cluster_state=state, web_dist=tmp_path)
@@ -421,6 +424,12 @@ def test_the_live_map_waits_for_an_agent_that_is_behind(tmp_path: Path) -> None:
 
     assert not edges()
     assert edges(settled="0s")              # asked for: every stored connection
+    with DuckDBStore(path) as st:           # node1 alive but its conntrack dumps behind
+        st.write_status("node1", {"reported_through": now - 20})
+    assert not edges()
     with DuckDBStore(path) as st:           # node1 catches up: the half view is as stored
-        st.write_status("node1", {})
+        st.write_status("node1", {"reported_through": time.time()})
     assert edges() == {("workload:shop/frontend", "workload:shop/backend")}
+    with DuckDBStore(path) as st:           # a source stuck for good is waited for 60 s only
+        st.write_status("node1", {"reported_through": 0.0})
+        assert st.progress(now - 60)["node1"] >= now - AGENT_STALE
