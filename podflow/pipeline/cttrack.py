@@ -24,9 +24,10 @@ what each message knows into one record per connection and emits :class:`Complet
   30-120 s later, so the exchange, and the NAT bridge its other views wait for, would
   otherwise wait ``first_report_after``);
   ``flush`` reports every open one non-final;
-- a NEW event for a tuple whose connection ended or closed, or an entry with another kernel
+- a NEW event for a tuple whose connection ended or closed, or an entry with a later kernel
   start time, is a new connection on a reused tuple (a client port used again): the earlier
-  one is reported final if it was not yet, and forgotten.
+  one is reported final if it was not yet, and forgotten; a message with an earlier start
+  time than the tracked entry's (the old entry's DESTROY delivered late) is skipped.
 
 Merged entries keep the latest tuples/status/mark, the last known TCP state and counters, the
 kernel start time (else ``received_at`` stays the first time podflow saw the connection) and
@@ -73,6 +74,7 @@ class CtTrackerStats:
     missed_destroy: int
     closed_early: int
     reopened: int
+    stale: int
 
 
 class _Conn:
@@ -117,6 +119,11 @@ class _Conn:
             received_at=self.first_seen)
 
 
+def _older(a: CtEntry | _Conn, b: CtEntry | _Conn) -> bool:
+    """Whether ``a`` began before ``b`` by the kernel's start times (False when unknown)."""
+    return a.start_ns is not None and b.start_ns is not None and a.start_ns < b.start_ns
+
+
 class ConnectionTracker:
     """Per-connection state across events and dumps of one conntrack table; O(1) per entry."""
 
@@ -146,13 +153,16 @@ class ConnectionTracker:
         """TCP connections reported final from a TIME_WAIT/CLOSE dump entry."""
         self.reopened = 0
         """New connections on the tuple of a tracked one (a client port used again)."""
+        self.stale = 0
+        """Messages of an earlier entry on a tuple that a newer one took (e.g. a DESTROY the
+        kernel redelivered late): skipped."""
 
     @property
     def stats(self) -> CtTrackerStats:
         """A snapshot of the counters (for the agent's stats report)."""
         return CtTrackerStats(len(self._conns), self.tracked, self.emitted, self.snapshots,
                             self.evicted, self.missed_new, self.missed_destroy,
-                            self.closed_early, self.reopened)
+                            self.closed_early, self.reopened, self.stale)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -183,6 +193,9 @@ class ConnectionTracker:
                 self.tracked += 1
                 if len(conns) > self.max_entries:
                     self._evict(out)
+            elif _older(e, c):  # a late message of an earlier entry on the tuple
+                self.stale += 1
+                continue
             elif self._new_entry(c, e):  # the tuple was used again: a new connection
                 self.reopened += 1
                 if not c.done:
@@ -209,11 +222,11 @@ class ConnectionTracker:
     def _new_entry(c: _Conn, e: CtEntry) -> bool:
         """Whether ``e`` is another kernel entry on the tuple of ``c``: a NEW event after
         ``c`` ended or closed (a SYN on a TIME_WAIT entry makes the kernel destroy it and
-        create a new one, with the next backend if DNAT applies), or a different kernel
-        start time (the NEW event was lost)."""
+        create a new one, with the next backend if DNAT applies), or a later kernel start
+        time (the NEW event was lost)."""
         if e.event == CtEventType.NEW:
             return c.done or c.tcp_state in CLOSED_TCP_STATES
-        return e.start_ns is not None and c.start_ns is not None and e.start_ns != c.start_ns
+        return _older(c, e)
 
     def _evict(self, out: list[Completed]) -> None:
         _key, old = self._conns.popitem(last=False)

@@ -192,7 +192,7 @@ class SocketTracker:
                                 now, now, state, s.tcp, pid, comm, s.cookie, ns.is_node)
                 self._open[key] = (conn, now)
                 self.stats.appeared += 1
-                if s.proto == 17:   # its end is known 30 s late: say it exists at once
+                if s.proto == 17:   # its end is known udp_linger late: say it exists now
                     out.append(Report(conn, False))
                     self.stats.snapshots += 1
                 continue

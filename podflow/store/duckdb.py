@@ -338,7 +338,8 @@ class DuckDBStore:
             at = float(st["time"])
             if at < since:
                 continue
-            through = st["status"].get("reported_through")
+            status = st["status"]   # any JSON an agent wrote: only a number counts
+            through = status.get("reported_through") if isinstance(status, dict) else None
             out[str(st["node"])] = at if not isinstance(through, (int, float)) else min(
                 at, max(float(through), at - AGENT_STALE))
         return out

@@ -5,8 +5,8 @@ soon as the last one closed it; under load they keep it locked almost all the ti
 reader (the web UI, ``observe``, ``lab verify``) that polls for the lock with a backoff
 rarely finds it free: it starved (measured on the 6-node load lab: ``lab verify`` gave up
 after its 10 s lock timeout). DuckDB's lock has no queue, so the store adds a cooperative
-one: a reader that found the file locked leaves a marker in ``.<name>.readers/`` next to
-it while it retries, and a writer about to open the file first waits (up to
+one: a reader leaves a marker in ``.<name>.readers/`` next to the file while it opens it
+(and retries), and a writer about to open the file first waits (up to
 :data:`MAX_YIELD` seconds) until no fresh marker is left. Readers are short and a person
 is waiting for them; writers only buffer a little longer. A marker older than
 :data:`STALE` seconds (a reader killed while waiting) is ignored and removed.

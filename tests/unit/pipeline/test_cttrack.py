@@ -188,3 +188,20 @@ def test_a_new_event_after_a_close_whose_destroy_was_lost() -> None:
     # an UPDATE of an open connection is not a new one, nor is a NEW while it is open
     tr.feed([entry(UPD, t=11.5, state="ESTABLISHED"), entry(NEW, t=11.6)], "event")
     assert tr.reopened == 1 and len(tr) == 1
+
+
+def test_a_late_destroy_of_the_earlier_entry_does_not_end_the_new_one() -> None:
+    """The kernel can deliver the old entry's DESTROY after the new one's NEW (a failed
+    event delivery is retried later): it must neither end nor repeat anything."""
+    tr = ConnectionTracker()
+    tr.handle([], "dump", 1.0)
+    tr.feed([entry(NEW, t=10.0)], "event")
+    tr.handle([entry(DUMP, t=11.0, state="TIME_WAIT", packets=4, start=10)], "dump", 11.5)
+    tr.feed([entry(NEW, t=12.0, state="SYN_SENT")], "event")
+    tr.handle([entry(DUMP, t=12.5, state="ESTABLISHED", packets=2, start=12)], "dump", 12.6)
+    late = tr.feed([entry(DES, t=13.0, state="TIME_WAIT", packets=4, start=10, stop=12)],
+                   "event")
+    assert late == [] and tr.stale == 1 and tr.emitted == 1
+    [e] = finals(tr.feed([entry(DES, t=20.0, state="TIME_WAIT", packets=6, start=12,
+                                stop=19)], "event"))
+    assert (e.start_ns, e.orig_packets) == (12, 6) and tr.emitted == 2

@@ -433,3 +433,5 @@ def test_the_live_map_waits_for_an_agent_that_is_behind(tmp_path: Path) -> None:
     with DuckDBStore(path) as st:           # a source stuck for good is waited for 60 s only
         st.write_status("node1", {"reported_through": 0.0})
         assert st.progress(now - 60)["node1"] >= now - AGENT_STALE
+        st.write_status("node3", ["not", "a", "report"])  # type: ignore[arg-type]
+        assert st.progress(now - 60)["node3"] >= now
