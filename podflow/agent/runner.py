@@ -157,6 +157,9 @@ SYNC_MARGIN = 1.0
 """Seconds a NAT-aware pass must begin after a view was held to release it: a connection's
 last packets (the ACK after the FINs, moving conntrack to TIME_WAIT) follow its end."""
 
+BEACON_INTERVAL = 1.0
+"""Seconds between the agent's progress beacons (:mod:`podflow.store.beacons`)."""
+
 
 class Held(NamedTuple):
     """A view waiting for the NAT-aware record of its connection (see ``view_delay``)."""
@@ -301,6 +304,7 @@ class Agent:
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_poll = time.time()
         next_status = time.time() + self.cfg.status_interval
+        next_beacon = time.time()
         self._next_prune = time.monotonic() + min(self.cfg.prune_interval, 5.0)
         store_thread = threading.Thread(
             target=self.writer.run, args=(self._store_stop, self.cfg.flush_interval,
@@ -320,6 +324,10 @@ class Agent:
                     self._retry_deferred(ctx, changed=changed)
                     self._release_held(ctx)
                     next_poll = now + self.cfg.inventory_poll
+                self.writer.mark(self._through(now))   # what was emitted so far
+                if now >= next_beacon:   # from this loop: a store thread waiting for a
+                    self._mark_progress()   # busy file does not make the agent look dead
+                    next_beacon = now + BEACON_INTERVAL
                 if now >= next_status:
                     self._status = self.health()  # the store thread writes it
                     next_status = now + self.cfg.status_interval
@@ -354,9 +362,28 @@ class Agent:
         self._poll_inventory(time.time())
         self._release_held(ctx, final=True)
         self._retry_deferred(ctx, changed=True, final=True)
+        self.writer.mark(time.time())   # every connection has been reported now
         self.writer.flush()
+        self._mark_progress()
         self.health()  # the stats returned (and printed) say how the store ended up
         self._write_status(wait=10.0)
+
+    def _through(self, now: float) -> float:
+        """Up to when every connection has been emitted: the newest dump of every
+        NAT-aware source (a view held for its NAT is released by then)."""
+        return min([now, *(p.synced_at for p in self.plugins.values() if p.nat_aware)])
+
+    def _mark_progress(self) -> None:
+        """Tell readers how far this agent has stored, without the store's lock (an agent
+        waiting for a busy store is alive and behind, not stopped). Called from the agent
+        loop only (one writer of the beacon)."""
+        if self._store_damaged():
+            return
+        try:
+            open_store(self.cfg.store).mark_progress(self.cfg.node_name,
+                                                     self.writer.stored_through)
+        except (OSError, ValueError) as exc:   # best effort: the health report says it too
+            log.debug("progress not marked: %s", exc)
 
     def _poll_inventory(self, now: float) -> bool:
         """Re-read the cluster state; a failure keeps the last good inventory."""
@@ -487,8 +514,7 @@ class Agent:
         """The current stats as a JSON-ready dict (what the store's agent_status keeps)."""
         s = self.stats
         now = time.time()
-        s.reported_through = min([now, *(p.synced_at for p in self.plugins.values()
-                                         if p.nat_aware)])
+        s.reported_through = max(self._through(now), self.writer.stored_through)
         s.queue_lost = dict(self.queue.lost_by)
         s.store_written, s.store_pending = self.writer.written, self.writer.pending
         s.store_lost, s.store_failures = self.writer.lost, self.writer.failures

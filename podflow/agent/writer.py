@@ -77,6 +77,12 @@ class BufferedWriter:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._inflight = 0
+        self.drained = False
+        """Whether the last :meth:`flush` stored everything buffered when it began (it did
+        not end on a failure or a backoff)."""
+        self.stored_through = 0.0
+        """The newest :meth:`mark` whose flows are all stored."""
+        self._marked = 0.0
 
     FIRST_BACKOFF = 5.0
     """Seconds before the first retry of a damaged store (doubling up to a minute)."""
@@ -86,6 +92,13 @@ class BufferedWriter:
         with self._lock:
             self._buf.extend(flows)
             self._trim()
+
+    def mark(self, t: float) -> None:
+        """Note that every flow up to ``t`` (the caller's progress, e.g. the newest
+        conntrack dump processed) has been added; once a flush has stored them,
+        :attr:`stored_through` is ``t``."""
+        with self._lock:
+            self._marked = max(self._marked, t)
 
     def _trim(self) -> None:
         """Drop the oldest flows beyond the bound (the caller holds the lock)."""
@@ -103,10 +116,11 @@ class BufferedWriter:
         """Flows waiting to be stored (including a batch being written)."""
         return len(self._buf) + self._inflight
 
-    def _take(self) -> list[Any]:
-        """Move the next batch out of the buffer (it is being written)."""
+    def _take(self, limit: int) -> list[Any]:
+        """Move the next batch (at most ``limit`` flows) out of the buffer (it is being
+        written)."""
         with self._lock:
-            n = min(len(self._buf), self._max_batch)
+            n = min(len(self._buf), self._max_batch, limit)
             batch = [self._buf.popleft() for _ in range(n)]
             self._inflight = n
             return batch
@@ -120,12 +134,19 @@ class BufferedWriter:
                 self._trim()
 
     def flush(self) -> int:
-        """Write what is buffered (in batches); return how many were stored now."""
+        """Write what was buffered when it began, in batches; return how many were stored
+        now. What arrives meanwhile is for the next flush: under load every batch takes
+        long enough for more to arrive, and a flush that waited for an empty buffer would
+        never end (nor let the chores after it run)."""
         stored = 0
+        self.drained = False
         if time.monotonic() < self._retry_at:
             return 0
         with self._flushing:  # one flush at a time: the thread's and a final one
-            while batch := self._take():
+            with self._lock:   # what was added up to the mark is in the buffer's front
+                marked, owed = self._marked, len(self._buf)
+            while owed > 0 and (batch := self._take(owed)):
+                owed -= len(batch)
                 try:
                     store = self._open()
                     n = store.write(batch)
@@ -151,6 +172,8 @@ class BufferedWriter:
                 self.state, self._backoff, self._retry_at = "ok", self.FIRST_BACKOFF, 0.0
                 stored += n
                 self.written += n
+            self.drained = True
+            self.stored_through = max(self.stored_through, marked)
         return stored
 
     def run(self, stop: threading.Event, interval: float,

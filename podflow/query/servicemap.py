@@ -36,8 +36,13 @@ earlier could be a view still to merge with another agent's (see
 :func:`podflow.query.filter.reported_from_both_ends`)."""
 
 AGENT_STALE = 60.0
-"""An agent whose health report (every 10 s) is older than this is not waited for (it
-stopped), and one that is behind is waited for this long at most."""
+"""An agent not heard from for this long (health report every 10 s, progress beacon every
+flush) is not waited for: it stopped."""
+
+AGENT_MAX_LAG = 300.0
+"""An agent that is alive but behind (its store writes wait for a busy file, its conntrack
+dumps are late) is waited for this long at most: past it, a live map draws what is stored
+rather than stand still."""
 
 
 def settled_time(now: float, progress: Mapping[str, float], settle: float = LIVE_SETTLE

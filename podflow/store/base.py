@@ -204,10 +204,18 @@ class FlowStore(Protocol):
 
     def progress(self, since: float) -> dict[str, float]:
         """For each agent whose health report was stored after ``since``: the time up to
-        which it has stored every connection (its ``reported_through``, waited for at most
-        :data:`~podflow.query.servicemap.AGENT_STALE`; the report's time for older
+        which it has stored every connection (its ``reported_through`` or the newest
+        :meth:`mark_progress`, waited for at most
+        :data:`~podflow.query.servicemap.AGENT_MAX_LAG`; the report's time for older
         agents). A live map waits for the slowest
         (:func:`podflow.query.servicemap.settled_time`)."""
+        ...
+
+    def mark_progress(self, node: str, through: float, at: float | None = None) -> None:
+        """Say that agent ``node`` is alive (at ``at``, default now) and has stored every
+        connection up to ``through``. Cheap and never waits for other writers: an agent
+        whose writes wait for a busy store says so, and :meth:`progress` waits for it
+        instead of taking it for stopped. Raises ``OSError`` when it cannot be written."""
         ...
 
     def check(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import pyarrow as pa
 
 from podflow.model.flow import Flow
 from podflow.query.filter import FilterSpec
-from podflow.query.servicemap import AGENT_STALE, Edge, sort_edges
+from podflow.query.servicemap import AGENT_MAX_LAG, Edge, sort_edges
 from podflow.store.base import (
     FlowRejected,
     StoreError,
@@ -57,12 +57,13 @@ from podflow.store.base import (
     StoreSchemaError,
     StoreUnreadable,
 )
+from podflow.store.beacons import read_beacons, write_beacon
 from podflow.store.connections import register, reindex, write_batch
 from podflow.store.correlate import merge
 from podflow.store.creation import creation_lock, empty, unborn
 from podflow.store.edges import edges_sql
 from podflow.store.errors import busy, classify, is_lock
-from podflow.store.readers import waiting, yield_to_readers
+from podflow.store.readers import waiting, writer_turn, yield_to_readers
 from podflow.store.retention import (
     MAX_SIZE_PASSES,
     SIZE_TARGET,
@@ -153,10 +154,11 @@ class DuckDBStore:
 
     def _open(self, write: bool, deadline: float) -> duckdb.DuckDBPyConnection:
         """Connect, retrying while another process holds the file (see :meth:`_connect`);
-        readers first (:mod:`podflow.store.readers`)."""
+        readers first, writers in arrival order (:mod:`podflow.store.readers`)."""
         if write:
-            yield_to_readers(self.path, deadline)
-            return self._retry(write, deadline)
+            with writer_turn(self.path, deadline):
+                yield_to_readers(self.path, deadline)
+                return self._retry(write, deadline)
         with waiting(self.path):
             return self._retry(write, deadline)
 
@@ -332,17 +334,27 @@ class DuckDBStore:
         return [{"node": n, "time": t, "status": json.loads(st)} for n, t, st in rows]
 
     def progress(self, since: float) -> dict[str, float]:
-        """See :meth:`podflow.store.base.FlowStore.progress`."""
-        out: dict[str, float] = {}
+        """See :meth:`podflow.store.base.FlowStore.progress`: the health reports in the file
+        merged with the agents' beacons beside it (:mod:`podflow.store.beacons`), the
+        newest of each."""
+        heard: dict[str, tuple[float, float]] = {}
         for st in self.statuses():
             at = float(st["time"])
-            if at < since:
-                continue
             status = st["status"]   # any JSON an agent wrote: only a number counts
             through = status.get("reported_through") if isinstance(status, dict) else None
-            out[str(st["node"])] = at if not isinstance(through, (int, float)) else min(
-                at, max(float(through), at - AGENT_STALE))
-        return out
+            heard[str(st["node"])] = (at, float(through) if isinstance(
+                through, (int, float)) and not isinstance(through, bool) else at)
+        for node, (at, through) in read_beacons(self.path, since).items():
+            old = heard.get(node)
+            heard[node] = (at, through) if old is None else (max(old[0], at),
+                                                             max(old[1], through))
+        return {node: min(at, max(through, at - AGENT_MAX_LAG))
+                for node, (at, through) in heard.items() if at >= since}
+
+    def mark_progress(self, node: str, through: float, at: float | None = None) -> None:
+        """See :meth:`podflow.store.base.FlowStore.mark_progress` (a beacon beside the
+        file)."""
+        write_beacon(self.path, node, through=through, at=time.time() if at is None else at)
 
     def write(self, flows: Sequence[Flow]) -> int:
         """Append one row per observation of each flow in one transaction.

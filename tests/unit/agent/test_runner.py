@@ -16,6 +16,7 @@ from podflow.model.flow import EndpointKind
 from podflow.pipeline.context import DecodeContext, Report
 from podflow.sources.conntrack import ConntrackPlugin
 from podflow.sources.registry import SourceOptions
+from podflow.store.base import StoreBusy
 from podflow.store.duckdb import DuckDBStore
 from tests.conftest import DATA
 from tests.unit.pipeline.test_ctdecode import clusterip_entry
@@ -315,3 +316,37 @@ def test_the_health_report_says_how_far_conntrack_has_reported(tmp_path: Path) -
     assert agent.health()["reported_through"] == requested
     agent.plugins = {}                                   # no NAT-aware source: now
     assert agent.health()["reported_through"] >= requested + 7
+
+
+def test_the_beacon_says_how_far_the_store_has_everything(tmp_path: Path) -> None:
+    """The beacon beside the store carries the newest dump whose flows are all stored: a
+    store that refuses the write keeps the beacon where it was (the agent is alive and
+    behind), and readers see it without the store's lock."""
+    import dataclasses
+    import time
+
+    from podflow.store.beacons import read_beacons
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.plugins = {"conntrack": ConntrackPlugin(SourceOptions(node_name="node1"))}
+    requested = time.time() - 3
+    agent._consume([dataclasses.replace(clusterip_entry(), event=CtEventType.DUMP,
+                                        received_at=requested)], "conntrack/dump", ctx)
+    agent.writer.mark(agent._through(time.time()))
+    agent.writer.flush()
+    agent._mark_progress()
+    (at, through), = read_beacons(agent.cfg.store, since=0.0).values()
+    assert through == requested and at >= requested
+    agent._consume([dataclasses.replace(clusterip_entry(), event=CtEventType.DUMP,
+                                        received_at=requested + 2)], "conntrack/dump", ctx)
+    agent.writer.mark(agent._through(time.time()))
+    agent.writer.add(["a flow"])
+
+    def busy() -> DuckDBStore:
+        raise StoreBusy("locked by another agent")
+
+    agent.writer._open = busy
+    agent.writer.flush()
+    assert not agent.writer.drained
+    agent._mark_progress()
+    assert read_beacons(agent.cfg.store, since=0.0)["node1"][1] == requested

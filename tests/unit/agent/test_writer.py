@@ -141,3 +141,43 @@ def test_a_batch_that_fails_in_flight_goes_back_in_front_within_the_bound() -> N
     assert w.flush() == 0 and w.pending == 3 and w.lost == 0
     w.add([Item("d")])            # over the bound: the oldest goes
     assert w.flush() == 3 and store.rows == ["b", "c", "d"] and w.lost == 1
+
+
+def test_stored_through_moves_only_when_everything_marked_is_stored() -> None:
+    """A mark says every flow added before it is in; it counts once a flush stored them
+    all (a busy store keeps the old one: readers wait for this agent)."""
+    store = FlakyStore(busy=1)
+    w = BufferedWriter(lambda: store)
+    w.add([Item("a")])
+    w.mark(10.0)
+    w.flush()                                   # busy: nothing stored
+    assert not w.drained and w.stored_through == 0.0
+    w.add([Item("b")])
+    w.mark(20.0)
+    w.flush()
+    assert w.drained and w.stored_through == 20.0 and store.rows == ["a", "b"]
+    w.mark(15.0)                                # marks never go back
+    w.flush()
+    assert w.stored_through == 20.0
+
+
+def test_a_flush_writes_what_was_buffered_when_it_began() -> None:
+    """Under load every batch takes long enough for more flows (and marks) to arrive: a
+    flush ends once what was buffered before it is stored, and its mark holds; the rest is
+    the next flush's."""
+    w: BufferedWriter
+
+    class Busy(FlakyStore):
+        def write(self, flows: Sequence[Any]) -> int:
+            w.add([Item(f"more{len(self.rows)}")])
+            w.mark(100.0 + len(self.rows))
+            return super().write(flows)
+
+    store = Busy(busy=0)
+    w = BufferedWriter(lambda: store, max_batch=1)
+    w.add(items("a", "b"))
+    w.mark(10.0)
+    assert w.flush() == 2 and w.drained
+    assert store.rows == ["a", "b"] and w.stored_through == 10.0 and w.pending == 2
+    assert w.flush() == 2 and w.stored_through == 101.0
+    assert store.rows == ["a", "b", "more0", "more1"]

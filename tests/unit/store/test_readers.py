@@ -43,3 +43,46 @@ def test_the_store_leaves_no_marker_behind(tmp_path: Path) -> None:
     with DuckDBStore(path, read_only=True) as st:
         assert len(list(st.flows())) == 3
     assert list(readers.markers_dir(path).iterdir()) == []
+
+
+def test_writers_take_turns_in_arrival_order(tmp_path: Path) -> None:
+    """A writer that came later waits for the earlier one's turn; a ticket left by a dead
+    process or not touched for TICKET_STALE does not hold anyone up; a deadline bounds it."""
+    path = tmp_path / "flows.duckdb"
+    order: list[str] = []
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def writer(name: str, hold: threading.Event | None) -> None:
+        with readers.writer_turn(path, time.monotonic() + 5):
+            order.append(name)
+            if hold is not None:
+                first_in.set()
+                hold.wait(5)
+
+    early = threading.Thread(target=writer, args=("early", release))
+    early.start()
+    assert first_in.wait(5)
+    late = threading.Thread(target=writer, args=("late", None))
+    late.start()
+    time.sleep(0.3)
+    assert order == ["early"]                    # the later one waits its turn
+    release.set()
+    early.join(5)
+    late.join(5)
+    assert order == ["early", "late"]
+    assert list(readers.tickets_dir(path).iterdir()) == []
+
+    d = readers.tickets_dir(path)
+    (d / f"{0:020d}-{2**22 + 12345}-1").touch()   # no such process
+    stale = d / f"{1:020d}-{os.getpid()}-1"
+    stale.touch()
+    os.utime(stale, (time.time() - readers.TICKET_STALE - 1,) * 2)
+    with readers.writer_turn(path, time.monotonic() + 5) as waited:
+        assert waited < 1.0
+    assert list(d.iterdir()) == []
+    live = d / f"{2:020d}-{os.getpid()}-1"        # alive and fresh: waited for until the
+    live.touch()                                    # deadline, then the writer goes ahead
+    with readers.writer_turn(path, time.monotonic() + 0.3) as waited:
+        assert 0.25 < waited < 2.0
+    assert list(d.iterdir()) == [live]
