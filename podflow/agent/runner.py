@@ -42,7 +42,7 @@ from podflow.agent.queue import LossyQueue
 from podflow.agent.writer import BufferedWriter
 from podflow.cni.detect import Detection, detect
 from podflow.cni.snapshot import read_node_snapshot
-from podflow.inventory.snapshot_dir import ClusterStateDir
+from podflow.inventory.source import ClusterSource, open_cluster
 from podflow.model.flow import EndpointKind, Flow
 from podflow.model.losses import DecodeError, reason_label
 from podflow.pipeline.context import DecodeContext, Report
@@ -68,10 +68,16 @@ class AgentConfig:
 
     node_name: str
     """Kubernetes node name this agent speaks for."""
-    cluster_state: Path
-    """Directory of Kubernetes JSON (``kubectl get ... -o json``) kept current."""
+    cluster_state: Path | None
+    """Directory of Kubernetes JSON (``kubectl get ... -o json``) kept current: the offline
+    mode. None: the Kubernetes API (``kubeconfig``, else the in-cluster service account)."""
     store: Path
     """DuckDB store file (shared by several agents)."""
+    kubeconfig: Path | None = None
+    """Kubeconfig of the API server (when ``cluster_state`` is None)."""
+    api_sync_wait: float = 10.0
+    """Seconds the agent waits at start for the first list of every watched resource
+    before it detects the CNI and collects (it goes on without them after that)."""
     netns: str | None = None
     """Named network namespace of the node (None: the agent's own)."""
     sources: list[str] | None = None
@@ -151,6 +157,9 @@ class AgentStats:
     store_error: str | None = None
     """The last store failure."""
     source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per watched resource (API mode): synced, resource_version and its age, lists,
+    relists, watches, errors, last_error, objects."""
 
 
 SYNC_MARGIN = 1.0
@@ -179,7 +188,8 @@ class Agent:
         self.stop = threading.Event()
         self.stats = AgentStats(node=cfg.node_name)
         self.queue: LossyQueue[Any] = LossyQueue(cfg.queue_batches)
-        self.cluster = ClusterStateDir(cfg.cluster_state)
+        self.cluster: ClusterSource = open_cluster(
+            cluster_state=cfg.cluster_state, kubeconfig=cfg.kubeconfig, node=cfg.node_name)
         self.writer = BufferedWriter(lambda: open_store(cfg.store))
         self.plugins: dict[str, SourcePlugin] = {}
         self.dnsnames = DnsNameCache()
@@ -287,7 +297,7 @@ class Agent:
     def run(self) -> AgentStats:
         """Collect until stopped; flush everything; return the stats."""
         self._install_signals()
-        self._poll_inventory(time.time())
+        self.start_inventory()
         det = self.detect()
         ctx = DecodeContext(node_name=self.cfg.node_name, inventory=self.cluster.inventory,
                             profile=det.profile)
@@ -335,7 +345,21 @@ class Agent:
             self._store_stop.set()
             store_thread.join()
             self._finish(threads, ctx)
+            self.cluster.stop()
         return self.stats
+
+    def start_inventory(self) -> None:
+        """Start the cluster state's feed and wait (``api_sync_wait`` at most) for its first
+        complete state: detection and the first flows need the node's and pods' objects."""
+        self.cluster.start()
+        if not self.cluster.wait_synced(self.cfg.api_sync_wait):
+            log.warning("%s: not every resource listed after %.0fs; collecting meanwhile "
+                        "(flows wait %.0fs for identity): %s", self.cluster.description,
+                        self.cfg.api_sync_wait, self.cfg.identity_grace,
+                        ", ".join(f"{k}: {v.get('last_error') or 'not listed yet'}"
+                                  for k, v in self.cluster.health().items()
+                                  if not v.get("synced")))
+        self._poll_inventory(time.time())
 
     def _store_chores(self) -> None:
         """On the store thread, after each flush: the pending health report, retention."""
@@ -458,8 +482,7 @@ class Agent:
         per["no_pods"] = per.get("no_pods", 0) + n
         if not self._said_no_pods:
             log.warning("flows arrive but the inventory holds no pods: endpoints stay unnamed; "
-                        "is %s a directory of Kubernetes JSON (kubectl get pods,services,... "
-                        "-A -o json)?", self.cfg.cluster_state)
+                        "check %s", self.cluster.description)
             self._said_no_pods = True
 
     def _hold(self, plugin: SourcePlugin) -> bool:
@@ -520,6 +543,7 @@ class Agent:
         s.store_lost, s.store_failures = self.writer.lost, self.writer.failures
         s.store_rejected = self.writer.rejected
         s.store_state, s.store_error = self.writer.state, self.writer.last_error
+        s.inventory = self.cluster.health(now)
         for name, plugin in self.plugins.items():
             try:
                 s.source_stats[name] = plugin.stats()

@@ -30,6 +30,14 @@ or not. It sets net.netfilter.nf_conntrack_acct, nf_conntrack_timestamp and
 nf_conntrack_events to 1 in the node's namespace (without them counters, timestamps and
 DESTROY events are missing).
 
+Cluster state: the Kubernetes API, listed then watched (pods, services, endpointslices,
+nodes, namespaces, replicasets, jobs, networkpolicies and the ConfigMap
+podflow/external-names; get/list/watch only). In a pod it uses its service account; else
+--kubeconfig, $KUBECONFIG or ~/.kube/config. --cluster-state DIR reads a directory of
+Kubernetes JSON instead (offline mode). The health report, /metrics and --explain show each
+watch's state (synced, resourceVersion age, relists, errors); a refused token is an error
+in the log, never an empty inventory in silence.
+
 Sources (--sources, comma-separated; default: the detected CNI profile's defaults):
 conntrack (the node's connection tracking: NAT, short-lived connections), sockets (TCP/UDP
 sockets of every pod namespace of the node and of host-network processes, over inet_diag:
@@ -46,14 +54,15 @@ should get the same limits.
 
 Examples:
 
+  # on a node (the DaemonSet in deploy/ runs this with its service account):
+  podflow agent --node $(hostname) --store /var/lib/podflow/flows.duckdb
+
+  # a lab node, from the lab's API server:
   podflow agent --node node1 --netns pf-shop-node1 \\
-      --cluster-state /var/lib/podflow/labs/shop/cluster-state --store flows.duckdb
+      --kubeconfig /var/lib/podflow/labs/shop/kubeconfig --store flows.duckdb --explain
 
-  podflow agent --node node1 --netns pf-shop-node1 --sources conntrack,sockets \\
-      --cluster-state /var/lib/podflow/labs/shop/cluster-state --store flows.duckdb --explain
-
-  # on a real node, with a directory kept current by `kubectl get ... -o json`:
-  podflow agent --node $(hostname) --cluster-state /var/run/podflow/state --store /data/f.duckdb
+  # offline, from a directory kept current by `kubectl get ... -o json`:
+  podflow agent --node node1 --cluster-state /var/run/podflow/state --store /data/f.duckdb
 """
 
 
@@ -64,11 +73,16 @@ _DEFAULT_SUBNET_ENV = Path("/run/flannel/subnet.env")
 def agent(
     node: Annotated[str, typer.Option("--node", help="Kubernetes node name this agent "
                                       "speaks for.")],
-    cluster_state: Annotated[Path, typer.Option(
-        "--cluster-state", help="Directory of Kubernetes JSON (pods.json, services.json, "
-        "nodes.json, ... as `kubectl get X -A -o json` prints them), kept current.")],
     store: Annotated[Path, typer.Option("--store", help="DuckDB store file to write "
                                         "(created if missing; may be shared by agents).")],
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", help="Kubeconfig of the cluster's API server (list+watch of pods, "
+        "services, endpointslices, nodes, ...). Default: the in-cluster service account "
+        "when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG or ~/.kube/config.")] = None,
+    cluster_state: Annotated[Path | None, typer.Option(
+        "--cluster-state", help="Offline mode, instead of the API: a directory of Kubernetes "
+        "JSON (pods.json, services.json, nodes.json, ... as `kubectl get X -A -o json` "
+        "prints them), kept current by something else.")] = None,
     netns: Annotated[str | None, typer.Option(
         "--netns", help="Named network namespace of the node (/var/run/netns/NAME); "
         "default: the agent's own.")] = None,
@@ -125,7 +139,10 @@ def agent(
     if netns is not None and not Path("/var/run/netns", netns).exists():
         typer.echo(f"podflow agent: no network namespace named {netns!r}", err=True)
         raise typer.Exit(2)
-    if not cluster_state.is_dir():
+    if cluster_state is not None and kubeconfig is not None:
+        typer.echo("podflow agent: give --kubeconfig or --cluster-state, not both", err=True)
+        raise typer.Exit(2)
+    if cluster_state is not None and not cluster_state.is_dir():
         typer.echo(f"podflow agent: --cluster-state {cluster_state} is not a directory",
                    err=True)
         raise typer.Exit(2)
@@ -137,15 +154,22 @@ def agent(
     if netns_prefix:
         options["netns_prefix"] = netns_prefix
     from podflow.agent.runner import Agent, AgentConfig
+    from podflow.inventory.source import ClusterConfigError
 
-    cfg = AgentConfig(node_name=node, cluster_state=cluster_state, store=store, netns=netns,
+    cfg = AgentConfig(node_name=node, cluster_state=cluster_state, kubeconfig=kubeconfig,
+                      store=store, netns=netns,
                       cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,
                       resync_interval=resync_interval, ready_file=ready_file, sources=chosen,
                       poll_interval=poll_interval, source_options=options, **limits)
+    try:
+        runner = Agent(cfg)
+    except ClusterConfigError as exc:
+        typer.echo(f"podflow agent: {exc}", err=True)
+        raise typer.Exit(2) from None
     if explain:
-        typer.echo(explain_text(Agent(cfg), chosen is not None))
+        typer.echo(explain_text(runner, chosen is not None))
         return
-    stats = Agent(cfg).run()
+    stats = runner.run()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
 
 
@@ -189,11 +213,25 @@ def explain_text(agent: Agent, user_chosen: bool) -> str:
 
     from podflow.sources.registry import SOURCES
 
-    agent.cluster.poll(time.time())
-    det = agent.detect()
+    try:
+        agent.start_inventory()
+        det = agent.detect()
+        watches = agent.cluster.health(time.time())
+    finally:
+        agent.cluster.stop()
     names = agent.choose_sources(det)
     node = agent.cfg.node_name + (f" (netns {agent.cfg.netns})" if agent.cfg.netns else "")
-    lines = [f"node: {node}", f"CNI profile: {det.profile.name}", "evidence:"]
+    lines = [f"node: {node}", f"cluster state: {agent.cluster.description} "
+             f"({agent.cluster.pod_count} pods)"]
+    for kind, h in watches.items():
+        state = "synced" if h.get("synced") else "NOT synced"
+        age = h.get("resource_version_age")
+        lines.append(f"  - {kind}: {state}, {h.get('objects', 0)} objects, resourceVersion "
+                     f"{h.get('resource_version') or '-'}"
+                     + (f" ({age:.0f}s old)" if isinstance(age, float) else "")
+                     + f", {h.get('relists', 0)} relists, {h.get('errors', 0)} errors"
+                     + (f" (last: {h['last_error']})" if h.get("last_error") else ""))
+    lines += [f"CNI profile: {det.profile.name}", "evidence:"]
     lines += [f"  - {e}" for e in det.evidence]
     defaults = ",".join(getattr(det.profile, "default_sources", ()) or ("conntrack",))
     why = "chosen with --sources" if user_chosen else \

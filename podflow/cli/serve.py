@@ -40,6 +40,11 @@ def serve(
         "--cluster-state", metavar="DIR",
         help="Kubernetes JSON directory for the inventory (default with --lab: the lab's).")
     ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", metavar="PATH",
+        help="Watch this cluster's API server (list+watch) for the inventory instead of a "
+             "directory.")
+    ] = None,
     metrics: Annotated[str | None, typer.Option(
         "--metrics", metavar="OPTIONS",
         help="Metrics handler options, Hubble-style, e.g. "
@@ -62,13 +67,17 @@ def serve(
     from podflow.server.runner import server_config
 
     path = store_path(store, lab)
+    if kubeconfig is not None and cluster_state is not None:
+        typer.echo("podflow serve: give --kubeconfig or --cluster-state, not both", err=True)
+        raise typer.Exit(2)
     try:
         policy = policy_for_bind(host, allowed_host or ())
     except ValueError as exc:  # a bad --host or --allowed-host
         typer.echo(f"podflow serve: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
-        app = create_app(path, lab=lab, cluster_state=cluster_state, metrics_options=metrics,
+        app = create_app(path, lab=lab, cluster_state=cluster_state, kubeconfig=kubeconfig,
+                         metrics_options=metrics,
                          hosts=policy)
     except ValueError as exc:  # bad --metrics options
         typer.echo(f"podflow serve: --metrics: {exc}", err=True)

@@ -354,3 +354,23 @@ class ClusterStateDir:
     def pod_count(self) -> int:
         """Pods in the last good data (0 means no endpoint can be named a pod)."""
         return sum(len(d.get("Pod", ())) for d in self._data.values())
+
+    @property
+    def description(self) -> str:
+        """Where the state comes from, for messages."""
+        return (f"the cluster-state directory {self.path} (Kubernetes JSON as `kubectl get "
+                "pods,services,... -A -o json` prints it)")
+
+    def start(self) -> None:
+        """Nothing to start: :meth:`poll` reads the directory."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def wait_synced(self, timeout: float) -> bool:
+        """A directory is read whole by each :meth:`poll`: nothing to wait for."""
+        return True
+
+    def health(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """No watches: nothing per resource (the losses say what could not be read)."""
+        return {}

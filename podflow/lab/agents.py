@@ -1,8 +1,8 @@
 """Start and stop one ``podflow agent`` per lab node.
 
 The agents are ordinary ``podflow agent`` processes pointed at the node's namespace, the
-lab's cluster-state directory, the node's CNI config files and the lab's store: exactly
-what a user would run on a real node. They run in the root namespace and open their
+lab's Kubernetes API server (its kubeconfig), the node's CNI config files and the lab's
+store: exactly what a user would run on a real node. They run in the root namespace and open their
 netlink sockets inside the node's namespace through a helper (never ``setns``).
 """
 
@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from podflow.lab.netns import runs_ours
 from podflow.lab.state import LabState, lab_dir, lab_store_path
 
 
@@ -24,8 +25,11 @@ def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) 
     """The command line of the agent for one lab node."""
     node = state.node(node_name)
     base = lab_dir(state.name)
+    # the production path: the lab's API server (a lab made before it had one: its files)
+    inventory = (["--kubeconfig", str(base / "kubeconfig")] if state.apiserver_url
+                 else ["--cluster-state", str(base / "cluster-state")])
     argv = [sys.executable, "-m", "podflow", "agent", "--node", node.name,
-            "--netns", node.netns, "--cluster-state", str(base / "cluster-state"),
+            "--netns", node.netns, *inventory,
             "--store", str(lab_store_path(state.name)),
             "--cni-conf-dir", str(base / "nodes" / node.name / "cni" / "net.d"),
             "--subnet-env", str(base / "nodes" / node.name / "run" / "flannel" / "subnet.env"),
@@ -74,18 +78,7 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    # guard against pid reuse: only ever signal our own agents
-    return b"podflow\x00agent" in cmdline
+    return runs_ours(pid, b"podflow\x00agent")   # only ever signal our own agents
 
 
 def stop_agents(state: LabState, timeout: float = 15.0) -> None:

@@ -88,6 +88,10 @@ def up(spec: LabSpec, *, agents: bool = True, workloads: bool = True,
         state.save()
         step = "writing the cluster state"
         _write_cluster_state(state)
+        step = "starting the Kubernetes API server"
+        from podflow.lab.apiproc import start_apiserver
+        start_apiserver(state)
+        state.save()
         if agents:
             step = "starting agents"
             from podflow.lab.agents import start_agents
@@ -215,7 +219,14 @@ def down(name: str, *, keep_store: bool = False) -> bool:
             stop_agents(state)
         except Exception:   # the kill below covers what is left
             pass
+        api_pid = state.apiserver_pid
+        try:
+            from podflow.lab.apiproc import stop_apiserver
+            stop_apiserver(state)
+        except Exception:   # the kill below covers what is left
+            pass
         recorded = [p for pod in state.pods for p in pod.pids]
+        recorded += [api_pid] if api_pid else []
         recorded += [p for ext in state.externals for p in ext.pids]
         recorded += [n.agent_pid for n in state.nodes if n.agent_pid]
         nsu.kill_pids(recorded, since=state.created)

@@ -122,6 +122,21 @@ def process_start(pid: int) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
+def runs_ours(pid: int, marker: bytes) -> bool:
+    """Whether ``pid`` is alive (a child of ours that exited is reaped) and its command line
+    holds ``marker``: a guard against pid reuse before a process of ours is signalled."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def kill_pids(pids: Iterable[int], *, since: float = 0.0, grace: float = 1.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds, every pid that started at or after
     ``since`` (a guard against killing a recycled pid that is not ours)."""

@@ -226,6 +226,10 @@ class LabState:
     dns_ip: str | None = None
     """The nameserver pods use (the kube-dns ClusterIP, or the DNS pod's IP on datapaths
     without services); None when the lab has no cluster DNS."""
+    apiserver_pid: int | None = None
+    """The lab's Kubernetes API server process (:mod:`podflow.lab.apiproc`)."""
+    apiserver_url: str | None = None
+    """Its URL (the port stays across restarts); None for a lab without one."""
 
     # -- lookups -----------------------------------------------------------------------
     def node(self, name: str) -> NodeState:

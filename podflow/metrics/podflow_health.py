@@ -27,7 +27,12 @@ agent, as the agent counted it (so an agent restart is a counter reset):
   ``rate()`` alerts work from the start.
 - ``podflow_source_up{node, source}``: 1 when the agent's report is fresh (younger than
   ``staleAfter`` seconds, default 60) and the source reported no error, else 0;
-- ``podflow_agent_last_report_timestamp_seconds{node}``: when the agent last reported.
+- ``podflow_agent_last_report_timestamp_seconds{node}``: when the agent last reported;
+- the Kubernetes API watches of each agent (its report's ``inventory``), per ``resource``
+  (Pod, Service, EndpointSlice, ...): ``podflow_inventory_synced{node, resource}`` (1 once
+  listed), ``podflow_inventory_resource_version_age_seconds{node, resource}`` (how old the
+  newest version seen was when the agent reported; bookmarks keep it low on a quiet
+  cluster), ``podflow_inventory_relists_total`` and ``podflow_inventory_errors_total``.
 
 The series of an agent that stopped reporting disappear once its last report is older than
 the TTL (like the flow series of deleted pods).
@@ -97,12 +102,31 @@ def sources_up(status: Mapping[str, Any], fresh: bool) -> list[tuple[str, float]
     return out
 
 
+def watches(status: Mapping[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """``(resource, {synced, age, relists, errors})`` of one agent report's API watches
+    (numbers only; a missing age is left out)."""
+    out = []
+    inv = status.get("inventory")
+    for kind, h in sorted(inv.items() if isinstance(inv, Mapping) else ()):
+        if not isinstance(h, Mapping):
+            continue
+        vals = {"synced": 1.0 if h.get("synced") is True else 0.0}
+        for key, name in (("resource_version_age", "age"), ("relists", "relists"),
+                          ("errors", "errors")):
+            n = _num(h.get(key))
+            if n is not None:
+                vals[name] = n
+        out.append((str(kind), vals))
+    return out
+
+
 class PodflowHealthHandler(Handler):
     """Exposes the agents' latest health reports (see the module doc)."""
 
     name = "podflow"
     help = ("podflow_lost_events_total{node,source,reason}, podflow_source_up{node,source}, "
-            "podflow_agent_last_report_timestamp_seconds{node}: agents' health reports.")
+            "podflow_agent_last_report_timestamp_seconds{node}, podflow_inventory_*"
+            "{node,resource}: agents' health reports.")
     options_help = {"staleafter": "seconds after which an agent's sources count as down "
                                   "(default 60)"}
     uses_context = False
@@ -128,7 +152,7 @@ class PodflowHealthHandler(Handler):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Metric families built from the latest reports (prometheus_client Collector)."""
-        lost, up, last = self.describe()
+        lost, up, last, synced, age, relists, errors = self.describe()
         with self._lock:
             reports, now = self._reports, self._now
         for r in reports:
@@ -141,16 +165,32 @@ class PodflowHealthHandler(Handler):
                 up.add_metric([node, src], value)
             for src, reason, n in lost_events(status):
                 lost.add_metric([node, src, reason], n)
-        yield lost
-        yield up
-        yield last
+            for kind, vals in watches(status):
+                synced.add_metric([node, kind], vals["synced"])
+                for family, key in ((age, "age"), (relists, "relists"), (errors, "errors")):
+                    if key in vals:
+                        family.add_metric([node, kind], vals[key])
+        yield from (lost, up, last, synced, age, relists, errors)
 
-    def describe(self) -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        """The three (empty) metric families, for the registry's duplicate check."""
+    def describe(self) -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily,
+                                GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily,
+                                CounterMetricFamily]:
+        """The (empty) metric families, for the registry's duplicate check."""
+        res = ["node", "resource"]
         return (CounterMetricFamily("podflow_lost_events", "Events or flows lost, by cause",
                                     labels=["node", "source", "reason"]),
                 GaugeMetricFamily("podflow_source_up", "1 when the source runs and reports",
                                   labels=["node", "source"]),
                 GaugeMetricFamily("podflow_agent_last_report_timestamp_seconds",
                                   "Unix time of the agent's last health report",
-                                  labels=["node"]))
+                                  labels=["node"]),
+                GaugeMetricFamily("podflow_inventory_synced",
+                                  "1 once the agent has listed the resource", labels=res),
+                GaugeMetricFamily("podflow_inventory_resource_version_age_seconds",
+                                  "Age of the newest resourceVersion the agent's watch saw",
+                                  labels=res),
+                CounterMetricFamily("podflow_inventory_relists",
+                                    "Lists after a 410 Gone (compacted watch history)",
+                                    labels=res),
+                CounterMetricFamily("podflow_inventory_errors",
+                                    "Failed list/watch requests (each retried)", labels=res))

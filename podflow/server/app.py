@@ -83,12 +83,14 @@ def _mount_metrics(app: FastAPI, store_path: Path, options: str | None) -> Any:
 
 
 def create_app(store_path: Path, *, lab: str | None = None,
-               cluster_state: Path | None = None, metrics_options: str | None = None,
+               cluster_state: Path | None = None, kubeconfig: Path | None = None,
+               metrics_options: str | None = None,
                web_dist: Path | None = None, hosts: HostPolicy | None = None) -> FastAPI:
     """The server for ``store_path`` (see the module doc).
 
     ``lab`` names the lab being served (its cluster-state directory is used unless
-    ``cluster_state`` is given); ``metrics_options`` are handed to the metrics app
+    ``cluster_state`` is given); ``kubeconfig`` watches an API server for the inventory
+    instead of a directory; ``metrics_options`` are handed to the metrics app
     (Hubble-style, e.g. ``flow:sourceContext=namespace``); ``web_dist`` overrides where the
     built UI is looked for; ``hosts`` is the Host/Origin policy (default: loopback names
     only, right for a server listening on a loopback address).
@@ -99,6 +101,7 @@ def create_app(store_path: Path, *, lab: str | None = None,
         cluster_state = lab_dir(lab) / "cluster-state"
     dist = find_web_dist(web_dist)
     cfg = ServerConfig(Path(store_path), lab=lab, cluster_state_dir=cluster_state,
+                       kubeconfig=kubeconfig,
                        web_dist=dist)
     holder: dict[str, Any] = {}
 
@@ -114,6 +117,7 @@ def create_app(store_path: Path, *, lab: str | None = None,
         finally:
             if metrics is not None and hasattr(metrics, "stop"):
                 await asyncio.to_thread(metrics.stop)
+            await asyncio.to_thread(cfg.close)
 
     app = FastAPI(title="podflow", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,

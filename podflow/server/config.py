@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podflow.inventory.snapshot_dir import ClusterStateDir
+from podflow.inventory.source import ClusterSource, open_cluster
 
 WEB_DIST_ENV = "PODFLOW_WEB_DIST"
 """Environment variable naming the built UI directory (default: the checkout's web/dist)."""
@@ -47,6 +47,8 @@ class ServerConfig:
     """The lab name, when serving a lab (adds its externals to the inventory)."""
     cluster_state_dir: Path | None = None
     """Directory of Kubernetes JSON (pods.json, services.json ...) for the inventory."""
+    kubeconfig: Path | None = None
+    """The API server to watch for the inventory (when ``cluster_state_dir`` is None)."""
     web_dist: Path | None = None
     """The built UI (``web/dist``), or None when it is not built."""
     metrics_mounted: bool = False
@@ -56,16 +58,27 @@ class ServerConfig:
     poll_interval: float = 0.5
     """Seconds between two polls of the store by live streams."""
     inventory_lock: threading.Lock = field(default_factory=threading.Lock)
-    _state: ClusterStateDir | None = None
+    _state: ClusterSource | None = None
 
     @property
-    def cluster_state(self) -> ClusterStateDir | None:
-        """One polled reader of the cluster-state directory (hold ``inventory_lock``)."""
-        if self.cluster_state_dir is None:
+    def cluster_state(self) -> ClusterSource | None:
+        """The one feed of the cluster state: the directory, else the API's watches
+        (started on first use; hold ``inventory_lock``)."""
+        if self.cluster_state_dir is None and self.kubeconfig is None:
             return None
         if self._state is None:
-            self._state = ClusterStateDir(self.cluster_state_dir)
+            self._state = open_cluster(cluster_state=self.cluster_state_dir,
+                                       kubeconfig=self.kubeconfig)
+            self._state.start()
+            self._state.wait_synced(5.0)
         return self._state
+
+    def close(self) -> None:
+        """Stop the cluster state's feed (the API's watches), if it was started."""
+        with self.inventory_lock:
+            if self._state is not None:
+                self._state.stop()
+                self._state = None
 
     def lab_externals(self) -> list[dict[str, Any]]:
         """The lab's external hosts (name, ip), or [] when not serving a lab."""

@@ -1,9 +1,9 @@
 """``GET /api/inventory``: the cluster as podflow knows it, and what its agents run.
 
-Nodes, pods and services come from the cluster-state directory (Kubernetes JSON, the same
-files the agents read, parsed by :mod:`podflow.inventory.k8s`); a lab adds its external
-hosts. The CNI profile and the running sources come from the agents' latest health reports
-in the store (:meth:`~podflow.store.base.FlowStore.statuses`).
+Nodes, pods and services come from the cluster state (the Kubernetes API's watches, or a
+directory of Kubernetes JSON; :mod:`podflow.inventory.source`, parsed as the agents parse
+it); a lab adds its external hosts. The CNI profile and the running sources come from the
+agents' latest health reports in the store (:meth:`~podflow.store.base.FlowStore.statuses`).
 
 Example::
 
@@ -18,21 +18,22 @@ import time
 from typing import Any
 
 from podflow.inventory.k8s import ServiceRecord
-from podflow.inventory.snapshot_dir import ClusterStateDir
+from podflow.inventory.source import ClusterSource
 
 
-def cluster_inventory(state: ClusterStateDir | None) -> dict[str, Any]:
-    """Nodes, pods, services and external names of a cluster-state directory.
+def cluster_inventory(state: ClusterSource | None) -> dict[str, Any]:
+    """Nodes, pods, services and external names of the cluster state (a directory or the
+    API's watches); ``source`` says which.
 
-    ``state`` is re-polled (one stat per file when nothing changed), so keep one per server.
+    ``state`` is re-polled (cheap when nothing changed), so keep one per server.
     """
     out: dict[str, Any] = {"source": "none", "nodes": [], "pods": [], "services": [],
                            "externals": []}
-    if state is None or not state.path.is_dir():
+    if state is None:
         return out
     state.poll(time.time())
     objs = state.objects()
-    out["source"] = str(state.path)
+    out["source"] = state.description
     out["nodes"] = [{"name": n.name, "ips": list(n.internal_ips), "podCIDRs": list(n.pod_cidrs),
                      "labels": dict(n.labels)} for n in objs.nodes]
     out["pods"] = [{"namespace": p.namespace, "name": p.name, "ips": list(p.ips),

@@ -108,10 +108,17 @@ def open_socket(netns: str | None, family: int, type_: int, proto: int = 0) -> s
 
 def write_sysctl_in_netns(netns: str | None, key: str, value: str) -> None:
     """Write ``value`` to the sysctl ``key`` (dotted, e.g. ``net.netfilter.nf_conntrack_acct``)
-    as seen from ``netns``; raises ``OSError`` when the kernel or /proc refuses."""
+    as seen from ``netns``, unless it already has it (in a container /proc/sys is read-only,
+    and an init container may have set it); raises ``OSError`` when the kernel or /proc
+    refuses."""
     target = _sysctl_path(key)
 
     def work() -> tuple[bytes, list[int]]:
+        try:
+            if target.read_text().strip() == value:
+                return b"", []
+        except OSError:
+            pass
         target.write_text(f"{value}\n")
         return b"", []
 

@@ -19,7 +19,12 @@ from podflow.metrics.drop import DropHandler
 from podflow.metrics.flow import FlowHandler, flow_type
 from podflow.metrics.follower import Follower, Ledger
 from podflow.metrics.http import HttpHandler, HttpV2Handler
-from podflow.metrics.podflow_health import PodflowHealthHandler, lost_events, sources_up
+from podflow.metrics.podflow_health import (
+    PodflowHealthHandler,
+    lost_events,
+    sources_up,
+    watches,
+)
 from podflow.metrics.port_distribution import PortDistributionHandler
 from podflow.metrics.registry import HANDLERS, MetricSet
 from podflow.metrics.tcp import TcpHandler
@@ -309,6 +314,27 @@ def test_health_handler_from_statuses() -> None:
     h.update_statuses(reports, now=1250.0)  # node2's last report is now older than the TTL
     assert sample(reg, "podflow_agent_last_report_timestamp_seconds", node="node2") is None
     assert sample(reg, "podflow_agent_last_report_timestamp_seconds", node="node1") == 1000
+
+
+def test_health_handler_exposes_the_api_watches() -> None:
+    reg = CollectorRegistry()
+    h = PodflowHealthHandler(reg, {}, ttl=300)
+    inventory = {"Pod": {"synced": True, "resource_version_age": 1.5, "relists": 2,
+                         "errors": 0},
+                 "Node": {"synced": False, "resource_version_age": None, "relists": 0,
+                          "errors": 7, "last_error": "APIError: 401 Unauthorized"},
+                 "junk": "not a mapping"}
+    assert watches({"inventory": inventory}) == [
+        ("Node", {"synced": 0.0, "relists": 0.0, "errors": 7.0}),
+        ("Pod", {"synced": 1.0, "age": 1.5, "relists": 2.0, "errors": 0.0})]
+    h.update_statuses([{"node": "node1", "time": 1000.0,
+                        "status": {"sources": [], "inventory": inventory}}], now=1001.0)
+    assert sample(reg, "podflow_inventory_synced", node="node1", resource="Pod") == 1
+    assert sample(reg, "podflow_inventory_synced", node="node1", resource="Node") == 0
+    assert sample(reg, "podflow_inventory_resource_version_age_seconds", node="node1",
+                  resource="Pod") == 1.5
+    assert sample(reg, "podflow_inventory_relists_total", node="node1", resource="Pod") == 2
+    assert sample(reg, "podflow_inventory_errors_total", node="node1", resource="Node") == 7
 
 
 # -- follower: each connection counted once ---------------------------------------------
