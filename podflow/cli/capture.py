@@ -90,16 +90,28 @@ def _where(lab: str | None, node: str | None, netns: str | None,
         raise _fail(str(exc)) from None
 
 
-def _hosts(spec: FilterSpec, cluster_state: Path | None) -> list[str]:
+def _hosts(spec: FilterSpec, cluster_state: Path | None,
+           kubeconfig: Path | None = None) -> list[str]:
     if not (spec.pod or spec.namespace):
         return []
-    if cluster_state is None:
-        raise _fail("--pod/--namespace need --lab or --cluster-state")
-    from podflow.inventory.snapshot_dir import ClusterStateDir
+    if cluster_state is None and kubeconfig is None:
+        raise _fail("--pod/--namespace need --lab, --kubeconfig or --cluster-state")
+    from podflow.inventory.source import ClusterConfigError, open_cluster
 
-    cs = ClusterStateDir(cluster_state)
-    cs.poll(time.time())
-    hosts = pod_addresses(cs.objects().pods, spec)
+    try:
+        cs = open_cluster(cluster_state=cluster_state, kubeconfig=kubeconfig)
+    except ClusterConfigError as exc:
+        raise _fail(str(exc)) from None
+    cs.start()
+    try:
+        if not cs.wait_synced(10.0):
+            raise _fail(f"{cs.description}: pods not listed within 10 s "
+                        f"({cs.health().get('Pod', {}).get('last_error') or 'no answer'})")
+        cs.poll(time.time())
+        pods = cs.objects().pods
+    finally:
+        cs.stop()
+    hosts = pod_addresses(pods, spec)
     if not hosts:
         raise _fail("no running pod matches --pod/--namespace")
     return hosts
@@ -154,6 +166,8 @@ def register(app: typer.Typer) -> None:
                                                   "default: this one.")] = None,
         cluster_state: Annotated[Path | None, typer.Option(
             help="Cluster-state directory, for --pod/--namespace without --lab.")] = None,
+        kubeconfig: Annotated[Path | None, typer.Option(
+            help="The cluster's API server, for --pod/--namespace without --lab.")] = None,
         interface: Annotated[list[str] | None, typer.Option(
             "--interface", "-i", help="Device(s); default: every device.")] = None,
         count: Annotated[int | None, typer.Option(help="Stop after N packets.")] = None,
@@ -170,7 +184,7 @@ def register(app: typer.Typer) -> None:
                         f"({', '.join(L4_PROTOCOLS[:-1])}); an L7 protocol is known only "
                         "once decoded (use observe --protocol)")
         ns, cluster = _where(lab, node, netns, cluster_state)
-        expr = expression(spec, _hosts(spec, cluster))
+        expr = expression(spec, _hosts(spec, cluster, kubeconfig))
         try:
             n = capture_to(write, ns, interface, expr, count, duration)
         except (OSError, ValueError, RuntimeError) as exc:
