@@ -366,6 +366,8 @@ class Agent:
         status, self._status = self._status, None
         if status is not None:
             self.writer.flush()   # the flows it says were reported go in before it
+            if not self.writer.drained:   # they did not: claim only what is stored
+                status["reported_through"] = self.writer.stored_through
             self._write_status(status, wait=10.0)   # on this thread: the loop goes on
         if time.monotonic() >= self._next_prune:
             self._prune()

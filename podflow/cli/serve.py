@@ -75,10 +75,15 @@ def serve(
     except ValueError as exc:  # a bad --host or --allowed-host
         typer.echo(f"podflow serve: {exc}", err=True)
         raise typer.Exit(2) from None
+    from podflow.inventory.source import ClusterConfigError
+
     try:
         app = create_app(path, lab=lab, cluster_state=cluster_state, kubeconfig=kubeconfig,
                          metrics_options=metrics,
                          hosts=policy)
+    except ClusterConfigError as exc:
+        typer.echo(f"podflow serve: {exc}", err=True)
+        raise typer.Exit(2) from None
     except ValueError as exc:  # bad --metrics options
         typer.echo(f"podflow serve: --metrics: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -211,6 +212,8 @@ class _Watcher:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._response: httpx.Response | None = None
         self._said: int | None = None
+        self.rv: str | None = None
+        """The newest version seen (None: list first)."""
         self.thread = threading.Thread(target=self._run, name=f"watch-{res.kind}",
                                        daemon=True)
 
@@ -221,22 +224,29 @@ class _Watcher:
 
     def _run(self) -> None:
         delay = BACKOFF_MIN
-        rv: str | None = None
         while not self.api.stopped.is_set():
+            pause = False
             try:
-                if rv is None:
-                    rv = self._list()
+                if self.rv is None:
+                    self.rv = self._list()
+                began = time.monotonic()
+                events = self._watch()   # moves self.rv on with every event and bookmark
+                # a watch that ends at once with nothing (a proxy, a server going away) is
+                # retried after a backoff, not in a tight loop
+                pause = events == 0 and time.monotonic() - began < 1.0
+                if not pause:
                     delay = BACKOFF_MIN
-                rv = self._watch(rv)
-                delay = BACKOFF_MIN
             except Gone as exc:
                 self.health.relists += 1
                 log.info("%s watch: %s; listing again", self.res.kind, exc)
-                rv = None
+                self.rv = None
+                pause = self.health.relists > 1   # a relist storm must not spin
             except Exception as exc:   # an I/O edge: any failure is retried
                 if self.api.stopped.is_set():
                     return
                 self._failed(exc)
+                pause = True
+            if pause:
                 self.api.stopped.wait(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, BACKOFF_MAX)
 
@@ -274,11 +284,20 @@ class _Watcher:
         """List every page; replace the objects (reconcile); return the list's version."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
         cont: str | None = None
+        paged = True
         while True:
-            params = {"limit": str(PAGE)}
+            params = {"limit": str(PAGE)} if paged else {}
             if cont:
                 params["continue"] = cont
-            doc = self._get_json(self._url(**params))
+            try:
+                doc = self._get_json(self._url(**params))
+            except Gone:
+                if not cont:
+                    raise
+                # the continue token expired before the list ended: once more, whole (as
+                # client-go does), rather than relist in pages that may never finish
+                found, cont, paged = {}, None, False
+                continue
             if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
                 raise ValueError(f"{self.res.kind} list: not a List")
             for obj in doc["items"]:
@@ -296,9 +315,7 @@ class _Watcher:
         if not isinstance(rv, str) or not rv:
             raise ValueError(f"{self.res.kind} list: no resourceVersion")
         first = not self.health.synced
-        self.api.replace(self, found)
-        h = self.health
-        h.synced, h.lists, h.resource_version, h.last_seen = True, h.lists + 1, rv, time.time()
+        self.api.replace(self, found, rv)
         if first:
             log.info("Kubernetes API %s: %d %s listed", self.api.server, len(found),
                      self.res.kind)
@@ -307,10 +324,13 @@ class _Watcher:
             self._said = None
         return rv
 
-    def _watch(self, rv: str) -> str:
-        """Watch from ``rv`` until the server ends the stream; return the last version."""
+    def _watch(self) -> int:
+        """Watch from :attr:`rv` until the server ends the stream (every event and bookmark
+        moves :attr:`rv` on, so a watch that fails resumes where it got); return the number
+        of lines received."""
+        assert self.rv is not None
         timeout = int(WATCH_TIMEOUT * random.uniform(1.0, 1.2))
-        url = self._url(watch="true", resourceVersion=rv, allowWatchBookmarks="true",
+        url = self._url(watch="true", resourceVersion=self.rv, allowWatchBookmarks="true",
                         timeoutSeconds=str(timeout))
         self.health.watches += 1
         read = httpx.Timeout(10.0, read=timeout + 30.0)
@@ -322,26 +342,32 @@ class _Watcher:
                 except ValueError:
                     body = None
                 raise _status_error(r.status_code, body)
+            if self._said is not None:
+                log.warning("Kubernetes API %s: %s watched again", self.api.server,
+                            self.res.kind)
+                self._said = None
             self._response = r
+            lines = 0
             try:
                 for line in r.iter_lines():
                     if line.strip():
-                        rv = self._event(line, rv)
+                        lines += 1
+                        self._event(line)
             finally:
                 self._response = None
-        return rv
+        return lines
 
-    def _event(self, line: str, rv: str) -> str:
+    def _event(self, line: str) -> None:
         try:
             ev = json.loads(line)
         except ValueError:
             self.api.losses.count("bad_watch_event")
-            return rv
+            return
         kind = ev.get("type") if isinstance(ev, dict) else None
         obj = ev.get("object") if isinstance(ev, dict) else None
         if not isinstance(obj, dict):
             self.api.losses.count("bad_watch_event")
-            return rv
+            return
         if kind == "ERROR":
             code = obj.get("code")
             raise _status_error(code if isinstance(code, int) else 500, obj)
@@ -355,18 +381,23 @@ class _Watcher:
         elif kind != "BOOKMARK":
             self.api.losses.count("bad_watch_event")
         if new is not None:
+            self.rv = new
             h = self.health
             h.resource_version, h.last_seen = new, time.time()
-            return new
-        return rv
 
     def close(self) -> None:
+        """End the watch in progress: its socket is shut down, which wakes the thread
+        blocked reading it (closing the response from another thread would not)."""
         r = self._response
-        if r is not None:
-            try:
-                r.close()
-            except Exception as exc:   # closing from another thread: best effort
-                log.debug("closing the %s watch: %s", self.res.kind, exc)
+        if r is None:
+            return
+        stream = r.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError as exc:   # already closed: nothing to wake
+            log.debug("closing the %s watch: %s", self.res.kind, exc)
 
 
 class ClusterAPI:
@@ -409,8 +440,10 @@ class ClusterAPI:
         self.stopped.set()
         for w in self._watchers:
             w.close()
+        end = time.monotonic() + 3.0   # one deadline for all of them
         for w in self._watchers:
-            w.thread.join(timeout=2.0)
+            if w.thread.is_alive():
+                w.thread.join(timeout=max(0.0, end - time.monotonic()))
         self.client.close()
 
     def wait_synced(self, timeout: float) -> bool:
@@ -423,11 +456,15 @@ class ClusterAPI:
         return True
 
     # -- called from the watch threads ---------------------------------------------------
-    def replace(self, w: _Watcher, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-        """A list's objects replace the watcher's (what is missing is gone)."""
+    def replace(self, w: _Watcher, objects: dict[tuple[str, str], dict[str, Any]],
+                rv: str) -> None:
+        """A list's objects (at version ``rv``) replace the watcher's (what is missing is
+        gone); the resource is synced from now on."""
         with self._lock:
             w.objects = objects
-            w.health.objects = len(objects)
+            h = w.health
+            h.objects, h.synced, h.lists = len(objects), True, h.lists + 1
+            h.resource_version, h.last_seen = rv, time.time()
             self._dirty = True
 
     def change(self, w: _Watcher, key: tuple[str, str], obj: dict[str, Any] | None) -> None:

@@ -92,11 +92,11 @@ def open_cluster(*, cluster_state: Path | None = None, kubeconfig: Path | None =
 
     try:
         config = load_config(kubeconfig)
-    except (ConfigError, OSError, ValueError, KeyError) as exc:
+        return ClusterAPI(config, inventory)   # builds the client: reads the CA, the token
+    except (ConfigError, OSError, ValueError, KeyError, AssertionError) as exc:
         where = f"--kubeconfig {kubeconfig}" if kubeconfig else (
             "the in-cluster service account, $KUBECONFIG or ~/.kube/config")
         raise ClusterConfigError(
             f"no Kubernetes API configuration from {where}: {exc}; give --kubeconfig PATH, "
             "run in a pod with a service account, or give --cluster-state DIR (a directory "
             "of Kubernetes JSON) for the offline mode") from exc
-    return ClusterAPI(config, inventory)

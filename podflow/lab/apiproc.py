@@ -76,6 +76,7 @@ def start_apiserver(state: LabState, port: int = 0) -> None:
             raise RuntimeError(f"the lab's API server exited at start (status "
                                f"{proc.returncode}); see {logs / 'apiserver.log'}")
         if time.monotonic() > end:
+            stop_apiserver(state)   # nothing of ours is left running
             raise RuntimeError(f"the lab's API server did not listen within "
                                f"{START_TIMEOUT:.0f}s; see {logs / 'apiserver.log'}")
         time.sleep(0.05)

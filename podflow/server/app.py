@@ -89,13 +89,15 @@ def create_app(store_path: Path, *, lab: str | None = None,
     """The server for ``store_path`` (see the module doc).
 
     ``lab`` names the lab being served (its cluster-state directory is used unless
-    ``cluster_state`` is given); ``kubeconfig`` watches an API server for the inventory
-    instead of a directory; ``metrics_options`` are handed to the metrics app
-    (Hubble-style, e.g. ``flow:sourceContext=namespace``); ``web_dist`` overrides where the
-    built UI is looked for; ``hosts`` is the Host/Origin policy (default: loopback names
+    ``cluster_state`` or ``kubeconfig`` is given); ``kubeconfig`` watches an API server for
+    the inventory instead of a directory (raises
+    :class:`~podflow.inventory.source.ClusterConfigError` when it cannot be used);
+    ``metrics_options`` are handed to the metrics app (Hubble-style, e.g.
+    ``flow:sourceContext=namespace``); ``web_dist`` overrides where the built UI is looked
+    for; ``hosts`` is the Host/Origin policy (default: loopback names
     only, right for a server listening on a loopback address).
     """
-    if lab is not None and cluster_state is None:
+    if lab is not None and cluster_state is None and kubeconfig is None:
         from podflow.lab.state import lab_dir
 
         cluster_state = lab_dir(lab) / "cluster-state"
@@ -103,6 +105,8 @@ def create_app(store_path: Path, *, lab: str | None = None,
     cfg = ServerConfig(Path(store_path), lab=lab, cluster_state_dir=cluster_state,
                        kubeconfig=kubeconfig,
                        web_dist=dist)
+    if kubeconfig is not None:
+        cfg.open_cluster()   # an unusable kubeconfig stops the server here, said clearly
     holder: dict[str, Any] = {}
 
     @asynccontextmanager

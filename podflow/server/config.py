@@ -59,6 +59,7 @@ class ServerConfig:
     """Seconds between two polls of the store by live streams."""
     inventory_lock: threading.Lock = field(default_factory=threading.Lock)
     _state: ClusterSource | None = None
+    _started: bool = False
 
     @property
     def cluster_state(self) -> ClusterSource | None:
@@ -67,18 +68,28 @@ class ServerConfig:
         if self.cluster_state_dir is None and self.kubeconfig is None:
             return None
         if self._state is None:
-            self._state = open_cluster(cluster_state=self.cluster_state_dir,
-                                       kubeconfig=self.kubeconfig)
+            self._state = self.open_cluster()
+        if not self._started:
+            self._started = True
             self._state.start()
             self._state.wait_synced(5.0)
+        return self._state
+
+    def open_cluster(self) -> ClusterSource:
+        """Open (not start) the cluster state's feed; raises
+        :class:`~podflow.inventory.source.ClusterConfigError` for an unusable kubeconfig,
+        so a server can refuse to start rather than fail every request."""
+        if self._state is None:
+            self._state = open_cluster(cluster_state=self.cluster_state_dir,
+                                       kubeconfig=self.kubeconfig)
         return self._state
 
     def close(self) -> None:
         """Stop the cluster state's feed (the API's watches), if it was started."""
         with self.inventory_lock:
-            if self._state is not None:
+            if self._state is not None and self._started:
                 self._state.stop()
-                self._state = None
+            self._state, self._started = None, False
 
     def lab_externals(self) -> list[dict[str, Any]]:
         """The lab's external hosts (name, ip), or [] when not serving a lab."""

@@ -14,7 +14,8 @@ is waiting for them; writers only buffer a little longer. A marker older than
 Writers take turns in arrival order too. Each one polls the lock with a backoff, so a
 writer that has waited longest polls least often and loses the race to every newcomer:
 on the 6-node load lab one agent waited over 100 s while five others wrote. A writer
-therefore takes a ticket in ``.<name>.writers/`` (named by its arrival time) and opens the
+therefore takes a ticket in ``.<name>.writers/`` (named by its arrival time on the
+system-wide monotonic clock) and opens the
 file only once its ticket is the oldest live one (:func:`writer_turn`), again bounded: at
 its deadline it tries anyway. A ticket whose process is gone, or not touched for
 :data:`TICKET_STALE` seconds, does not count.
@@ -125,7 +126,7 @@ def _first(path: Path, now: float) -> str | None:
     for e in entries:
         try:
             pid = int(e.name.split("-")[1])
-            if now - e.stat().st_mtime < TICKET_STALE and _alive(pid):
+            if abs(now - e.stat().st_mtime) < TICKET_STALE and _alive(pid):
                 live.append(e.name)
                 continue
             os.unlink(e.path)
@@ -139,8 +140,10 @@ def writer_turn(path: Path, deadline: float) -> Iterator[float]:
     """Wait (up to ``deadline``, ``time.monotonic()``) until every writer that came
     earlier has had its turn at ``path``; the block opens the file. Yields the seconds
     waited. Best effort: a ticket that cannot be written only loses the order."""
+    # the system-wide monotonic clock orders arrivals of every process on the host, and a
+    # wall-clock step cannot reorder them
     ticket: Path | None = tickets_dir(path) / (
-        f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}")
+        f"{time.monotonic_ns():020d}-{os.getpid()}-{threading.get_ident()}")
     start = time.monotonic()
     try:
         assert ticket is not None

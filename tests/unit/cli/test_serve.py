@@ -51,6 +51,20 @@ def test_bad_allowed_host_is_a_clear_error(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--allowed-host" in r.stderr
 
 
+def test_an_unusable_kubeconfig_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
+    kc = tmp_path / "kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n"
+                  "    server: https://127.0.0.1:6443\n"
+                  f"    certificate-authority: {tmp_path / 'missing-ca.crt'}\n"
+                  "users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n"
+                  "  context: {cluster: c, user: u}\ncurrent-context: x\n")
+    for path in (tmp_path / "nowhere", kc):
+        r = CliRunner().invoke(_app(), ["serve", "--store", str(tmp_path / "s.duckdb"),
+                                        "--kubeconfig", str(path)])
+        assert r.exit_code == 2, r.output
+        assert "no Kubernetes API configuration" in r.stderr and str(path) in r.stderr
+
+
 def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
     con = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

@@ -175,3 +175,68 @@ def test_an_agent_can_watch_only_its_own_nodes_pods() -> None:
     cm = next(r for r in resources() if r.kind == "ConfigMap")
     assert cm.path.endswith("/namespaces/podflow/configmaps")
     assert cm.field_selector == "metadata.name=external-names"
+
+
+def test_a_broken_watch_resumes_from_the_last_version_it_saw() -> None:
+    pods = _items("pods.json")
+    watches: list[str] = []
+
+    def broken() -> Iterator[bytes]:
+        gone = {**pods[0], "metadata": {**pods[0]["metadata"], "resourceVersion": "150"}}
+        yield (json.dumps({"type": "DELETED", "object": gone}) + "\n").encode()
+        raise ConnectionResetError("peer reset")   # the stream breaks mid-way
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        q = req.url.params
+        if req.url.path != "/api/v1/pods":
+            return _stream(_quiet()) if q.get("watch") else _list([], "1")
+        if q.get("watch"):
+            watches.append(q["resourceVersion"])
+            if len(watches) == 1:
+                return httpx.Response(200, content=broken())
+            return _stream(_quiet())
+        return _list(pods, "100")
+
+    api = _api(handler)
+    api.start()
+    try:
+        _until(lambda: len(watches) >= 2)
+        assert watches[:2] == ["100", "150"]          # not "100" again: no replay, no relist
+        assert api.health()["Pod"]["lists"] == 1 and api.health()["Pod"]["errors"] == 1
+        assert api.pod_count == len(pods) - 1
+    finally:
+        t0 = time.monotonic()
+        api.stop()
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_an_expired_continue_token_lists_once_more_whole() -> None:
+    pods = _items("pods.json")
+    asked: list[dict[str, str]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        q = dict(req.url.params)
+        if req.url.path != "/api/v1/pods":
+            return _stream(_quiet()) if q.get("watch") else _list([], "1")
+        if q.get("watch"):
+            return _stream(_quiet())
+        asked.append(q)
+        if "continue" in q:
+            return httpx.Response(410, json={"kind": "Status", "code": 410,
+                                             "reason": "Expired", "message": "expired"})
+        if "limit" in q:
+            doc = {"kind": "List", "metadata": {"resourceVersion": "100", "continue": "c1"},
+                   "items": pods[:3]}
+            return httpx.Response(200, json=doc)
+        return _list(pods, "101")
+
+    api = _api(handler)
+    api.start()
+    try:
+        assert api.wait_synced(5)
+        assert api.pod_count == len(pods)
+        assert [("limit" in q, "continue" in q) for q in asked[:3]] == [
+            (True, False), (True, True), (False, False)]
+        assert api.health()["Pod"]["relists"] == 0
+    finally:
+        api.stop()
