@@ -29,6 +29,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -88,6 +89,10 @@ class ConntrackSource:
         self.losses = Losses()
         """Malformed messages by the decoder's reason (the plugin reports ``lost_<reason>``)."""
         self.ready = False
+        self.last_dump_requested = 0.0
+        """When the newest dump was requested (Unix s)."""
+        self.empty_dumps: deque[float] = deque(maxlen=64)
+        """Request times of the empty dumps handed over and not yet processed, in order."""
         """True once sysctls are set, the event socket is bound and the first dump delivered."""
         self._seq = int(time.time()) & 0xFFFF
 
@@ -125,6 +130,7 @@ class ConntrackSource:
             sock.settimeout(10.0)
             self._seq = (self._seq + 1) & 0xFFFFFFFF
             started = time.time()
+            self.last_dump_requested = started
             sock.send(ctnetlink.dump_request(self._seq))
             out: list[CtEntry] = []
             while True:
@@ -181,6 +187,8 @@ class ConntrackSource:
         overrun = self._drain(sock, sink)  # events that raced the dump go first
         self.stats.dumps += 1
         self.stats.dumped_entries += len(entries)
+        if not entries:   # no entry carries its request time: say it beside the batch
+            self.empty_dumps.append(self.last_dump_requested)
         sink(entries, "dump")
         return overrun
 
@@ -225,7 +233,8 @@ class ConntrackPlugin:
         self.source = ConntrackSource(opts.netns, resync_interval=opts.resync_interval)
         self.tracker = ConnectionTracker()
         self.synced_at = 0.0
-        """Request time of the newest dump processed (its entries' ``received_at``)."""
+        """Request time of the newest dump processed (its entries' ``received_at``; for an
+        empty table, the time the source noted when it handed the batch over)."""
 
     @property
     def ready(self) -> bool:
@@ -241,8 +250,10 @@ class ConntrackPlugin:
         done = self.tracker.feed(records, kind)
         if kind == "dump":
             done += self.tracker.end_of_dump(now)
-            if records:   # an empty table holds nothing to report: it moves nothing on
+            if records:
                 self.synced_at = max(self.synced_at, records[0].received_at)
+            elif self.source.empty_dumps:   # an idle node is current too (batches in order)
+                self.synced_at = max(self.synced_at, self.source.empty_dumps.popleft())
         return [Report(c.entry, c.final) for c in done]
 
     def flush(self, now: float) -> list[Report]:

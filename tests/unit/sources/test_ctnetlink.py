@@ -378,3 +378,20 @@ def test_malformed_messages_reach_the_plugin_stats_as_lost_reasons() -> None:
 
     lost = lost_events({"source_stats": {"conntrack": stats}})
     assert ("conntrack", "missing_tuple", 1.0) in lost
+
+
+def test_an_empty_table_dump_moves_synced_at_by_its_request_time() -> None:
+    """An idle node's dump holds no entry to carry its request time: the source notes it
+    beside the batch, and the plugin is current once it processed it (else one idle node
+    would hold every live map back)."""
+    from podflow.sources.conntrack import ConntrackPlugin
+    from podflow.sources.registry import SourceOptions
+
+    plugin = ConntrackPlugin(SourceOptions(node_name="node1"))
+    plugin.process([], "dump", 500.0)
+    assert plugin.synced_at == 0.0                # nothing noted: nothing moves
+    plugin.source.empty_dumps.extend([100.0, 102.0])
+    plugin.process([], "dump", 500.0)
+    assert plugin.synced_at == 100.0              # the batch processed, not the newest noted
+    plugin.process([], "dump", 500.0)
+    assert plugin.synced_at == 102.0 and not plugin.source.empty_dumps
