@@ -396,8 +396,10 @@ class Agent:
 
     def _through(self, now: float) -> float:
         """Up to when every connection has been emitted: the newest dump of every
-        NAT-aware source (a view held for its NAT is released by then)."""
-        return min([now, *(p.synced_at for p in self.plugins.values() if p.nat_aware)])
+        NAT-aware source (a view held for its NAT is released by then), and not past a
+        connection it tracks but has not reported yet."""
+        return min([now, *(p.reported_through for p in self.plugins.values()
+                           if p.nat_aware)])
 
     def _mark_progress(self) -> None:
         """Tell readers how far this agent has stored, without the store's lock (an agent

@@ -145,6 +145,10 @@ class ConnectionTracker:
         """Non-final (ACTIVE) reports emitted, including by ``flush`` and eviction."""
         self.evicted = 0
         """Connections dropped because the table was full (reported non-final)."""
+        self.unreported_since = float("inf")
+        """When the oldest connection still open and never reported was first seen, as of
+        the last :meth:`end_of_dump` (inf: none). Until it is reported, its other views
+        (another node's, another source's) have no record of this node to merge with."""
         self.missed_new = 0
         """Connections first learnt from an UPDATE, DESTROY or dump (after the first dump)."""
         self.missed_destroy = 0
@@ -240,6 +244,7 @@ class ConnectionTracker:
         out: list[Completed] = []
         gen, judged_before = self._gen, self._prev_dump_end
         gone: list[Key] = []
+        unreported = float("inf")
         for key, c in self._conns.items():
             if c.seen_gen == gen:
                 first = c.last_report == c.first_seen
@@ -250,6 +255,8 @@ class ConnectionTracker:
                     c.last_report = now
                     self.snapshots += 1
                     out.append(Completed(c.entry(), False))
+                elif first and not c.done:
+                    unreported = min(unreported, c.first_seen)
             elif c.done:
                 gone.append(key)
             elif c.first_seen < judged_before:
@@ -258,6 +265,7 @@ class ConnectionTracker:
                 gone.append(key)
         for key in gone:
             del self._conns[key]
+        self.unreported_since = unreported
         self._gen += 1
         self._prev_dump_end = now
         self._synced = True

@@ -232,6 +232,9 @@ class ConntrackPlugin:
         """Prepare the netlink source for ``opts.netns`` (nothing opened yet)."""
         self.source = ConntrackSource(opts.netns, resync_interval=opts.resync_interval)
         self.tracker = ConnectionTracker()
+        self.reported_through = 0.0
+        """Every connection first seen before this time has been reported at least once
+        (at most :attr:`synced_at`)."""
         self.synced_at = 0.0
         """Request time of the newest dump processed (its entries' ``received_at``; for an
         empty table, the time the source noted when it handed the batch over)."""
@@ -254,6 +257,9 @@ class ConntrackPlugin:
                 self.synced_at = max(self.synced_at, records[0].received_at)
             elif self.source.empty_dumps:   # an idle node is current too (batches in order)
                 self.synced_at = max(self.synced_at, self.source.empty_dumps.popleft())
+            # not past a connection it tracks and has not reported yet (an answered UDP
+            # exchange whose counters are not known yet, a SYN waiting first_report_after)
+            self.reported_through = min(self.synced_at, self.tracker.unreported_since)
         return [Report(c.entry, c.final) for c in done]
 
     def flush(self, now: float) -> list[Report]:

@@ -169,6 +169,7 @@ class PacketsPlugin:
     name = "packets"
     nat_aware = False
     synced_at = 0.0
+    reported_through = 0.0
 
     def __init__(self, opts: SourceOptions) -> None:
         """Read the options (nothing is opened until :meth:`run`)."""

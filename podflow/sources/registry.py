@@ -65,6 +65,10 @@ class SourcePlugin(Protocol):
     """NAT-aware sources: when the newest complete pass they processed began (a conntrack
     table dump's request time): every connection that ended before it has been reported.
     The agent releases the views it holds once this passes them. Others: 0."""
+    reported_through: float
+    """NAT-aware sources: every connection they saw begin before this time has been
+    reported at least once (at most ``synced_at``): what the agent tells readers it has
+    reported through. Others: 0."""
 
     @property
     def ready(self) -> bool:

@@ -228,6 +228,7 @@ class SocketsPlugin:
     name = "sockets"
     nat_aware = False
     synced_at = 0.0
+    reported_through = 0.0
 
     def __init__(self, opts: SourceOptions) -> None:
         """Options: ``poll_interval``; extras ``sockets_rediscover_polls`` (default 5) and

@@ -145,6 +145,7 @@ class Hostile:
     nat_aware = True
     ready = True
     synced_at = 0.0
+    reported_through = 0.0
 
     def process(self, records: list[str], kind: str, now: float) -> list[Report]:
         if "bad" in records:

@@ -205,3 +205,23 @@ def test_a_late_destroy_of_the_earlier_entry_does_not_end_the_new_one() -> None:
     [e] = finals(tr.feed([entry(DES, t=20.0, state="TIME_WAIT", packets=6, start=12,
                                 stop=19)], "event"))
     assert (e.start_ns, e.orig_packets) == (12, 6) and tr.emitted == 2
+
+
+def test_unreported_since_names_the_oldest_connection_not_reported_yet() -> None:
+    """The agent claims no progress past a connection it tracks and has not reported: its
+    other views would otherwise be drawn alone."""
+    tr = ConnectionTracker(first_report_after=5.0)
+    assert tr.unreported_since == float("inf")
+    quiet = dataclasses.replace(entry(DUMP, 2, t=0.4, state=None, packets=1, proto=17),
+                                reply_packets=0, reply_bytes=0)
+    nocounters = entry(DUMP, 3, t=0.6, state=None, proto=17)   # counters not known yet
+    assert tr.handle([quiet, nocounters], "dump", 1.0) == []
+    assert tr.unreported_since == 0.4
+    later = [dataclasses.replace(quiet, received_at=5.5),
+             dataclasses.replace(nocounters, received_at=5.5)]
+    assert [c.entry.id for c in tr.handle(later, "dump", 6.0)] == [2]   # 5 s: reported
+    assert tr.unreported_since == 0.6                                   # still waiting
+    counted = entry(DUMP, 3, t=7.0, state=None, packets=1, proto=17)
+    assert [c.entry.id for c in tr.handle([dataclasses.replace(quiet, received_at=7.0),
+                                           counted], "dump", 7.5)] == [3]
+    assert tr.unreported_since == float("inf")
