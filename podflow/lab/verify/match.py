@@ -83,7 +83,10 @@ class Matcher:
     # -- truth side ----------------------------------------------------------------------
     def _candidates(self, r: ConnectRecord) -> list[int]:
         idx = self.by_key.get((r.proto.upper(), r.local_ip or r.client_ip, r.local_port), [])
-        near = [i for i in idx if abs(self.flows[i].time - r.time) < TOLERANCE]
+        # a UDP exchange may belong to a flow that began with an earlier exchange on its
+        # 5-tuple (see same_udp_flow): those are candidates too, nearest first
+        back = UDP_CHAIN if r.proto == "udp" else TOLERANCE
+        near = [i for i in idx if -back < self.flows[i].time - r.time < TOLERANCE]
         return sorted(near, key=lambda i: abs(self.flows[i].time - r.time))
 
     def _selected(self, r: ConnectRecord) -> tuple[list[PodInfo], str | None, int]:
@@ -215,8 +218,9 @@ class Matcher:
         reason = "no flow from this client address and port"
         for i in self._candidates(r):
             why, server = self.check(r, self.flows[i])
-            if why is None and (i not in used or same_udp_flow(used[i], r)):
-                used.setdefault(i, r)
+            fresh = i not in used and abs(self.flows[i].time - r.time) < TOLERANCE
+            if why is None and (fresh or (i in used and same_udp_flow(used[i], r))):
+                used[i] = r   # the next exchange on this 5-tuple chains from this one
                 return i, "", self.record_tags(r, server)
             if why is None:
                 why = "its flow was already matched to another truth record"
@@ -338,6 +342,9 @@ _NOPOD = PodInfo("", "", None, "", ())
 
 UDP_IDLE = 30.0
 """Seconds a UDP conntrack entry lives after its last packet (``nf_conntrack_udp_timeout``)."""
+UDP_CHAIN = 600.0
+"""How far back a UDP exchange looks for the flow its 5-tuple began (exchanges chain, each
+within :data:`UDP_IDLE` of the one before)."""
 
 
 def same_udp_flow(a: ConnectRecord, b: ConnectRecord) -> bool:

@@ -324,3 +324,21 @@ def test_udp_exchanges_on_one_tuple_within_the_conntrack_timeout_are_one_flow() 
     assert not same_udp_flow(a, replace(a, time=T + 40)), "the entry expired in between"
     assert not same_udp_flow(replace(a, proto="tcp"), replace(a, proto="tcp", time=T + 4))
     assert not same_udp_flow(a, replace(a, time=T + 4, local_port=40006))
+
+
+def test_udp_exchanges_chained_on_one_tuple_match_the_flow_their_first_began() -> None:
+    """Exchanges 17 s and then 20 s apart on one 5-tuple are one conntrack entry, so one
+    flow with the first exchange's time; one 40 s after the last is a flow of its own."""
+    truth, flows = scenario()
+    cache = f"data/{CACHE}"
+    ex = [replace(connect(T + dt, f"shop/{FE1}", "pod/data/cache:6379", "podip",
+                          ("10.244.2.3", 6379), 40100), proto="udp") for dt in (1, 18, 38)]
+    udp = Flow(T + 1.01, pod(f"shop/{FE1}", 40100), pod(cache, 6379), Protocol.UDP)
+    truth.connects.extend(ex)
+    truth.accepts.extend(replace(accept(T + dt, cache, 6379, ("10.244.0.2", 40100)),
+                                 proto="udp") for dt in (1, 18, 38, 78))
+    assert failing(run(truth, [*flows, udp])) == {}
+    late = replace(ex[0], time=T + 78)            # the entry expired after T + 38 + 30
+    truth.connects.append(late)
+    assert "connections_recall" in failing(run(truth, [*flows, udp]))["podip"]
+    assert failing(run(truth, [*flows, udp, replace(udp, time=T + 78.01)])) == {}
