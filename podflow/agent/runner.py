@@ -132,10 +132,12 @@ class AgentStats:
     node: str
     profile: str = "unknown"
     reported_through: float = 0.0
-    """Every connection that ended before this time (Unix s) has been reported: the request
-    time of the newest table dump the NAT-aware source processed, else the report's time.
-    Once the report is stored, so are those flows (the store thread flushes first): a live
-    map waits for the slowest agent (:meth:`~podflow.store.base.FlowStore.progress`)."""
+    """Every connection seen before this time (Unix s) has been reported: the request time
+    of the newest table dump the NAT-aware source processed, never past a connection it
+    tracks and has not reported yet (``reported_through`` of the source), else the report's
+    time. Once the report is stored, so are those flows (the store thread flushes first, and
+    claims only what is stored if that failed): a live map waits for the slowest agent
+    (:meth:`~podflow.store.base.FlowStore.progress`)."""
     evidence: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     records: int = 0
