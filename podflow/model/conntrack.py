@@ -116,6 +116,10 @@ class CtEntry:
     """``CTA_TIMESTAMP_STOP``, Unix nanoseconds (DESTROY only)."""
     received_at: float = 0.0
     """Unix seconds when the agent read the message (fallback for missing timestamps)."""
+    reuse: int = 0
+    """How many earlier connections the tracker saw on this entry's zone, id and tuple (a
+    client port used again: the kernel re-creates the entry, often with the same id); set
+    by :class:`~podflow.pipeline.cttrack.ConnectionTracker`, 0 in kernel messages."""
 
     @property
     def is_dnat(self) -> bool:

@@ -80,7 +80,8 @@ def conntrack_to_flow(entry: CtEntry, ctx: DecodeContext,
         tcp=TcpInfo(state=entry.tcp_state) if protocol is Protocol.TCP else None,
         observations=(ObservationPoint(
             ctx.node_name, "conntrack", str(entry.orig), str(entry.reply),
-            "" if entry.id is None else f"{entry.zone}/{entry.id}"),),
+            "" if entry.id is None else f"{entry.zone}/{entry.id}"
+            + (f"+{entry.reuse}" if entry.reuse else "")),),
         cni_profile=profile.name,
         flow_id=flow_id(entry),
         client_key=client_key(entry),

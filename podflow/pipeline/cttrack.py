@@ -80,10 +80,11 @@ class CtTrackerStats:
 class _Conn:
     """Merged state of one tracked connection."""
 
-    __slots__ = ("done", "first_seen", "last", "last_report", "packets", "seen_gen",
+    __slots__ = ("done", "first_seen", "last", "last_report", "packets", "reuse", "seen_gen",
                  "start_ns", "stop_ns", "tcp_state")
 
-    def __init__(self, e: CtEntry, gen: int) -> None:
+    def __init__(self, e: CtEntry, gen: int, reuse: int = 0) -> None:
+        self.reuse = reuse
         self.last = e
         self.first_seen = e.received_at
         self.last_report = e.received_at
@@ -116,7 +117,7 @@ class _Conn:
         return dataclasses.replace(
             self.last, tcp_state=self.tcp_state, start_ns=self.start_ns, stop_ns=self.stop_ns,
             orig_packets=op, orig_bytes=ob, reply_packets=rp, reply_bytes=rb,
-            received_at=self.first_seen)
+            received_at=self.first_seen, reuse=self.reuse)
 
 
 def _older(a: CtEntry | _Conn, b: CtEntry | _Conn) -> bool:
@@ -205,7 +206,7 @@ class ConnectionTracker:
                 if not c.done:
                     self._final(c, out)
                 del conns[key]
-                c = conns[key] = _Conn(e, gen)
+                c = conns[key] = _Conn(e, gen, c.reuse + 1)   # another instance to the store
                 self.tracked += 1
             elif c.done:  # already reported final: only remember that the kernel still has it
                 if dump:

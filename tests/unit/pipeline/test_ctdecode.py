@@ -97,6 +97,15 @@ def test_final_flag() -> None:
     assert state(clusterip_entry(), CTX, final=False) is FlowState.ENDED  # DESTROY is final
 
 
+def test_a_reused_entry_is_another_instance() -> None:
+    first = conntrack_to_flow(clusterip_entry(id=7), CTX)
+    again = conntrack_to_flow(clusterip_entry(id=7, reuse=1), CTX)
+    assert first is not None and again is not None
+    assert first.observations[0].instance.endswith("/7")
+    assert again.observations[0].instance == first.observations[0].instance + "+1"
+    assert again.flow_id == first.flow_id
+
+
 def test_udp_and_icmp() -> None:
     udp = CtEntry(CtEventType.DESTROY, CtTuple("10.244.0.2", "10.96.0.10", 17, 53124, 53),
                   CtTuple("10.244.2.9", "10.244.0.2", 17, 53, 53124), received_at=START)

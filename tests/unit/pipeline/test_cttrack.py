@@ -163,6 +163,9 @@ def test_a_tuple_used_again_after_time_wait_is_a_new_connection() -> None:
     [second] = finals(out)
     assert (first.start_ns, second.start_ns, second.orig_packets) == (10, 13, 6)
     assert second.received_at == 13.0 and tr.reopened == 1 and tr.emitted == 2
+    # the kernel gave the new entry the same id: it is another instance for the store, so
+    # the two connections are never grouped as one, however close in time
+    assert (first.id, first.reuse, second.id, second.reuse) == (1, 0, 1, 1)
 
 
 def test_another_kernel_start_time_is_a_new_connection_even_without_events() -> None:
