@@ -168,6 +168,10 @@ SYNC_MARGIN = 1.0
 """Seconds a NAT-aware pass must begin after a view was held to release it: a connection's
 last packets (the ACK after the FINs, moving conntrack to TIME_WAIT) follow its end."""
 
+STALE_GRACE = 30.0
+"""Seconds more a flow waits for identity while the inventory is not current (the API
+server unreachable): a pod created meanwhile is named when the watches resume."""
+
 BEACON_INTERVAL = 1.0
 """Seconds between the agent's progress beacons (:mod:`podflow.store.beacons`)."""
 
@@ -526,8 +530,11 @@ class Agent:
             return
         now = time.time()
         keep: list[tuple[float, SourcePlugin, Report]] = []
+        # while the inventory cannot hear of new pods (the API unreachable), the grace
+        # stretches: a pod created meanwhile is named once the watches are back
+        stretch = 0.0 if self.cluster.current else STALE_GRACE
         for deadline, plugin, r in self._deferred:
-            ready = final or now >= deadline
+            ready = final or now >= deadline + stretch
             if not ready and changed:
                 f = self._guard(plugin.name, "decode", 0,
                                 partial(plugin.decode, r.record, ctx, r.final))

@@ -214,6 +214,8 @@ class _Watcher:
         self._said: int | None = None
         self.rv: str | None = None
         """The newest version seen (None: list first)."""
+        self.streaming = False
+        """A watch stream is open: changes reach the agent as they happen."""
         self.thread = threading.Thread(target=self._run, name=f"watch-{res.kind}",
                                        daemon=True)
 
@@ -347,6 +349,7 @@ class _Watcher:
                             self.res.kind)
                 self._said = None
             self._response = r
+            self.streaming = True
             lines = 0
             try:
                 for line in r.iter_lines():
@@ -355,6 +358,7 @@ class _Watcher:
                         self._event(line)
             finally:
                 self._response = None
+                self.streaming = False
         return lines
 
     def _event(self, line: str) -> None:
@@ -506,6 +510,12 @@ class ClusterAPI:
         """The objects of ``kind`` held now (e.g. NetworkPolicy), as the server sent them."""
         with self._lock:
             return [o for w in self._watchers if w.res.kind == kind for o in w.objects.values()]
+
+    @property
+    def current(self) -> bool:
+        """The Pod watch is streaming: a pod the API has is known here within a moment (while
+        the API is unreachable, flows of unknown pods wait longer for their names)."""
+        return all(w.streaming for w in self._watchers if w.res.kind == "Pod")
 
     @property
     def pod_count(self) -> int:

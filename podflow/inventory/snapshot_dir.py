@@ -367,6 +367,11 @@ class ClusterStateDir:
     def stop(self) -> None:
         """Nothing to stop."""
 
+    @property
+    def current(self) -> bool:
+        """Each :meth:`poll` reads the directory as it is: always current."""
+        return True
+
     def wait_synced(self, timeout: float) -> bool:
         """A directory is read whole by each :meth:`poll`: nothing to wait for."""
         return True

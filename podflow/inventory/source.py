@@ -37,6 +37,12 @@ class ClusterSource(Protocol):
         ...
 
     @property
+    def current(self) -> bool:
+        """Whether changes reach the inventory as they happen (False while the API is
+        unreachable: flows of pods not known yet wait longer for their names)."""
+        ...
+
+    @property
     def pod_count(self) -> int:
         """Pods known now (0: no endpoint can be named a pod)."""
         ...

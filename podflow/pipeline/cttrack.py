@@ -147,9 +147,10 @@ class ConnectionTracker:
         self.evicted = 0
         """Connections dropped because the table was full (reported non-final)."""
         self.unreported_since = float("inf")
-        """When the oldest connection still open and never reported was first seen, as of
-        the last :meth:`end_of_dump` (inf: none). Until it is reported, its other views
-        (another node's, another source's) have no record of this node to merge with."""
+        """When the oldest connection still open, with counters, and never reported was
+        first seen, as of the last :meth:`end_of_dump` (inf: none): it is reported within
+        ``first_report_after``; until then its other views (another node's, another
+        source's) have no record of this node to merge with."""
         self.missed_new = 0
         """Connections first learnt from an UPDATE, DESTROY or dump (after the first dump)."""
         self.missed_destroy = 0
@@ -256,7 +257,10 @@ class ConnectionTracker:
                     c.last_report = now
                     self.snapshots += 1
                     out.append(Completed(c.entry(), False))
-                elif first and not c.done:
+                elif first and not c.done and c.packets is not None:
+                    # due within first_report_after; one without counters (made before
+                    # accounting was on) is reported only at its end and must not hold
+                    # progress back for its whole life
                     unreported = min(unreported, c.first_seen)
             elif c.done:
                 gone.append(key)

@@ -77,6 +77,24 @@ def test_unresolved_flow_is_stored_as_unknown_when_the_grace_runs_out(tmp_path: 
     assert agent.stats.deferred_resolved == 0 and agent.stats.flows == 1
 
 
+def test_while_the_inventory_is_not_current_the_grace_stretches(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  ) -> None:
+    """The API is unreachable: a pod created meanwhile cannot be known yet, so its flows
+    wait STALE_GRACE longer for their names instead of being stored unnamed."""
+    agent, ctx = _agent(tmp_path, grace=0)
+    monkeypatch.setattr(type(agent.cluster), "current", property(lambda self: False))
+    agent._emit(PLUGIN, [Report(clusterip_entry(), True)], ctx)
+    agent._retry_deferred(ctx, changed=False)
+    assert agent.writer.pending == 0 and len(agent._deferred) == 1
+    _state_dir(tmp_path, with_client=True)   # the watches are back with the pod
+    monkeypatch.setattr(type(agent.cluster), "current", property(lambda self: True))
+    assert agent.cluster.poll(1.0)
+    agent._retry_deferred(ctx, changed=True)
+    agent.writer.flush()
+    assert _stored(tmp_path / "flows.duckdb") == [(EndpointKind.POD, CLIENT)]
+
+
 class CrashOnce:
     """A source whose I/O loop raises the first time and works the second."""
 
