@@ -27,7 +27,10 @@ what each message knows into one record per connection and emits :class:`Complet
 - a NEW event for a tuple whose connection ended or closed, or an entry with a later kernel
   start time, is a new connection on a reused tuple (a client port used again): the earlier
   one is reported final if it was not yet, and forgotten; a message with an earlier start
-  time than the tracked entry's (the old entry's DESTROY delivered late) is skipped.
+  time than the tracked entry's (the old entry's DESTROY delivered late) is skipped, and so
+  is one that began no later than the replaced entry while the new one's start is unknown
+  (the kernel can deliver the old entry's DESTROY after the new one's NEW, which has no
+  start time: merged, it made the new connection a second report of the old one).
 
 Merged entries keep the latest tuples/status/mark, the last known TCP state and counters, the
 kernel start time (else ``received_at`` stays the first time podflow saw the connection) and
@@ -80,14 +83,22 @@ class CtTrackerStats:
 class _Conn:
     """Merged state of one tracked connection."""
 
-    __slots__ = ("done", "first_seen", "last", "last_report", "packets", "reuse", "seen_gen",
-                 "start_ns", "stop_ns", "tcp_state")
+    __slots__ = ("after_ns", "done", "first_seen", "last", "last_report", "packets", "reported",
+                 "reuse", "seen_gen", "start_ns", "stop_ns", "tcp_state")
 
-    def __init__(self, e: CtEntry, gen: int, reuse: int = 0) -> None:
+    def __init__(self, e: CtEntry, gen: int, reuse: int = 0,
+                 after_ns: int | None = None) -> None:
         self.reuse = reuse
+        self.after_ns = after_ns
+        """The kernel start time of the entry this one replaced on its tuple: until this
+        one's own start time is known (NEW carries none), a message that began no later is
+        the earlier entry's."""
         self.last = e
         self.first_seen = e.received_at
         self.last_report = e.received_at
+        self.reported = False
+        """Whether a non-final report went out (``first_seen`` cannot tell: a dump entry,
+        stamped with the dump's request time, can move it before ``last_report``)."""
         self.tcp_state = e.tcp_state
         self.packets: tuple[int, int, int, int] | None = None
         self.start_ns = e.start_ns
@@ -123,6 +134,17 @@ class _Conn:
 def _older(a: CtEntry | _Conn, b: CtEntry | _Conn) -> bool:
     """Whether ``a`` began before ``b`` by the kernel's start times (False when unknown)."""
     return a.start_ns is not None and b.start_ns is not None and a.start_ns < b.start_ns
+
+
+def _stale(e: CtEntry, c: _Conn) -> bool:
+    """Whether ``e`` is a message of an earlier entry on the tuple of ``c``: it began
+    before ``c`` or, while ``c``'s start is unknown, no later than the entry ``c`` replaced
+    (the old entry's DESTROY delivered after the new one's NEW)."""
+    if e.start_ns is None:
+        return False
+    if c.start_ns is not None:
+        return e.start_ns < c.start_ns
+    return c.after_ns is not None and e.start_ns <= c.after_ns
 
 
 class ConnectionTracker:
@@ -199,7 +221,7 @@ class ConnectionTracker:
                 self.tracked += 1
                 if len(conns) > self.max_entries:
                     self._evict(out)
-            elif _older(e, c):  # a late message of an earlier entry on the tuple
+            elif _stale(e, c):  # a late message of an earlier entry on the tuple
                 self.stale += 1
                 continue
             elif self._new_entry(c, e):  # the tuple was used again: a new connection
@@ -207,7 +229,9 @@ class ConnectionTracker:
                 if not c.done:
                     self._final(c, out)
                 del conns[key]
-                c = conns[key] = _Conn(e, gen, c.reuse + 1)   # another instance to the store
+                # another instance to the store
+                c = conns[key] = _Conn(e, gen, c.reuse + 1,
+                                       c.after_ns if c.start_ns is None else c.start_ns)
                 self.tracked += 1
             elif c.done:  # already reported final: only remember that the kernel still has it
                 if dump:
@@ -249,12 +273,13 @@ class ConnectionTracker:
         unreported = float("inf")
         for key, c in self._conns.items():
             if c.seen_gen == gen:
-                first = c.last_report == c.first_seen
+                first = not c.reported
                 if not c.done and c.packets is not None and (
                         now - c.last_report >= self.active_report_interval
                         or (first and (now - c.first_seen >= self.first_report_after
                                        or (c.tcp_state is None and c.packets[2] > 0)))):
                     c.last_report = now
+                    c.reported = True
                     self.snapshots += 1
                     out.append(Completed(c.entry(), False))
                 elif first and not c.done and c.packets is not None:

@@ -224,3 +224,46 @@ def test_unreported_since_names_the_oldest_connection_not_reported_yet() -> None
              dataclasses.replace(nocounters, received_at=5.5)]
     assert [c.entry.id for c in tr.handle(later, "dump", 6.0)] == [2]   # 5 s: reported
     assert tr.unreported_since == float("inf")
+
+
+def test_an_event_the_dump_overtook_is_still_reported_early() -> None:
+    """A NEW event read while a dump runs, then that dump's entry stamped with the earlier
+    request time: the connection is reported at its first answered dump, and holds progress
+    until then (it once waited for its 60 s active report or its DESTROY, and its other
+    views were drawn alone meanwhile)."""
+    tr = ConnectionTracker(first_report_after=5.0)
+    tr.feed([entry(NEW, 1, t=10.2, state=None, proto=17)], "event")
+    quiet = dataclasses.replace(entry(DUMP, 1, t=10.0, state=None, packets=1, proto=17),
+                                reply_packets=0, reply_bytes=0)
+    assert tr.handle([quiet], "dump", 10.5) == []
+    assert tr.unreported_since == 10.0
+    out = tr.handle([entry(DUMP, 1, t=11.0, state=None, packets=1, proto=17)], "dump", 11.5)
+    assert [(c.final, c.entry.received_at) for c in out] == [(False, 10.0)]
+    assert tr.unreported_since == float("inf")
+    tcp = ConnectionTracker(first_report_after=5.0)
+    tcp.feed([entry(NEW, 2, t=20.2)], "event")
+    assert tcp.handle([entry(DUMP, 2, t=20.0, packets=1)], "dump", 20.5) == []
+    assert tcp.unreported_since == 20.0
+    assert [c.final for c in tcp.handle([entry(DUMP, 2, t=25.0, packets=3)], "dump",
+                                        25.5)] == [False]
+
+
+def test_a_late_destroy_before_the_new_entry_was_dumped_is_the_old_ones() -> None:
+    """The old entry's DESTROY right after the new one's NEW, before any dump gave the new
+    one a start time: it was merged into the new connection, which then reported the old
+    one a second time (seen in the load run as a duplicate and as a backend's view drawn
+    alone 40 s after its connection)."""
+    tr = ConnectionTracker()
+    tr.handle([], "dump", 1.0)
+    tr.feed([entry(NEW, t=10.0)], "event")
+    [old] = finals(tr.handle([entry(DUMP, t=11.0, state="TIME_WAIT", packets=4, start=10)],
+                             "dump", 11.5))
+    tr.feed([entry(NEW, t=52.0, state="SYN_SENT")], "event")
+    late = tr.feed([entry(DES, t=52.1, state="TIME_WAIT", packets=4, start=10, stop=52)],
+                   "event")
+    assert late == [] and tr.stale == 1 and tr.emitted == 1
+    out = tr.handle([entry(DUMP, t=52.5, state="TIME_WAIT", packets=5, start=52)], "dump",
+                    52.6)
+    [new] = finals(out)
+    assert (new.start_ns, new.orig_packets, new.reuse) == (52, 5, 1)
+    assert (old.start_ns, old.reuse) == (10, 0)
