@@ -112,9 +112,11 @@ class AgentConfig:
     view_delay: float | None = None
     """Seconds at most the other sources' flows wait when a NAT-aware source (conntrack) runs
     too (None: 30 s, or 4 x resync + flush if longer), so its record is stored first and they
-    merge into it. A flow is released as soon as the NAT-aware source processed a complete
-    pass (a table dump) that began :data:`SYNC_MARGIN` after the flow was held: its record,
-    if it has one, is out by then, however far behind the source is (its keys are no sign:
+    merge into it. A flow is released as soon as the NAT-aware source has reported every
+    connection it saw begin up to :data:`SYNC_MARGIN` after the flow was held (its
+    ``reported_through``: a complete pass, a table dump, that began by then, and no
+    connection it tracks unreported from before): its record, if it has one, is out by
+    then, however far behind the source is (its keys are no sign:
     a client port used again brings them back for another connection); the delay only
     bounds a source that stopped."""
     retention: float | None = None
@@ -511,7 +513,10 @@ class Agent:
         if not self._held:
             return
         now = time.time()
-        synced = max((p.synced_at for p in self.plugins.values() if p.nat_aware),
+        # reported_through, not the newest dump: a long-lived connection's own record comes
+        # first_report_after its start, and its views must not go out before it (seen in the
+        # matrix: both nodes' packets views of a NodePort connection drawn without its NAT)
+        synced = max((p.reported_through for p in self.plugins.values() if p.nat_aware),
                      default=0.0) - SYNC_MARGIN
 
         def due(h: Held) -> bool:

@@ -64,11 +64,11 @@ class SourcePlugin(Protocol):
     synced_at: float
     """NAT-aware sources: when the newest complete pass they processed began (a conntrack
     table dump's request time): every connection that ended before it has been reported.
-    The agent releases the views it holds once this passes them. Others: 0."""
+    Others: 0."""
     reported_through: float
     """NAT-aware sources: every connection they saw begin before this time has been
-    reported at least once (at most ``synced_at``): what the agent tells readers it has
-    reported through. Others: 0."""
+    reported at least once (at most ``synced_at``): the agent releases the views it holds
+    once this passes them, and tells readers it has reported through it. Others: 0."""
 
     @property
     def ready(self) -> bool:

@@ -7,11 +7,10 @@ packets on the bridge and routed datapaths; sockets + packets inside the pods on
 where pods bypass the node):
 
 - clients: a pod, a host-network pod (standing for its node), an external host;
-- targets: a pod IP on the same node and on another (TCP and UDP), a ClusterIP (TCP; UDP
-  is out for now, see the traffic below), a NodePort on every node in turn (the client's
-  own, another with a backend, one without) with externalTrafficPolicy Cluster and
-  Local, LoadBalancer VIPs (Cluster and Local), a host-network pod directly and behind
-  its ClusterIP, an external host;
+- targets: a pod IP on the same node and on another, a ClusterIP (TCP and UDP), a NodePort
+  on every node in turn (the client's own, another with a backend, one without) with
+  externalTrafficPolicy Cluster and Local, LoadBalancer VIPs (Cluster and Local), a
+  host-network pod directly and behind its ClusterIP, an external host;
 - connections of a few milliseconds and long-lived ones (:func:`long_for`: 60 s on
   flannel-vxlan, 15 s on the others to keep the suite short; reported ACTIVE while open);
 - a backend pod restarted in the middle.
@@ -109,9 +108,7 @@ def _spec(name: str, cni: str) -> dict[str, object]:
             {"from": "app/client", "to": "pod/app/echo:5354", "every": "1s"},
             {"from": "app/hostcl", "to": "external/db:5432", "every": "2s"},
             {"from": "app/client", "to": "service/app/web:80", "every": "1s"},
-            # UDP through a ClusterIP is out until the client node's late report of some of
-            # its exchanges (only at the entry's DESTROY, 30 s later) is understood: issue 14
-            # stays open for it (see the closing note)
+            {"from": "app/client", "to": "service/app/echo:5300", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30080", "every": "1s"},
             {"from": "app/client", "to": "nodeport/30081", "every": "1s"},
             {"from": "app/client", "to": "loadbalancer/app/web-lb:80", "every": "1s"},

@@ -321,6 +321,42 @@ def test_a_view_is_released_once_a_conntrack_dump_began_after_it(tmp_path: Path)
     assert time.time() - held_at < 60
 
 
+def test_a_view_waits_for_the_first_report_of_a_connection_conntrack_tracks(
+        tmp_path: Path) -> None:
+    """A long-lived connection's own record comes first_report_after its start (it has not
+    ended): a later dump alone does not release its other views, its first report does."""
+    import dataclasses
+    import time
+
+    from podflow.agent.runner import SYNC_MARGIN
+
+    agent, ctx = _agent(tmp_path, grace=5)
+    agent.cfg = dataclasses.replace(agent.cfg, view_delay=60.0)
+    _state_dir(tmp_path, with_client=True)
+    agent.cluster.poll(1.0)
+    conntrack = ConntrackPlugin(SourceOptions(node_name="node1"))
+    packets = ConntrackPlugin(SourceOptions(node_name="node1"))
+    packets.nat_aware = False
+    packets.name = "packets"
+    agent.plugins = {"conntrack": conntrack, "packets": packets}
+    begun = time.time()
+    open_conn = dataclasses.replace(clusterip_entry(), event=CtEventType.NEW,
+                                    tcp_state="ESTABLISHED", received_at=begun)
+    agent._consume([open_conn], "conntrack/event", ctx)
+    agent._emit(packets, [Report(clusterip_entry(), False)], ctx)
+    held_at = agent._held[0].held_at
+
+    def dump(requested: float) -> None:
+        agent._consume([dataclasses.replace(open_conn, event=CtEventType.DUMP,
+                                            received_at=requested)], "conntrack/dump", ctx)
+
+    dump(held_at + SYNC_MARGIN + 0.1)      # the table is current, the connection unreported
+    assert len(agent._held) == 1 and conntrack.reported_through == begun
+    conntrack.tracker.first_report_after = 0.0   # its first report is due
+    dump(held_at + SYNC_MARGIN + 0.2)
+    assert agent._held == [] and agent.writer.pending == 2   # its record, then the view
+
+
 def test_the_health_report_says_how_far_conntrack_has_reported(tmp_path: Path) -> None:
     import dataclasses
     import time
