@@ -1,7 +1,13 @@
-"""What every metrics handler shares: option checking, context labels, expiring series.
+"""What every metrics handler shares: option checking, context labels, expiring series, and
+counting a connection as it grows.
 
-A handler turns each counted connection (a merged :class:`~podflow.model.flow.Flow`) into
-increments of its metrics, and may read the agents' health reports. Every labelled series
+A handler says what a connection (a merged :class:`~podflow.model.flow.Flow`) amounts to in
+its metrics, as :class:`Tally` items (:meth:`Handler.tally`, pure), and may read the agents'
+health reports. A connection is seen again as its views arrive (conntrack's end, then the
+packets vantage's L7 record and flags, then the other node's view): :meth:`Handler.process`
+keeps, in the connection's :data:`Account`, what was counted of each item, and adds only
+what is new, so a counter gets exactly the delta and never a second count of the
+connection. An item keeps the labels it was first counted with. Every labelled series
 remembers when it was last touched; :meth:`Handler.expire` removes the ones idle for longer
 than the handler's TTL, so the series of deleted pods disappear instead of piling up (a
 series that comes back starts again from zero, which Prometheus treats as a counter reset).
@@ -11,7 +17,7 @@ Example::
     >>> from prometheus_client import CollectorRegistry
     >>> reg = CollectorRegistry()
     >>> from prometheus_client import Counter
-    >>> s = Series(Counter("demo", "a demo", ["pod"], registry=reg))
+    >>> s = Series(Counter("demo", "a demo", ["pod"], registry=reg), "demo")
     >>> s.inc(["a"], now=0.0); s.inc(["b"], now=50.0)
     >>> s.expire(now=100.0, ttl=60.0)
     1
@@ -22,7 +28,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -55,25 +62,29 @@ def ip_family(flow: Flow) -> str:
 class Series:
     """A labelled Counter or Histogram that remembers when each label set was last used."""
 
-    def __init__(self, metric: Counter | Histogram) -> None:
+    def __init__(self, metric: Counter | Histogram, name: str) -> None:
         self.metric = metric
+        self.name = name
+        """The metric's name (without ``_total``)."""
         self.last_seen: dict[tuple[str, ...], float] = {}
         """Label values -> time of the last increment/observation."""
 
-    def inc(self, values: Sequence[str], now: float, amount: float = 1.0) -> None:
-        """Add ``amount`` to a Counter series."""
+    def inc(self, values: Sequence[str], now: float, amount: float = 1.0,
+            exemplar: str | None = None) -> None:
+        """Add ``amount`` to a Counter series (with a ``traceID`` exemplar if given)."""
         key = tuple(values)
         child = self.metric.labels(*key)
         assert isinstance(child, Counter)
-        child.inc(amount)
+        child.inc(amount, {"traceID": exemplar} if exemplar else None)
         self.last_seen[key] = now
 
-    def observe(self, values: Sequence[str], value: float, now: float) -> None:
-        """Record one observation in a Histogram series."""
+    def observe(self, values: Sequence[str], value: float, now: float,
+                exemplar: str | None = None) -> None:
+        """Record one observation in a Histogram series (exemplar as :meth:`inc`)."""
         key = tuple(values)
         child = self.metric.labels(*key)
         assert isinstance(child, Histogram)
-        child.observe(value)
+        child.observe(value, {"traceID": exemplar} if exemplar else None)
         self.last_seen[key] = now
 
     def expire(self, now: float, ttl: float) -> int:
@@ -84,6 +95,28 @@ class Series:
             with contextlib.suppress(KeyError):
                 self.metric.remove(*key)
         return len(stale)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """One item a connection counts in one series (see the module doc)."""
+
+    series: Series
+    what: tuple[str, ...]
+    """Which item of the connection, the same in every version of it (``("request",
+    "client")``): its amount grows, it is never counted twice."""
+    labels: tuple[str, ...]
+    """The label values, used when the item is first counted."""
+    amount: float = 1.0
+    """A Counter item's amount so far (e.g. the echo requests of an ICMP exchange)."""
+    value: float | None = None
+    """A Histogram item's observation (made once)."""
+    exemplar: str | None = None
+    """The ``traceID`` exemplar to attach (handlers' ``exemplars=true``)."""
+
+
+Account = dict[tuple[str, str, tuple[str, ...]], tuple[tuple[str, ...], float]]
+"""What was counted of one connection: (handler, series, what) -> (labels, amount)."""
 
 
 class Handler:
@@ -114,18 +147,38 @@ class Handler:
 
     def counter(self, name: str, doc: str, labels: Sequence[str]) -> Series:
         """Register a Counter named ``name`` (without ``_total``) and track its series."""
-        s = Series(Counter(name, doc, list(labels), registry=self.registry))
+        s = Series(Counter(name, doc, list(labels), registry=self.registry), name)
         self.series.append(s)
         return s
 
     def histogram(self, name: str, doc: str, labels: Sequence[str]) -> Series:
         """Register a Histogram (default buckets) and track its series."""
-        s = Series(Histogram(name, doc, list(labels), registry=self.registry))
+        s = Series(Histogram(name, doc, list(labels), registry=self.registry), name)
         self.series.append(s)
         return s
 
-    def process(self, flow: Flow, now: float) -> None:
-        """Account one connection (called once per connection by the follower)."""
+    def tally(self, flow: Flow) -> Iterable[Tally]:
+        """What the connection, as known now, amounts to in this handler's series."""
+        return ()
+
+    def process(self, flow: Flow, now: float, account: Account | None = None) -> None:
+        """Count what ``flow`` adds to what ``account`` says was already counted of its
+        connection (None: nothing was), and record it there."""
+        done_by = {} if account is None else account
+        for t in self.tally(flow):
+            key = (self.name, t.series.name, t.what)
+            done = done_by.get(key)
+            if t.value is not None:
+                if done is None:
+                    t.series.observe(t.labels, t.value, now, t.exemplar)
+                    done_by[key] = (t.labels, 1.0)
+            elif done is None:
+                if t.amount > 0:
+                    t.series.inc(t.labels, now, t.amount, t.exemplar)
+                    done_by[key] = (t.labels, t.amount)
+            elif t.amount > done[1]:
+                t.series.inc(done[0], now, t.amount - done[1], t.exemplar)
+                done_by[key] = (done[0], t.amount)
 
     def update_statuses(self, statuses: Sequence[Mapping[str, Any]], now: float) -> None:
         """Receive the agents' latest health reports (``FlowStore.statuses()``)."""

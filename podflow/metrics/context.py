@@ -23,9 +23,10 @@ Context options, accepted by every flow handler (as in Hubble):
   ``destination_namespace``, ``destination_workload``, ``destination_app``,
   ``traffic_direction``: one label each, named as listed.
 
-``traffic_direction`` is ``egress`` when a node that observed the connection is the client's
-node, else ``ingress`` when it is the server's node, else ``unknown`` (podflow records
-connections, not per-endpoint packet events).
+``traffic_direction`` is the observation point a count stands for: ``egress`` on the
+client's node, ``ingress`` on the server's node, ``unknown`` when neither end's node
+observed the connection (:func:`directions`; a handler that counts per observation point,
+as Hubble does per event, counts a connection seen at both ends once at each).
 
 Example::
 
@@ -40,7 +41,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from podflow.model.flow import Endpoint, Flow
@@ -102,14 +103,20 @@ CONTEXT_KEYS = frozenset({"sourcecontext", "destinationcontext", "labelscontext"
 """Option keys handled here (the rest belong to the handler)."""
 
 
-def traffic_direction(flow: Flow) -> str:
-    """``egress``/``ingress``/``unknown`` as seen by the observing nodes (see module doc)."""
+def directions(flow: Flow) -> tuple[str, ...]:
+    """Every observation point of the connection, as Hubble names its direction there:
+    ``egress`` when the client's node observed it, ``ingress`` when the server's node did
+    (both for a connection seen at both ends, or between two pods of one node), else
+    ``unknown``."""
     nodes = {o.node_name for o in flow.observations}
-    if flow.source.node_name and flow.source.node_name in nodes:
-        return "egress"
-    if flow.destination.node_name and flow.destination.node_name in nodes:
-        return "ingress"
-    return "unknown"
+    out = tuple(d for d, e in (("egress", flow.source), ("ingress", flow.destination))
+                if e.node_name and e.node_name in nodes)
+    return out or ("unknown",)
+
+
+def traffic_direction(flow: Flow) -> str:
+    """``egress``/``ingress``/``unknown``: the first of :func:`directions` (see module doc)."""
+    return directions(flow)[0]
 
 
 def _identifiers(key: str, value: str) -> tuple[str, ...]:
@@ -161,17 +168,20 @@ class ContextOptions:
             names.append("destination")
         return names
 
-    def label_values(self, flow: Flow) -> list[str]:
-        """The values of :meth:`label_names` for one flow."""
+    def label_values(self, flow: Flow, direction: str | None = None, *,
+                     swap: bool = False) -> list[str]:
+        """The values of :meth:`label_names` for one flow, counted at the observation point
+        ``direction`` (None: the first of :func:`directions`); ``swap``: for a message the
+        server sent (a DNS response), whose source is the server, as Hubble records it."""
+        src, dst = (flow.destination, flow.source) if swap else (flow.source, flow.destination)
         values = []
         for label in self.labels:
             if label == "traffic_direction":
-                values.append(traffic_direction(flow))
+                values.append(direction or traffic_direction(flow))
                 continue
             end, _, key = label.partition("_")
-            values.append(_END_LABELS[key](flow.source if end == "source" else
-                                           flow.destination))
-        for idents, e in ((self.source, flow.source), (self.destination, flow.destination)):
+            values.append(_END_LABELS[key](src if end == "source" else dst))
+        for idents, e in ((self.source, src), (self.destination, dst)):
             if idents:
                 values.append(next((v for v in (IDENTIFIERS[i](e) for i in idents) if v), ""))
         return values
@@ -196,6 +206,16 @@ def _entry(text: str, known: Collection[str]) -> tuple[str, Options]:
     return name, opts
 
 
+def _names_apart(pieces: list[str]) -> Iterator[str]:
+    """A comma before a piece's options (``flow,icmpx:...``) always separates entries, so
+    an unknown name is reported alone."""
+    for piece in pieces:
+        head, sep, rest = piece.partition(":")
+        *names, last = head.split(",")
+        yield from names
+        yield last + sep + rest
+
+
 def parse_metrics(text: str, known: Collection[str]) -> list[tuple[str, Options]]:
     """The entries of an options string (see the module doc); ValueError if malformed."""
     if not known:
@@ -204,7 +224,7 @@ def parse_metrics(text: str, known: Collection[str]) -> list[tuple[str, Options]
     splitter = re.compile(rf",(?=(?:{names})(?::|,|\s|$))")
     out: list[tuple[str, Options]] = []
     for word in text.split():
-        for piece in splitter.split(word):
+        for piece in _names_apart(splitter.split(word)):
             if not piece.strip(","):
                 continue
             name, opts = _entry(piece.strip(","), known)

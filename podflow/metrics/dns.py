@@ -1,17 +1,27 @@
 """``dns``: DNS queries, responses and answer types (Hubble's dns metrics).
 
-Metrics, for connections with an L7 DNS record (from a packet source):
+Metrics, for connections with an L7 DNS record (from a packet source), counting every
+message of the exchange as Hubble counts its DNS events (a stub resolver walking its search
+list asks several names on one socket: ``db.example.com.app.svc.cluster.local`` NXDOMAIN,
+..., then ``db.example.com``):
 
 - ``hubble_dns_queries_total{<context>, rcode, qtypes, ips_returned[, query]}``: every
-  query; ``rcode`` is ``""`` (``"Policy denied"`` when the flow was dropped) and
+  query message; ``rcode`` is ``""`` (``"Policy denied"`` when the flow was dropped) and
   ``ips_returned`` ``"0"``, as Hubble labels request events;
 - ``hubble_dns_responses_total{<context>, rcode, qtypes, ips_returned[, query]}``: every
-  query that got an answer, ``rcode`` named as Hubble names it (``No Error``,
-  ``Non-Existent Domain`` ...), ``ips_returned`` the number of addresses in the answer;
+  response message, ``rcode`` named as Hubble names it (``No Error``,
+  ``Non-Existent Domain`` ...), ``ips_returned`` the number of addresses in the answer (of
+  a ``No Error`` response; ``0`` otherwise);
 - ``hubble_dns_response_types_total{<context>, type, qtypes[, query]}``: one per answer
   record, ``type`` ``A``/``AAAA`` (by address family) or ``CNAME``.
 
-Options: ``query`` adds the ``query`` label (the name asked; high cardinality),
+The context labels follow the message, as Hubble's DNS proxy records it: a query's
+``source`` is the client and its ``destination`` the DNS server; a response's ``source`` is
+the server and its ``destination`` the client (so "Missing DNS responses" lines each
+client's responses up with its queries, and "Pods with DNS errors" lists the clients).
+
+The ``query`` label is the name that answered (the one the application meant), for every
+message of the exchange. Options: ``query`` adds the ``query`` label (high cardinality),
 ``ignoreAAAA`` skips queries that asked only for ``AAAA``.
 
 Example::
@@ -29,11 +39,11 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from podflow.metrics.base import Handler
+from podflow.metrics.base import Handler, Tally
 from podflow.model.flow import Flow, Verdict
 
 RCODES = {0: "No Error", 1: "Format Error", 2: "Server Failure", 3: "Non-Existent Domain",
@@ -73,22 +83,30 @@ class DnsHandler(Handler):
                                   "Number of DNS response records by type",
                                   [*ctx, "type", "qtypes", *extra])
 
-    def process(self, flow: Flow, now: float) -> None:
-        """Count the query, and its response when one was seen."""
+    def tally(self, flow: Flow) -> Iterator[Tally]:
+        """The query, and its response and answer records when one was seen."""
         dns = flow.l7.dns if flow.l7 is not None else None
         if dns is None or (self.ignore_aaaa and dns.qtypes == ("AAAA",)):
             return
         ctx = self.context.label_values(flow)
         qtypes = ",".join(dns.qtypes)
         extra = [dns.query] if self.with_query else []
+        asked = max(1, dns.queries)
         if flow.verdict is Verdict.DROPPED:
-            self.queries.inc([*ctx, "Policy denied", qtypes, "0", *extra], now)
+            yield Tally(self.queries, ("query",), (*ctx, "Policy denied", qtypes, "0", *extra),
+                        amount=asked)
             return
-        self.queries.inc([*ctx, "", qtypes, "0", *extra], now)
-        if dns.rcode is None:
+        yield Tally(self.queries, ("query",), (*ctx, "", qtypes, "0", *extra), amount=asked)
+        rcodes = dns.rcodes or (() if dns.rcode is None else (dns.rcode,))
+        if not rcodes:
             return
-        rcode = RCODES.get(dns.rcode, str(dns.rcode))
-        self.responses.inc([*ctx, rcode, qtypes, str(len(dns.ips)), *extra], now)
-        for rtype in [("AAAA" if ":" in ip else "A") for ip in dns.ips] + [
-                "CNAME" for _ in dns.cnames]:
-            self.types.inc([*ctx, rtype, qtypes, *extra], now)
+        back = self.context.label_values(flow, swap=True)
+        for code in sorted(set(rcodes)):
+            ips = str(len(dns.ips)) if code == 0 else "0"
+            yield Tally(self.responses, ("response", str(code)),
+                        (*back, RCODES.get(code, str(code)), qtypes, ips, *extra),
+                        amount=rcodes.count(code))
+        records = [("AAAA" if ":" in ip else "A") for ip in dns.ips] + [
+            "CNAME" for _ in dns.cnames]
+        for i, rtype in enumerate(records):
+            yield Tally(self.types, ("record", str(i)), (*back, rtype, qtypes, *extra))

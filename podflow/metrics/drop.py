@@ -20,11 +20,11 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from podflow.metrics.base import Handler, flow_protocol
+from podflow.metrics.base import Handler, Tally, flow_protocol
 from podflow.model.flow import Flow, Verdict
 
 
@@ -41,9 +41,8 @@ class DropHandler(Handler):
         self.drops = self.counter("hubble_drop", "Number of drops",
                                   [*self.context.label_names(), "reason", "protocol"])
 
-    def process(self, flow: Flow, now: float) -> None:
-        """Count the connection if it was dropped."""
-        if flow.verdict is not Verdict.DROPPED:
-            return
-        self.drops.inc([*self.context.label_values(flow), flow.drop_reason_desc or "",
-                        flow_protocol(flow)], now)
+    def tally(self, flow: Flow) -> Iterator[Tally]:
+        """The connection, if it was dropped."""
+        if flow.verdict is Verdict.DROPPED:
+            yield Tally(self.drops, (), (*self.context.label_values(flow),
+                                         flow.drop_reason_desc or "", flow_protocol(flow)))

@@ -2,16 +2,19 @@
 
 Metric: ``hubble_flows_processed_total{protocol, type, subtype, verdict, <context>}``.
 
-podflow counts one event per connection, where Hubble counts one per packet event, so the
-``type``/``subtype`` pair is mapped as follows:
+Hubble counts one event per packet and observation point; podflow counts, for each
+connection, the events Hubble's observation points would report once each:
 
-- a connection with an L7 record: ``L7`` / ``DNS`` or ``HTTP``;
-- a dropped connection: ``Drop`` / ``""``;
-- any other: ``Trace`` / the vantage point that saw it first (``conntrack``, ``sockets``,
-  ``packets`` ...), where Hubble names its datapath observation point.
+- ``Trace``, once per observation point (:func:`~podflow.metrics.context.directions`), with
+  Hubble's observation point as ``subtype``: ``from-endpoint`` on the client's node (a pod
+  client; ``from-host`` for a host client), ``to-endpoint`` on the server's node (a pod
+  server; ``to-stack`` for a host), ``to-network`` when neither end's node observed it; a
+  dropped connection is one ``Drop`` event (``subtype`` ``""``) instead;
+- ``L7`` / ``DNS`` or ``HTTP`` once more when the connection carries an L7 record (the
+  proxy's access log in Hubble), counted when that record arrives.
 
-``protocol`` is the L7 protocol when known, else the L4 one (``TCP``, ``UDP``, ``ICMPv4`` ...);
-``verdict`` is ``FORWARDED``, ``DROPPED``, ``ERROR`` or ``UNKNOWN``.
+``protocol`` is the L4 protocol for Trace and Drop (``TCP``, ``UDP``, ``ICMPv4`` ...) and the
+L7 one for L7; ``verdict`` is ``FORWARDED``, ``DROPPED``, ``ERROR`` or ``UNKNOWN``.
 
 Example::
 
@@ -21,35 +24,38 @@ Example::
     >>> h = FlowHandler(reg, {"sourcecontext": "ip"})
     >>> h.process(Flow(1.0, Endpoint("10.0.0.1"), Endpoint("10.0.0.2", 80), Protocol.TCP), 0.0)
     >>> reg.get_sample_value("hubble_flows_processed_total", {"protocol": "TCP",
-    ...     "type": "Trace", "subtype": "", "verdict": "FORWARDED", "source": "10.0.0.1"})
+    ...     "type": "Trace", "subtype": "to-network", "verdict": "FORWARDED",
+    ...     "source": "10.0.0.1"})
     1.0
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from podflow.metrics.base import Handler, flow_protocol
-from podflow.model.flow import Flow, Verdict
+from podflow.metrics.base import Handler, Tally, flow_protocol, l4_protocol
+from podflow.metrics.context import directions
+from podflow.model.flow import EndpointKind, Flow, Verdict
+
+_FROM = {"egress": "from-endpoint", "ingress": "to-endpoint", "unknown": "to-network"}
+_FROM_HOST = {"egress": "from-host", "ingress": "to-stack", "unknown": "to-network"}
 
 
-def flow_type(flow: Flow) -> tuple[str, str]:
-    """The ``(type, subtype)`` labels of a connection (see the module doc)."""
-    if flow.l7 is not None and (flow.l7.dns is not None or flow.l7.http is not None):
-        return "L7", "DNS" if flow.l7.dns is not None else "HTTP"
-    if flow.verdict is Verdict.DROPPED:
-        return "Drop", ""
-    return "Trace", flow.observations[0].source if flow.observations else ""
+def trace_point(flow: Flow, direction: str) -> str:
+    """Hubble's observation point (the Trace ``subtype``) of ``direction``."""
+    end = flow.source if direction == "egress" else flow.destination
+    on_host = end.kind in (EndpointKind.NODE, EndpointKind.HOST_NETWORK_POD)
+    return (_FROM_HOST if on_host else _FROM)[direction]
 
 
 class FlowHandler(Handler):
-    """Counts every connection (see the module doc)."""
+    """Counts every connection's events (see the module doc)."""
 
     name = "flow"
-    help = ("hubble_flows_processed_total{protocol,type,subtype,verdict}: every connection, "
-            "by L7-or-L4 protocol, type (L7/Drop/Trace), subtype and verdict.")
+    help = ("hubble_flows_processed_total{protocol,type,subtype,verdict}: each connection's "
+            "Trace event per observation point (or its Drop), and its L7 event.")
 
     def __init__(self, registry: CollectorRegistry, options: Mapping[str, str],
                  ttl: float = 300.0) -> None:
@@ -59,8 +65,18 @@ class FlowHandler(Handler):
             "hubble_flows_processed", "Total number of flows processed",
             ["protocol", "type", "subtype", "verdict", *self.context.label_names()])
 
-    def process(self, flow: Flow, now: float) -> None:
-        """Count the connection once."""
-        typ, sub = flow_type(flow)
-        self.flows.inc([flow_protocol(flow), typ, sub, flow.verdict.value,
-                        *self.context.label_values(flow)], now)
+    def tally(self, flow: Flow) -> Iterator[Tally]:
+        """One Trace per observation point (or one Drop), one L7 when known."""
+        verdict = flow.verdict.value
+        if flow.verdict is Verdict.DROPPED:
+            yield Tally(self.flows, ("drop",), (l4_protocol(flow), "Drop", "", verdict,
+                                                *self.context.label_values(flow)))
+        else:
+            for d in directions(flow):
+                yield Tally(self.flows, ("trace", d),
+                            (l4_protocol(flow), "Trace", trace_point(flow, d), verdict,
+                             *self.context.label_values(flow, d)))
+        proto = flow_protocol(flow)
+        if proto in ("DNS", "HTTP"):
+            yield Tally(self.flows, ("l7",), (proto, "L7", proto, verdict,
+                                              *self.context.label_values(flow)))

@@ -5,18 +5,20 @@ follower (:class:`~podflow.store.follow.StoreFollower`, without its change detec
 returns the connections with a row newer than the last one it saw: new ones *and* old ones
 that got a new observation (an active connection re-reported, its end, another node's
 view), and reads the agents' health reports from the same store. The :class:`Ledger`
-decides which of them to count, so that each connection counts exactly once:
+decides when to count them, so that each connection counts exactly once and then grows:
 
 * a connection is identified by each of its non-empty keys, ``flow_id`` and ``client_key``,
   together with its start time; two sightings are the same connection when they share a key
   and their start times are within ``SPLIT_GAP`` (5 s) — the store's own merge rule, so a
   reused port is a new connection and a client-side view joined later is not;
-* it is counted **the first time it is seen final** (``state`` ended), or, if it stays open,
-  once it has been open for ``count_active_after`` seconds (default 10 s) — even when no new
-  row arrives, because pending connections are kept and re-checked each poll; so long-lived
-  connections show up without waiting for their end;
-* it is counted with what is known *at that moment*; later observations (more counters, a
-  later verdict from another node) do not recount it;
+* it is first counted **the first time it is seen final** (``state`` ended), or, if it
+  stays open, once it has been open for ``count_active_after`` seconds (default 10 s) —
+  even when no new row arrives, because pending connections are kept and re-checked each
+  poll; so long-lived connections show up without waiting for their end;
+* every later sighting adds exactly what it brings (the L7 record and TCP flags that the
+  packets vantage reports after conntrack's end, the other node's observation point, more
+  ICMP packets): the connection's :data:`~podflow.metrics.base.Account` says what each
+  handler already counted, and the labels an item was first counted with stay;
 * a row without any key is unique in the store, so it is counted when first read.
 
 The ledger forgets a connection ``remember`` seconds (default 15 min) after it was last seen.
@@ -37,9 +39,9 @@ Example::
     ...          state=FlowState.ACTIVE, flow_id="a")
     >>> led.offer(f, now=101.0) is None            # open for 1 s: not yet
     True
-    >>> [x.flow_id for x in led.due(now=111.0)]    # open for 11 s: counted
+    >>> [x.flow_id for x, _ in led.due(now=111.0)]  # open for 11 s: counted
     ['a']
-    >>> led.offer(f, now=112.0) is None            # seen again: already counted
+    >>> led.offer(f, now=112.0)[1] is led.offer(f, now=113.0)[1]   # seen again: one account
     True
 """
 
@@ -56,6 +58,7 @@ from typing import Any
 import duckdb
 from prometheus_client import Counter, Gauge
 
+from podflow.metrics.base import Account
 from podflow.metrics.registry import MetricSet
 from podflow.model.flow import Flow, FlowState
 from podflow.store.base import FlowStore
@@ -72,6 +75,8 @@ class _Entry:
     last_seen: float
     pending: Flow | None
     """The newest version of a connection not counted yet; None once counted."""
+    account: Account | None = None
+    """What the handlers counted of it (None: not counted yet)."""
 
 
 class Ledger:
@@ -87,6 +92,8 @@ class Ledger:
         self._entries: dict[int, _Entry] = {}
         self._pending: set[int] = set()
         self._next = 0
+        self.counted = 0
+        """Connections counted (a first time) so far."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -101,11 +108,20 @@ class Ledger:
     def _ready(self, flow: Flow, now: float) -> bool:
         return flow.state is FlowState.ENDED or now - flow.time >= self.count_active_after
 
-    def offer(self, flow: Flow, now: float) -> Flow | None:
-        """A sighting of a connection: the flow to count now, or None."""
+    def _count(self, entry: _Entry, flow: Flow) -> tuple[Flow, Account]:
+        entry.pending = None
+        self._pending.discard(entry.eid)
+        entry.account = {}
+        self.counted += 1
+        return flow, entry.account
+
+    def offer(self, flow: Flow, now: float) -> tuple[Flow, Account] | None:
+        """A sighting of a connection: what to count now (the flow and its connection's
+        account: empty the first time, what was counted before after), or None."""
         keys = [k for k in (flow.flow_id, flow.client_key) if k]
         if not keys:
-            return flow
+            self.counted += 1
+            return flow, {}
         entry = self._find(keys, flow.time)
         if entry is None:
             self._next += 1
@@ -116,25 +132,21 @@ class Ledger:
             if entry not in bucket:
                 bucket.append(entry)
         entry.last_seen = now
-        if entry.pending is None:
-            return None
+        if entry.account is not None:
+            return flow, entry.account
         entry.pending = flow
         if self._ready(flow, now) or len(self._pending) >= self.max_pending:
-            entry.pending = None
-            self._pending.discard(entry.eid)
-            return flow
+            return self._count(entry, flow)
         self._pending.add(entry.eid)
         return None
 
-    def due(self, now: float) -> list[Flow]:
+    def due(self, now: float) -> list[tuple[Flow, Account]]:
         """Pending connections that have now been open long enough: count them."""
         out = []
         for eid in sorted(self._pending):
             entry = self._entries[eid]
             if entry.pending is not None and self._ready(entry.pending, now):
-                out.append(entry.pending)
-                entry.pending = None
-                self._pending.discard(eid)
+                out.append(self._count(entry, entry.pending))
         return out
 
     def prune(self, now: float) -> int:
@@ -185,7 +197,8 @@ class Follower:
         return self.follow.after
 
     def poll(self, now: float | None = None) -> int:
-        """Read what is new, count it, expire idle series; return connections counted."""
+        """Read what is new, count it, expire idle series; return connections counted for
+        the first time."""
         now = time.time() if now is None else now
         statuses: list[dict[str, Any]] = []
 
@@ -215,9 +228,11 @@ class Follower:
             return 0
         top = self.follow.after or 0
         self.rowid.set(top)
+        before = self.ledger.counted
         counted = [c for f in flows if (c := self.ledger.offer(f, now)) is not None]
         counted += self.ledger.due(now)
-        n = self.metrics.process(counted, now)
+        self.metrics.process(counted, now)
+        n = self.ledger.counted - before
         self.counted.inc(n)
         self.metrics.update_statuses(statuses, now)
         self.metrics.expire(now)

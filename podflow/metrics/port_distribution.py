@@ -18,11 +18,11 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from podflow.metrics.base import Handler, l4_protocol
+from podflow.metrics.base import Handler, Tally, l4_protocol
 from podflow.model.flow import Flow, Protocol, Verdict
 
 _PORTED = (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
@@ -43,8 +43,8 @@ class PortDistributionHandler(Handler):
                                   "Numbers of packets distributed by destination port",
                                   ["protocol", "port", *self.context.label_names()])
 
-    def process(self, flow: Flow, now: float) -> None:
-        """Count the connection under its destination port."""
+    def tally(self, flow: Flow) -> Iterator[Tally]:
+        """The connection under its destination port."""
         if flow.verdict is not Verdict.FORWARDED or flow.is_reply:
             return
         if flow.protocol in _PORTED and flow.destination.port is not None:
@@ -53,4 +53,5 @@ class PortDistributionHandler(Handler):
             port = "0"
         else:
             return
-        self.ports.inc([l4_protocol(flow), port, *self.context.label_values(flow)], now)
+        yield Tally(self.ports, (), (l4_protocol(flow), port,
+                                     *self.context.label_values(flow)))

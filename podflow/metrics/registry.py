@@ -31,12 +31,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from podflow.metrics.base import Handler
+from podflow.metrics.base import Account, Handler
 from podflow.metrics.context import parse_metrics
 from podflow.metrics.dns import DnsHandler
 from podflow.metrics.drop import DropHandler
 from podflow.metrics.flow import FlowHandler
 from podflow.metrics.http import HttpHandler, HttpV2Handler
+from podflow.metrics.icmp import IcmpHandler
 from podflow.metrics.podflow_health import PodflowHealthHandler
 from podflow.metrics.port_distribution import PortDistributionHandler
 from podflow.metrics.tcp import TcpHandler
@@ -59,6 +60,7 @@ HANDLERS: Registry[HandlerInfo] = Registry("metric", [
     HandlerInfo("flow", FlowHandler.help, "podflow.metrics.flow:FlowHandler"),
     HandlerInfo("drop", DropHandler.help, "podflow.metrics.drop:DropHandler"),
     HandlerInfo("tcp", TcpHandler.help, "podflow.metrics.tcp:TcpHandler"),
+    HandlerInfo("icmp", IcmpHandler.help, "podflow.metrics.icmp:IcmpHandler"),
     HandlerInfo("port-distribution", PortDistributionHandler.help,
                 "podflow.metrics.port_distribution:PortDistributionHandler"),
     HandlerInfo("dns", DnsHandler.help, "podflow.metrics.dns:DnsHandler"),
@@ -69,7 +71,7 @@ HANDLERS: Registry[HandlerInfo] = Registry("metric", [
 ])
 """Every handler by the name used in the options string (help text: the class's ``help``)."""
 
-DEFAULT_OPTIONS = "flow drop tcp port-distribution dns http podflow"
+DEFAULT_OPTIONS = "flow drop tcp icmp port-distribution dns http podflow"
 """What runs when no options string is given: every handler, no context labels."""
 
 _EXCLUSIVE = ({"http", "httpV2"},)
@@ -115,12 +117,15 @@ class MetricSet:
         self.handlers: list[Handler] = [HANDLERS[n].create(self.registry, o, ttl)
                                         for n, o in entries]
 
-    def process(self, flows: Iterable[Flow], now: float) -> int:
-        """Feed counted connections to every handler; return how many."""
+    def process(self, flows: Iterable[Flow | tuple[Flow, Account]], now: float) -> int:
+        """Feed connections to every handler; return how many. A ``(flow, account)`` pair
+        is a connection seen again: only what ``account`` has not counted yet is added,
+        and the account records it (a bare flow: counted whole)."""
         n = 0
-        for flow in flows:
+        for item in flows:
+            flow, account = item if isinstance(item, tuple) else (item, None)
             for h in self.handlers:
-                h.process(flow, now)
+                h.process(flow, now, account)
             n += 1
         return n
 

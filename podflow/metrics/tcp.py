@@ -3,8 +3,9 @@
 Metric: ``hubble_tcp_flags_total{flag, family, <context>}`` with ``flag`` one of ``SYN``,
 ``SYN-ACK``, ``FIN``, ``RST`` and ``family`` ``IPv4``/``IPv6``. Hubble counts packets; podflow
 counts, for each forwarded TCP connection, each of those flags its sources reported in
-``Flow.tcp.flags`` (a packet source reports them; conntrack alone reports none, and nothing
-is inferred from the TCP state). Other flags (``ACK``, ``PSH`` ...) are ignored, as in Hubble.
+``Flow.tcp.flags`` (a packet source reports them, ``SYN-ACK`` for a packet carrying both;
+conntrack alone reports none, and nothing is inferred from the TCP state), when the view
+that carries them arrives. Other flags (``ACK``, ``PSH`` ...) are ignored, as in Hubble.
 
 Example::
 
@@ -20,11 +21,11 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from podflow.metrics.base import Handler, ip_family
+from podflow.metrics.base import Handler, Tally, ip_family
 from podflow.model.flow import Flow, Protocol, Verdict
 
 FLAGS = ("SYN", "SYN-ACK", "FIN", "RST")
@@ -45,8 +46,8 @@ class TcpHandler(Handler):
         self.flags = self.counter("hubble_tcp_flags", "TCP flag occurrences",
                                   ["flag", "family", *self.context.label_names()])
 
-    def process(self, flow: Flow, now: float) -> None:
-        """Count the connection's reported flags."""
+    def tally(self, flow: Flow) -> Iterator[Tally]:
+        """The connection's reported flags, once each."""
         if (flow.protocol is not Protocol.TCP or flow.verdict is not Verdict.FORWARDED
                 or flow.tcp is None or not flow.tcp.flags):
             return
@@ -54,4 +55,4 @@ class TcpHandler(Handler):
         ctx = self.context.label_values(flow)
         for flag in FLAGS:
             if flag in seen:
-                self.flags.inc([flag, ip_family(flow), *ctx], now)
+                yield Tally(self.flags, (flag,), (flag, ip_family(flow), *ctx))

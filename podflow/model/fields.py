@@ -233,6 +233,8 @@ DNS = Struct(DnsInfo, (
     Field("ips", "{p}_ips", "VARCHAR[]", STRS, json="or", fill=()),
     Field("ttl", "{p}_ttl", "BIGINT"),
     Field("cnames", "{p}_cnames", "VARCHAR[]", STRS, json="or", fill=()),
+    Field("queries", "{p}_queries", "INTEGER", json="or", fill=0),
+    Field("rcodes", "{p}_rcodes", "INTEGER[]", STRS, json="or", fill=()),
 ), present="query")
 
 HTTP = Struct(HttpInfo, (

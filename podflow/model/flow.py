@@ -218,7 +218,8 @@ class TcpInfo:
     state: str | None = None
     """Last known TCP state as the tracker named it, e.g. ``ESTABLISHED``, ``TIME_WAIT``."""
     flags: tuple[str, ...] = ()
-    """TCP flags seen (``SYN``, ``FIN``, ``RST`` ...), when a source reports them."""
+    """TCP flags seen (``SYN``, ``FIN``, ``RST`` ...), when a source reports them;
+    ``SYN-ACK`` when a packet carried both (the server's answer, as Hubble names it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,12 @@ class DnsInfo:
     """Smallest TTL of the answers."""
     cnames: tuple[str, ...] = ()
     """CNAMEs in the answer section."""
+    queries: int = 0
+    """Query messages of the exchange (a stub resolver walking its search list asks several
+    names on one socket); 0: not known (a record of an older podflow: one)."""
+    rcodes: tuple[int, ...] = ()
+    """The response code of each response, in order (``NXDOMAIN`` for each search domain,
+    then ``NOERROR``); empty: not known (an older record: ``rcode``, if any, once)."""
 
 
 @dataclass(frozen=True, slots=True)

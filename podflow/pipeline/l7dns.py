@@ -187,7 +187,9 @@ def to_info(messages: Iterable[DnsMessage]) -> DnsInfo | None:
     application meant; without an answer, the last name asked. Question types are the union
     in order of appearance; the response code is NOERROR when any response had one (an A
     query answered while AAAA got NXDOMAIN still resolved), else the last response's;
-    addresses and CNAMEs are the union; the TTL the smallest.
+    addresses and CNAMEs are the union; the TTL the smallest. ``queries`` counts the query
+    messages and ``rcodes`` lists each response's code, so that every message can be counted
+    as Hubble counts its DNS events.
     """
     msgs = list(messages)
     if not msgs:
@@ -204,4 +206,6 @@ def to_info(messages: Iterable[DnsMessage]) -> DnsInfo | None:
     return DnsInfo(query=query, qtypes=qtypes, rcode=rcode,
                    ips=tuple(dict.fromkeys(ip for m in responses for ip in m.ips)),
                    ttl=min(ttls) if ttls else None,
-                   cnames=tuple(dict.fromkeys(c for m in responses for c in m.cnames)))
+                   cnames=tuple(dict.fromkeys(c for m in responses for c in m.cnames)),
+                   queries=len(msgs) - len(responses),
+                   rcodes=tuple(m.rcode for m in responses))

@@ -17,7 +17,7 @@ what was seen                              verdict   reason
 =========================================  ========  ==============================
 RST from the server answering a SYN        ERROR     ``refused: RST answering SYN``
 ICMP port unreachable for the flow         ERROR     ``refused: ICMP port unreachable
-                                                     from IP``
+                                                     (ICMP 3/3) from IP``
 other ICMP destination unreachable, time   DROPPED   ``unreachable: host unreachable
 exceeded (before the connection is up)               (ICMP 3/1) from IP``
 SYN not answered within ``syn_timeout``    DROPPED   ``timed out: SYN not answered in
@@ -59,6 +59,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from podflow.model.flow import L7, HttpInfo, Verdict
+from podflow.model.icmp import tag as icmp_tag
 from podflow.model.losses import Losses
 from podflow.pipeline.l7dns import DnsMessage, parse_dns, parse_dns_tcp, to_info
 from podflow.pipeline.l7http import (
@@ -82,8 +83,12 @@ MAX_DNS_MESSAGES = 64
 on one socket are counted as ``dns_messages_over_limit``, so a flood cannot grow one record
 without bound."""
 
-_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x08, "PSH"), (0x10, "ACK"),
-               (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"), (0x100, "NS"))
+_SYN_ACK = 0x1000
+"""Not a header bit: a packet carried SYN and ACK together (the server's answer), named
+``SYN-ACK`` as Hubble names it, since the other names say only which bits any packet had."""
+_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (_SYN_ACK, "SYN-ACK"), (0x04, "RST"),
+               (0x08, "PSH"), (0x10, "ACK"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"),
+               (0x100, "NS"))
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,7 @@ class PacketFlow:
     end: float
     """Last packet."""
     flags: tuple[str, ...] = ()
-    """TCP flags seen (either way)."""
+    """TCP flags seen (either way), and ``SYN-ACK`` when a packet carried both."""
     state: str | None = None
     """TCP state: SYN_SENT, ESTABLISHED, FIN_WAIT, CLOSE."""
     l7: L7 | None = None
@@ -386,7 +391,7 @@ class PacketTracker:
         if ts > c.last:
             c.last = ts
         if proto == TCP:
-            c.flags |= f
+            c.flags |= f | (_SYN_ACK if f & (SYN | ACK) == SYN | ACK else 0)
             if f & 7:
                 self._tcp(c, p, fwd, f)
         if c.looks and end > off:
@@ -466,12 +471,12 @@ class PacketTracker:
         t, code = p.sport, p.dport
         names = _ICMP_NAMES if p.proto == ICMP else _ICMP6_NAMES
         port_unreach = code == (3 if p.proto == ICMP else 4) and t in (3, 1)
+        icmp = icmp_tag(p.proto != ICMP, t, code)
         if port_unreach:
-            c.fail(Verdict.ERROR, f"refused: ICMP port unreachable from {ip_str(p.src)}")
+            c.fail(Verdict.ERROR, f"refused: ICMP port unreachable {icmp} from {ip_str(p.src)}")
         else:
             what = names.get(code, f"code {code}") if t in (3, 1) else "time exceeded"
-            c.fail(Verdict.DROPPED,
-                   f"unreachable: {what} (ICMP {t}/{code}) from {ip_str(p.src)}")
+            c.fail(Verdict.DROPPED, f"unreachable: {what} {icmp} from {ip_str(p.src)}")
         self._finish(c, p.ts, linger=self.cfg.failed_linger)
 
     # -- reporting -----------------------------------------------------------------------

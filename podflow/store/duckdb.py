@@ -80,10 +80,10 @@ from podflow.store.schema import (
     STATUS_DDL,
     STORE_SCHEMA_VERSION,
     V1_UPGRADE,
-    V2_UPGRADE,
     columns_to_flows,
     flow_to_rows,
     rows_to_table,
+    upgrade_from,
 )
 from podflow.store.sql import edge_from_row, to_sql
 
@@ -213,7 +213,7 @@ class DuckDBStore:
                     con.execute(stmt)
                 reindex(con)
             else:
-                for stmt in V2_UPGRADE:
+                for stmt in upgrade_from(version):
                     con.execute(stmt)
             con.execute("UPDATE podflow_meta SET value = ? WHERE key = 'schema_version'",
                         [str(STORE_SCHEMA_VERSION)])

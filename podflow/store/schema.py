@@ -29,20 +29,22 @@ from podflow.model.fields import compile_function
 from podflow.model.flow import Flow
 from podflow.model.ipkey import ip_key
 
-STORE_SCHEMA_VERSION = 3
+STORE_SCHEMA_VERSION = 4
 """Version of the table layout; a store with a higher one is refused, an older one upgraded.
 
 1: ``flows`` only. 2: ``flows`` carries each row's connection (``conn_id`` and how it was
 grouped, :data:`GROUPING_COLUMNS`) and ``connections`` holds one merged row per connection
 (see :mod:`podflow.store.connections`). 3: rows name the kernel object their source tracked
 (``obs_instance``), which splits a reused port's connections; older rows have none.
+4: DNS records count their query messages and list each response's code (``dns_queries``,
+``dns_rcodes``); older rows have neither.
 """
 
 _S, _I, _B, _F = pa.string(), pa.int32(), pa.int64(), pa.float64()
 _LABELS = pa.map_(pa.string(), pa.string())
 _ARROW_TYPES = {"VARCHAR": _S, "INTEGER": _I, "BIGINT": _B, "DOUBLE": _F,
                 "BOOLEAN": pa.bool_(), "MAP(VARCHAR, VARCHAR)": _LABELS,
-                "VARCHAR[]": pa.list_(pa.string())}
+                "VARCHAR[]": pa.list_(pa.string()), "INTEGER[]": pa.list_(pa.int32())}
 
 GROUPING_COLUMNS = ("conn_id", "conn_key", "bridge_time", "bridge_seq")
 """The columns the store fills when a row is written (see :mod:`podflow.store.grouping`):
@@ -113,13 +115,23 @@ There is deliberately no ART index: agents append roughly in time order, so Duck
 row-group min/max (zone maps) already prune time and ``seq`` ranges, and inserts stay cheap.
 """
 
-V2_UPGRADE = ["ALTER TABLE flows ADD COLUMN IF NOT EXISTS obs_instance VARCHAR",
-              "ALTER TABLE connections ADD COLUMN IF NOT EXISTS obs_instance VARCHAR"]
-"""Statements turning a version 2 layout into this one (rows without an instance never split
-a connection, so the grouping stays as it was)."""
+_ADDED = {2: ("obs_instance",), 3: ("dns_queries", "dns_rcodes")}
+"""Flow columns each version after 2 added (``_ADDED[v]``: what v + 1 has and v lacks)."""
+
+
+def upgrade_from(version: int) -> list[str]:
+    """Statements turning a version 2 (or later) layout into this one: the columns added
+    since, in both tables (older rows have none of them: a row without an instance never
+    splits a connection, a DNS record without counts is one query and its one response)."""
+    types = dict(COLUMNS)
+    return [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {n} {_SQL_TYPES[types[n]]}"
+            for v in range(version, STORE_SCHEMA_VERSION) for n in _ADDED[v]
+            for table in ("flows", "connections")]
+
 
 V1_UPGRADE = [f"ALTER TABLE flows ADD COLUMN {n} {_SQL_TYPES[t]}"
-              for n, t in COLUMNS if n in (*GROUPING_COLUMNS, "obs_instance")] + [
+              for n, t in COLUMNS
+              if n in GROUPING_COLUMNS or any(n in added for added in _ADDED.values())] + [
                   CONNECTIONS_DDL, EDGE_ENDS_DDL]
 """Statements turning a version 1 layout into this one (the rows are then re-indexed)."""
 

@@ -9,23 +9,13 @@ scraping it every second, waits for a scrape and asserts PromQL answers. Needs n
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
 
-from podflow.metrics.asgi import metrics_app
 from podflow.model.flow import (
     L7,
     Address,
@@ -43,8 +33,8 @@ from podflow.model.flow import (
     Workload,
 )
 from podflow.store.duckdb import DuckDBStore
+from tests.integration.promserver import MISSING, PROMETHEUS, query, run_prometheus, serve_metrics
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 OPTIONS = ("flow:sourceContext=namespace;destinationContext=workload;"
            "labelsContext=source_namespace,destination_workload "
            "drop:sourceContext=pod port-distribution tcp dns:query http podflow")
@@ -90,21 +80,6 @@ def flows(now: float) -> list[Flow]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _query(port: int, promql: str) -> list[dict[str, Any]]:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
 @pytest.fixture
 def exporter(tmp_path: Path) -> Iterator[int]:
     """podflow's metrics app on 127.0.0.1:<port>, serving a store with the flows above."""
@@ -116,64 +91,28 @@ def exporter(tmp_path: Path) -> Iterator[int]:
                                      "queue_lost": {"conntrack": 4}, "store_lost": 0,
                                      "source_stats": {"conntrack": {"overruns": 1},
                                                       "packets": {"kernel_drops": 2}}}, at=now)
-    port = _free_port()
-    app = metrics_app(store_path, OPTIONS, interval=0.5, backfill=float("inf"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
+    with serve_metrics(store_path, OPTIONS) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
-@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="Debian's prometheus is not "
-                    "installed (apt-get install prometheus)")
+@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason=MISSING)
 def test_prometheus_scrapes_podflow(exporter: int, tmp_path: Path) -> None:
-    prom_port = _free_port()
-    cfg = tmp_path / "prometheus.yml"
-    cfg.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                   "scrape_configs:\n  - job_name: podflow\n    static_configs:\n"
-                   f"      - targets: ['127.0.0.1:{exporter}']\n")
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        got: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            try:
-                got = _query(prom_port, 'up{job="podflow"} == 1')
-                if got and _query(prom_port, "hubble_flows_processed_total"):
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.5)
-        assert got, "prometheus never scraped podflow: " + (tmp_path / "prometheus.log"
-                                                             ).read_text()[-2000:]
-
+    with run_prometheus(tmp_path, exporter, ready="hubble_flows_processed_total") as prom_port:
         def vec(promql: str, by: str) -> dict[str, float]:
             return {r["metric"].get(by, ""): float(r["value"][1])
-                    for r in _query(prom_port, promql)}
+                    for r in query(prom_port, promql)}
 
+        # a Trace per observation point (both nodes saw frontend -> backend; coredns and its
+        # client share node1), an L7 event per L7 record
         assert vec("sum by (destination_workload) (hubble_flows_processed_total)",
-                   "destination_workload") == {"backend": 4.0, "frontend": 1.0, "": 1.0,
-                                               "coredns": 1.0}
+                   "destination_workload") == {"backend": 8.0, "frontend": 1.0, "": 1.0,
+                                               "coredns": 3.0}
         assert vec('sum by (destination) (hubble_flows_processed_total{source="shop"})',
-                   "destination") == {"shop/backend": 4.0, "kube-system/coredns": 1.0,
+                   "destination") == {"shop/backend": 8.0, "kube-system/coredns": 3.0,
                                       "": 1.0}
         assert vec("sum by (verdict) (hubble_flows_processed_total)", "verdict") == {
-            "FORWARDED": 6.0, "DROPPED": 1.0}
-        drops = _query(prom_port, "hubble_drop_total")
+            "FORWARDED": 12.0, "DROPPED": 1.0}
+        drops = query(prom_port, "hubble_drop_total")
         assert [(d["metric"]["reason"], d["metric"]["protocol"], d["metric"]["source"],
                  d["value"][1]) for d in drops] == [
             ("POLICY_DENIED", "TCP", "shop/frontend-6f7c9-00001", "1")]
@@ -185,17 +124,9 @@ def test_prometheus_scrapes_podflow(exporter: int, tmp_path: Path) -> None:
         assert vec("hubble_http_responses_total", "status") == {"200": 1.0}
         assert vec("hubble_http_request_duration_seconds_count", "method") == {"GET": 1.0}
         lost = {(r["metric"]["source"], r["metric"]["reason"]): float(r["value"][1])
-                for r in _query(prom_port, 'podflow_lost_events_total{node="node1"}')}
+                for r in query(prom_port, 'podflow_lost_events_total{node="node1"}')}
         assert lost == {("conntrack", "queue_full"): 4.0,
                         ("conntrack", "netlink_overrun"): 1.0,
                         ("packets", "queue_full"): 0.0, ("packets", "packet_drop"): 2.0,
                         ("store", "store_buffer_full"): 0.0}
         assert vec("podflow_source_up", "source") == {"conntrack": 1.0, "packets": 1.0}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()

@@ -16,7 +16,7 @@ from podflow.metrics.asgi import metrics_app
 from podflow.metrics.context import ContextOptions, parse_metrics, traffic_direction
 from podflow.metrics.dns import DnsHandler
 from podflow.metrics.drop import DropHandler
-from podflow.metrics.flow import FlowHandler, flow_type
+from podflow.metrics.flow import FlowHandler
 from podflow.metrics.follower import Follower, Ledger
 from podflow.metrics.http import HttpHandler, HttpV2Handler
 from podflow.metrics.podflow_health import (
@@ -88,6 +88,9 @@ def test_parse_list_spaces_commas_and_label_commas() -> None:
     ("podflow:sourceContext=pod", "has no option sourcecontext"),
     ("podflow:staleAfter=soon", "must be a number"),
     ("http httpV2", "enable only one"),
+    ("port-distribution,icmpx", "unknown metric 'icmpx' in 'icmpx'"),
+    ("flow,nope:sourceContext=pod", "unknown metric 'nope'"),
+    ("http:exemplars=maybe", "expected true or false"),
 ])
 def test_parse_errors_are_clear(text: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
@@ -97,7 +100,10 @@ def test_parse_errors_are_clear(text: str, needle: str) -> None:
 def test_metric_set_always_has_health_and_defaults() -> None:
     assert [h.name for h in MetricSet("drop").handlers] == ["drop", "podflow"]
     names = [h.name for h in MetricSet(None).handlers]
-    assert names == ["flow", "drop", "tcp", "port-distribution", "dns", "http", "podflow"]
+    assert names == ["flow", "drop", "tcp", "icmp", "port-distribution", "dns", "http",
+                     "podflow"]
+    assert [n for n, _ in parse_metrics("port-distribution,icmp:sourceContext=pod",
+                                        list(HANDLERS))] == ["port-distribution", "icmp"]
     assert all(cls.help for cls in HANDLERS.values())
 
 
@@ -154,15 +160,27 @@ def test_flow_handler_types_and_context() -> None:
     h.process(flow(protocol=Protocol.ICMP, verdict=Verdict.ERROR), 0)
     name = "hubble_flows_processed_total"
     ctx = {"source": "shop", "destination": "shop/backend"}
-    assert sample(reg, name, protocol="TCP", type="Trace", subtype="conntrack",
+    # one Trace per observation point, named as Hubble names them; L7 is an event of its own
+    assert sample(reg, name, protocol="TCP", type="Trace", subtype="from-endpoint",
                   verdict="FORWARDED", **ctx) == 1
     assert sample(reg, name, protocol="TCP", type="Drop", subtype="", verdict="DROPPED",
                   **ctx) == 1
     assert sample(reg, name, protocol="DNS", type="L7", subtype="DNS", verdict="FORWARDED",
                   **ctx) == 1
-    assert sample(reg, name, protocol="ICMPv4", type="Trace", subtype="conntrack",
+    assert sample(reg, name, protocol="UDP", type="Trace", subtype="from-endpoint",
+                  verdict="FORWARDED", **ctx) == 1
+    assert sample(reg, name, protocol="ICMPv4", type="Trace", subtype="from-endpoint",
                   verdict="ERROR", **ctx) == 1
-    assert flow_type(flow(l7=HTTP_OK)) == ("L7", "HTTP")
+    both = (ObservationPoint("node1", "conntrack"), ObservationPoint("node2", "conntrack"))
+    h.process(flow(observations=both, flow_id="f2"), 0)
+    host = replace(BE, kind=EndpointKind.NODE, workload=None, namespace=None)
+    h.process(flow(dst=host, observations=both[1:]), 0)
+    assert sample(reg, name, protocol="TCP", type="Trace", subtype="from-endpoint",
+                  verdict="FORWARDED", **ctx) == 2
+    assert sample(reg, name, protocol="TCP", type="Trace", subtype="to-endpoint",
+                  verdict="FORWARDED", **ctx) == 1
+    assert sample(reg, name, protocol="TCP", type="Trace", subtype="to-stack",
+                  verdict="FORWARDED", source="shop", destination="") == 1
 
 
 def test_drop_handler() -> None:
@@ -231,6 +249,14 @@ def test_dns_handler() -> None:
     assert sample(reg, t, type="A", qtypes="A", query="db.example") == 2
     assert sample(reg, t, type="CNAME", qtypes="A", query="db.example") == 1
     assert sample(reg, q, rcode="", qtypes="AAAA", ips_returned="0", query="v6.example") is None
+    # a search-list walk on one socket: every message counts, as Hubble's DNS events do
+    walk = DnsInfo("db.example", ("A",), 0, ("192.0.2.1",), queries=4, rcodes=(3, 3, 3, 0))
+    h.process(flow(protocol=Protocol.UDP, l7=L7(dns=walk), flow_id="walk"), 0)
+    assert sample(reg, q, rcode="", qtypes="A", ips_returned="0", query="db.example") == 5
+    assert sample(reg, r, rcode="Non-Existent Domain", qtypes="A", ips_returned="0",
+                  query="db.example") == 3
+    assert sample(reg, r, rcode="No Error", qtypes="A", ips_returned="1",
+                  query="db.example") == 1
 
 
 def test_http_handlers() -> None:
@@ -241,6 +267,8 @@ def test_http_handlers() -> None:
     h.process(flow(l7=HTTP_OK, observations=(ObservationPoint("node2", "packets"),)), 0)
     lab = {"destination": "backend", "protocol": "HTTP/1.1"}
     assert sample(reg, "hubble_http_requests_total", method="GET", reporter="client",
+                  **lab) == 1
+    assert sample(reg, "hubble_http_requests_total", method="GET", reporter="server",
                   **lab) == 1
     assert sample(reg, "hubble_http_requests_total", method="POST", reporter="client",
                   **lab) == 1
@@ -267,7 +295,7 @@ def test_series_of_deleted_pods_expire() -> None:
     ms.process([flow(src=old), flow(src=old, verdict=Verdict.DROPPED)], now=0)
     ms.process([flow()], now=200)
     name = "hubble_flows_processed_total"
-    labels = {"protocol": "TCP", "type": "Trace", "subtype": "conntrack",
+    labels = {"protocol": "TCP", "type": "Trace", "subtype": "from-endpoint",
               "verdict": "FORWARDED"}
     assert ms.expire(now=250) == 0
     assert ms.expire(now=301) == 3  # the old pod's two flow series and its drop series
@@ -344,18 +372,22 @@ def test_ledger_counts_each_connection_once() -> None:
     assert led.offer(active, now=1002.0) is None
     assert led.due(now=1005.0) == []
     ended = flow(state=FlowState.ENDED)
-    assert led.offer(ended, now=1006.0) is ended  # first seen final
-    assert led.offer(ended, now=1007.0) is None  # re-read of the same rows
+    first = led.offer(ended, now=1006.0)          # first seen final
+    assert first is not None and first[0] is ended and first[1] == {}
+    first[1]["what"] = ((), 1.0)                  # what the handlers counted
+    again = led.offer(ended, now=1007.0)          # re-read of the same rows: its account
+    assert again is not None and again[1] is first[1]
     other_node = replace(ended, observations=(ObservationPoint("node2", "conntrack"),),
                          time=1000.2)
-    assert led.offer(other_node, now=1008.0) is None
-    assert led.due(now=2000.0) == []
+    assert led.offer(other_node, now=1008.0) == (other_node, first[1])
+    assert led.due(now=2000.0) == [] and led.counted == 1
     reused = flow(time=1030.0, end_time=1031.0)  # same flow_id, 30 s later: a new one
-    assert led.offer(reused, now=1031.0) is reused
+    assert led.offer(reused, now=1031.0) == (reused, {})
     client_view = flow(flow_id="", client_key="f1", time=1030.5)  # joined by client_key
-    assert led.offer(client_view, now=1032.0) is None
+    joined = led.offer(client_view, now=1032.0)
+    assert joined is not None and joined[1] == {} and led.counted == 2
     keyless = flow(flow_id="")
-    assert led.offer(keyless, now=1032.0) is keyless
+    assert led.offer(keyless, now=1032.0) == (keyless, {}) and led.counted == 3
 
 
 def test_ledger_long_lived_and_prune() -> None:
@@ -364,8 +396,9 @@ def test_ledger_long_lived_and_prune() -> None:
     assert led.offer(active, now=1001.0) is None
     newer = replace(active, traffic=replace(active.traffic))
     assert led.offer(newer, now=1005.0) is None
-    assert led.due(now=1011.0) == [newer]  # open 11 s, no new row needed
-    assert led.offer(replace(active, state=FlowState.ENDED), now=1020.0) is None
+    assert led.due(now=1011.0) == [(newer, {})]  # open 11 s, no new row needed
+    ended = replace(active, state=FlowState.ENDED)
+    assert led.offer(ended, now=1020.0) == (ended, {}) and led.counted == 1
     assert len(led) == 1
     assert led.prune(now=1100.0) == 1
     assert len(led) == 0
@@ -376,7 +409,7 @@ def test_ledger_counts_at_once_when_pending_is_full() -> None:
     a = flow(state=FlowState.ACTIVE, flow_id="a")
     b = flow(state=FlowState.ACTIVE, flow_id="b")
     assert led.offer(a, now=1000.0) is None
-    assert led.offer(b, now=1000.0) is b
+    assert led.offer(b, now=1000.0) == (b, {})
 
 
 def write(path: Path, flows: list[Flow]) -> None:
@@ -402,11 +435,13 @@ def test_follower_reads_updates_without_double_counting(tmp_path: Path) -> None:
     write(path, [replace(open_, flow_id="c2", state=FlowState.ENDED)])  # c2 updated again
     assert fol.poll(now=now + 2) == 0
     assert fol.poll(now=now + 3) == 0
-    total = ms.registry.get_sample_value(
-        "hubble_flows_processed_total", {"protocol": "TCP", "type": "Trace",
-                                         "subtype": "conntrack", "verdict": "FORWARDED",
-                                         "destination": "backend"})
-    assert total == 2
+    def total(point: str) -> float | None:
+        return ms.registry.get_sample_value(
+            "hubble_flows_processed_total", {"protocol": "TCP", "type": "Trace",
+                                             "subtype": point, "verdict": "FORWARDED",
+                                             "destination": "backend"})
+
+    assert total("from-endpoint") == 2 and total("to-endpoint") == 1   # c1 seen at node2
     with DuckDBStore(path) as store:
         store.write_status("node1", STATUS, at=now)
     fol.poll(now=now + 4)
@@ -482,3 +517,102 @@ def test_asgi_lifespan_starts_and_stops_the_follower(tmp_path: Path) -> None:
     assert [m["type"] for m in sent] == ["lifespan.startup.complete",
                                          "lifespan.shutdown.complete"]
     assert not app.follower.running
+
+
+# -- a connection counted as its views arrive --------------------------------------------
+def _views() -> list[list[Flow]]:
+    """Two connections as their vantage points report them: an HTTP request across nodes
+    (conntrack and packets on the client's node and on the server's) and a DNS exchange
+    (conntrack, then packets with the L7 record)."""
+    seen = lambda node, src: (ObservationPoint(node, src),)  # noqa: E731
+    http = L7(http=HttpInfo("GET", "/items", code=200), latency_ns=3_000_000)
+    flags = TcpInfo("TIME_WAIT", ("SYN", "SYN-ACK", "ACK", "FIN"))
+    web = [flow(flow_id="w", client_key="wc", observations=seen("node1", "conntrack")),
+           flow(flow_id="w", client_key="wc", observations=seen("node1", "packets"),
+                l7=http, tcp=flags),
+           flow(flow_id="w", observations=seen("node2", "conntrack"), time=1000.1),
+           flow(flow_id="w", observations=seen("node2", "packets"), l7=http, tcp=flags,
+                time=1000.1)]
+    dns_server = replace(BE, port=53, pod_name="coredns-1", namespace="kube-system",
+                         workload=Workload("Deployment", "coredns"))
+    answer = L7(dns=DnsInfo("db.example", ("A",), 3))
+    dns = [flow(dst=dns_server, protocol=Protocol.UDP, flow_id="d",
+                observations=seen("node1", "conntrack")),
+           flow(dst=dns_server, protocol=Protocol.UDP, flow_id="d", l7=answer,
+                observations=seen("node1", "packets"))]
+    return [web, dns]
+
+
+def _samples(ms: MetricSet) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for m in ms.registry.collect() for s in m.samples
+            if not s.name.endswith("_created") and not s.name.startswith("podflow_")}
+
+
+def test_counters_grow_by_what_each_view_adds_in_every_arrival_order() -> None:
+    """Whatever order the views of a connection reach the store in, the counters end where
+    counting the whole connection once puts them: a later view adds the L7 record, the
+    flags or its observation point, never a second count of the connection."""
+    from itertools import permutations
+
+    from podflow.store.correlate import merge
+
+    options = ("flow:sourceContext=namespace;destinationContext=workload-name tcp drop "
+               "port-distribution dns:labelsContext=source_pod,destination_pod http")
+    whole = MetricSet(options)
+    whole.process([merge(views) for views in _views()], now=2000.0)
+    want = _samples(whole)
+    assert want[("hubble_http_requests_total", (("method", "GET"), ("protocol", "HTTP/1.1"),
+                                                ("reporter", "server")))] == 1
+    # a DNS response is the server's message: Hubble's source is the DNS server
+    assert want[("hubble_dns_responses_total", (
+        ("destination_pod", FE.pod_name), ("ips_returned", "0"), ("qtypes", "A"),
+        ("rcode", "Non-Existent Domain"), ("source_pod", "coredns-1")))] == 1
+    assert want[("hubble_dns_queries_total", (
+        ("destination_pod", "coredns-1"), ("ips_returned", "0"), ("qtypes", "A"),
+        ("rcode", ""), ("source_pod", FE.pod_name)))] == 1
+    for web in permutations(_views()[0]):
+        for dns in permutations(_views()[1]):
+            ms, led = MetricSet(options), Ledger()
+            for views in (web, dns):
+                for i in range(len(views)):
+                    got = led.offer(merge(views[:i + 1]), now=2000.0 + i)
+                    assert got is not None
+                    ms.process([got], now=2000.0 + i)
+            assert _samples(ms) == want, (web, dns)
+            assert led.counted == 2
+
+
+def test_icmp_handler_echo_and_errors() -> None:
+    from podflow.metrics.icmp import IcmpHandler
+    from podflow.model.flow import Counters, Traffic
+
+    reg = CollectorRegistry()
+    h = IcmpHandler(reg, {"sourcecontext": "namespace"})
+    ping = flow(protocol=Protocol.ICMP, dst=replace(BE, port=None),
+                traffic=Traffic(Counters(3, 252), Counters(2, 168)), flow_id="p")
+    account: dict[Any, Any] = {}
+    h.process(ping, 0, account)
+    h.process(replace(ping, traffic=Traffic(Counters(5, 420), Counters(5, 420))), 1, account)
+    refused = flow(protocol=Protocol.UDP, verdict=Verdict.ERROR,
+                   drop_reason_desc="refused: ICMP port unreachable (ICMP 3/3) from 10.0.0.9")
+    h.process(refused, 0)
+    v6 = flow(protocol=Protocol.ICMPV6, src=replace(FE, ip="fd00::5"), flow_id="p6")
+    h.process(v6, 0)
+    h.process(flow(), 0)   # TCP that no ICMP error failed: nothing
+    got = {(s.labels["family"], s.labels["type"]): s.value for m in reg.collect()
+           for s in m.samples if s.name == "hubble_icmp_total"}
+    assert got == {("IPv4", "EchoRequest"): 5, ("IPv4", "EchoReply"): 5,
+                   ("IPv4", "DestinationUnreachable(Port)"): 1, ("IPv6", "EchoRequest"): 1}
+
+
+def test_exemplars_carry_the_flow_id() -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    ms = MetricSet("httpV2:exemplars=true")
+    ms.process([flow(l7=HTTP_OK, flow_id="abc123")], now=0)
+    text = generate_latest(ms.registry).decode()
+    assert '# {traceID="abc123"} 1.0' in text
+    plain = MetricSet("httpV2")
+    plain.process([flow(l7=HTTP_OK, flow_id="abc123")], now=0)
+    assert "traceID" not in generate_latest(plain.registry).decode()

@@ -61,7 +61,8 @@ PINNED_COLUMNS = [
     ('obs_instance', 'VARCHAR'), ('cni_profile', 'VARCHAR'), ('ingested_at', 'DOUBLE'),
     ('client_key', 'VARCHAR'), ('l7_latency_ns', 'BIGINT'), ('dns_query', 'VARCHAR'),
     ('dns_qtypes', 'VARCHAR[]'), ('dns_rcode', 'INTEGER'), ('dns_ips', 'VARCHAR[]'),
-    ('dns_ttl', 'BIGINT'), ('dns_cnames', 'VARCHAR[]'), ('http_method', 'VARCHAR'),
+    ('dns_ttl', 'BIGINT'), ('dns_cnames', 'VARCHAR[]'), ('dns_queries', 'INTEGER'),
+    ('dns_rcodes', 'INTEGER[]'), ('http_method', 'VARCHAR'),
     ('http_url', 'VARCHAR'), ('http_host', 'VARCHAR'), ('http_code', 'INTEGER'),
     ('http_protocol', 'VARCHAR'), ('conn_id', 'BIGINT'), ('conn_key', 'VARCHAR'),
     ('bridge_time', 'DOUBLE'), ('bridge_seq', 'BIGINT'),
@@ -82,7 +83,8 @@ FULL = Flow(
     observations=(ObservationPoint("node1", "conntrack", "a", "b", "0/7"),
                   ObservationPoint("node2", "sockets")),
     cni_profile="flannel-vxlan", flow_id="abc", client_key="ck",
-    l7=L7(DnsInfo("db.example.com", ("A",), 0, ("192.168.100.10",), 30, ("x.example",)),
+    l7=L7(DnsInfo("db.example.com", ("A",), 0, ("192.168.100.10",), 30, ("x.example",), 4,
+                  (3, 3, 3, 0)),
           HttpInfo("GET", "/x", "h", 200, "HTTP/1.0"), 1500))
 MINIMAL = Flow(time=1.0, source=Endpoint("10.0.0.1"), destination=Endpoint("10.0.0.2", 2),
                protocol=Protocol.UDP)
@@ -106,8 +108,9 @@ FULL_JSON = (
     '"instance": "0/7"}, {"node_name": "node2", "source": "sockets", "original": null, '
     '"reply": null, "instance": ""}], "cni_profile": "flannel-vxlan", "client_key": "ck", '
     '"l7": {"latency_ns": 1500, "dns": {"query": "db.example.com", "qtypes": ["A"], "rcode": '
-    '0, "ips": ["192.168.100.10"], "ttl": 30, "cnames": ["x.example"]}, "http": {"method": '
-    '"GET", "url": "/x", "host": "h", "code": 200, "protocol": "HTTP/1.0"}}}'
+    '0, "ips": ["192.168.100.10"], "ttl": 30, "cnames": ["x.example"], "queries": 4, '
+    '"rcodes": [3, 3, 3, 0]}, "http": {"method": "GET", "url": "/x", "host": "h", "code": '
+    '200, "protocol": "HTTP/1.0"}}}'
 )
 MINIMAL_JSON = (
     '{"schema_version": 1, "flow_id": "", "time": 1.0, "end_time": null, "state": "ended", '
@@ -181,6 +184,8 @@ FULL_ROWS = [{'seq': None,
   'dns_ips': ['192.168.100.10'],
   'dns_ttl': 30,
   'dns_cnames': ['x.example'],
+  'dns_queries': 4,
+  'dns_rcodes': [3, 3, 3, 0],
   'http_method': 'GET',
   'http_url': '/x',
   'http_host': 'h',
@@ -253,6 +258,8 @@ FULL_ROWS = [{'seq': None,
   'dns_ips': ['192.168.100.10'],
   'dns_ttl': 30,
   'dns_cnames': ['x.example'],
+  'dns_queries': 4,
+  'dns_rcodes': [3, 3, 3, 0],
   'http_method': 'GET',
   'http_url': '/x',
   'http_host': 'h',

@@ -165,6 +165,8 @@ def test_search_list_walk_is_named_by_the_name_that_resolved() -> None:
     info = to_info(walk)
     assert info is not None and info.query == "db.example.com" and info.rcode == 0
     assert info.ips == ("192.168.100.10",)
+    assert (info.queries, info.rcodes) == (2, (3, 0))   # every message, for the metrics
     failed = to_info([msg("a.cluster.local", False), msg("a.cluster.local", True, 3),
                       msg("a", False), msg("a", True, 3)])
     assert failed is not None and failed.query == "a" and failed.rcode == 3
+    assert (failed.queries, failed.rcodes) == (2, (3, 3))

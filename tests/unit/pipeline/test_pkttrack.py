@@ -40,7 +40,7 @@ def test_http_connection() -> None:
     assert (f.l7.http.method, f.l7.http.url, f.l7.http.host, f.l7.http.code) == (
         "POST", "/api", "shop", 503)  # the query string is dropped by default
     assert f.l7.latency_ns == 10_000_000
-    assert set(f.flags) == {"SYN", "ACK", "PSH", "FIN"} and f.state == "CLOSE"
+    assert set(f.flags) == {"SYN", "SYN-ACK", "ACK", "PSH", "FIN"} and f.state == "CLOSE"
     assert f.verdict is Verdict.FORWARDED
 
 
@@ -87,7 +87,7 @@ def test_refused_timed_out_unreachable() -> None:
     assert by_port[80].verdict is Verdict.DROPPED and by_port[80].server == "10.98.0.5"
     assert by_port[80].reason == "unreachable: host unreachable (ICMP 3/1) from 10.0.0.1"
     assert by_port[5000].verdict is Verdict.ERROR
-    assert by_port[5000].reason == f"refused: ICMP port unreachable from {S}"
+    assert by_port[5000].reason == f"refused: ICMP port unreachable (ICMP 3/3) from {S}"
     t2.expire(4.1)
     [late] = t2.take()
     assert (late.server_port, late.verdict) == (82, Verdict.DROPPED)

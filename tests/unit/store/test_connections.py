@@ -38,7 +38,7 @@ from podflow.query.filter import FilterSpec
 from podflow.query.servicemap import build_edges
 from podflow.store.correlate import SPLIT_GAP, group, merge, merge_all
 from podflow.store.duckdb import DuckDBStore
-from podflow.store.schema import COLUMNS, GROUPING_COLUMNS, STATUS_DDL
+from podflow.store.schema import COLUMNS, GROUPING_COLUMNS, STATUS_DDL, STORE_SCHEMA_VERSION
 
 NODES = ("node1", "node2")
 SVC = Service("shop", "backend", "api", "ClusterIP", "10.96.0.20", 9000)
@@ -234,40 +234,51 @@ def test_version_1_store_upgraded_on_write(tmp_path: Path) -> None:
     DuckDBStore(path).write(old)
     with duckdb.connect(str(path)) as con:   # make it look like podflow's first layout
         con.execute("DROP TABLE connections")
-        for c in (*GROUPING_COLUMNS, "obs_instance"):
+        for c in (*GROUPING_COLUMNS, "obs_instance", "dns_queries", "dns_rcodes"):
             con.execute(f"ALTER TABLE flows DROP COLUMN {c}")
         con.execute("UPDATE podflow_meta SET value = '1' WHERE key = 'schema_version'")
         con.execute(STATUS_DDL)
-        assert len(con.execute("DESCRIBE flows").fetchall()) == len(COLUMNS) - 5
+        assert len(con.execute("DESCRIBE flows").fetchall()) == len(COLUMNS) - 7
     with pytest.raises(Exception, match="older podflow"):
         DuckDBStore(path, read_only=True).flows()
     store = DuckDBStore(path)
     store.write(new)
-    old = [_without_instances(f) for f in old]   # version 1 rows kept none
+    old = [_as_of(f, 1) for f in old]   # version 1 rows kept neither
     assert store.flows() == merge_all(sorted(old, key=lambda f: f.time)
                                       + sorted(new, key=lambda f: f.time))
-    assert store.stats()["schema_version"] == 3
+    assert store.stats()["schema_version"] == STORE_SCHEMA_VERSION
 
 
-def _without_instances(f: Flow) -> Flow:
-    return replace(f, observations=tuple(replace(o, instance="") for o in f.observations))
+def _as_of(f: Flow, version: int) -> Flow:
+    """``f`` as a store of ``version`` keeps it: no instances before 3, no DNS message
+    counts before 4."""
+    if version < 3:
+        f = replace(f, observations=tuple(replace(o, instance="") for o in f.observations))
+    if version < 4 and f.l7 is not None and f.l7.dns is not None:
+        f = replace(f, l7=replace(f.l7, dns=replace(f.l7.dns, queries=0, rcodes=())))
+    return f
 
 
-def test_version_2_store_upgraded_on_write(tmp_path: Path) -> None:
-    """A version 2 store gains the instance column; its rows keep their connections."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_older_store_upgraded_on_write(tmp_path: Path, version: int) -> None:
+    """A version 2 store gains the instance and DNS count columns, a version 3 store the DNS
+    count columns; their rows keep their connections."""
     flows = corpus(4, 30)
-    old, new = [_without_instances(f) for f in flows[:80]], flows[80:]
-    path = tmp_path / "v2.duckdb"
+    old, new = [_as_of(f, version) for f in flows[:80]], flows[80:]
+    path = tmp_path / f"v{version}.duckdb"
     DuckDBStore(path).write(old)
+    dropped = ["dns_queries", "dns_rcodes"] + (["obs_instance"] if version < 3 else [])
     with duckdb.connect(str(path)) as con:
-        con.execute("ALTER TABLE flows DROP COLUMN obs_instance")
-        con.execute("ALTER TABLE connections DROP COLUMN obs_instance")
-        con.execute("UPDATE podflow_meta SET value = '2' WHERE key = 'schema_version'")
+        for c in dropped:
+            con.execute(f"ALTER TABLE flows DROP COLUMN {c}")
+            con.execute(f"ALTER TABLE connections DROP COLUMN {c}")
+        con.execute(f"UPDATE podflow_meta SET value = '{version}' WHERE key = "
+                    "'schema_version'")
     with pytest.raises(Exception, match="older podflow"):
         DuckDBStore(path, read_only=True).flows()
     store = DuckDBStore(path)
     store.write(new)
-    assert store.stats()["schema_version"] == 3
+    assert store.stats()["schema_version"] == STORE_SCHEMA_VERSION
     assert store.flows() == merge_all(sorted(old, key=lambda f: f.time)
                                       + sorted(new, key=lambda f: f.time))
 
