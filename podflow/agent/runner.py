@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from podflow.agent.queue import LossyQueue
 from podflow.agent.writer import BufferedWriter
@@ -49,6 +49,9 @@ from podflow.pipeline.context import DecodeContext, Report
 from podflow.pipeline.dnsnames import DnsNameCache
 from podflow.sources.registry import SOURCES, Sink, SourceOptions, SourcePlugin
 from podflow.store import open_store
+
+if TYPE_CHECKING:
+    from podflow.metrics.node import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,8 @@ class Agent:
         """Stops the store thread (flushes, health reports, retention: ``_store_chores``)."""
         self._status: dict[str, Any] | None = None
         self._next_prune = 0.0
+        self.node_metrics: NodeMetrics | None = None
+        """This agent's own /metrics (``--metrics-listen``), fed the flows it emits."""
 
     # -- the one guarded place -------------------------------------------------------------
     def _guard(self, source: str, stage: str, n: int, fn: Callable[[], T]) -> T | Failed:
@@ -317,8 +322,9 @@ class Agent:
         self._write_status(wait=10.0)
         if self.cfg.ready_file is not None:
             self._wait_ready()
+            served = self.node_metrics.address if self.node_metrics is not None else None
             self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,
-                                                       "sources": names}))
+                                                       "sources": names, "metrics": served}))
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_poll = time.time()
         next_status = time.time() + self.cfg.status_interval
@@ -349,6 +355,9 @@ class Agent:
                 if now >= next_status:
                     self._status = self.health()  # the store thread writes it
                     next_status = now + self.cfg.status_interval
+                    if self.node_metrics is not None:   # its health; what became due
+                        self.node_metrics.report(self._status, now)
+                        self.node_metrics.observe([], now)
         finally:
             self._store_stop.set()
             store_thread.join()
@@ -482,6 +491,9 @@ class Agent:
         if flows:
             self._check_inventory(len(flows))
             self.writer.add(flows)
+            if self.node_metrics is not None:
+                self._guard("metrics", "count", 0,
+                            partial(self.node_metrics.observe, flows, time.time()))
 
     def _check_inventory(self, n: int) -> None:
         """Flows arrive but no pod is known: no endpoint can be named. Say so once (the

@@ -16,6 +16,7 @@ from podflow.cli.limits import MAX_SIZE_HELP, RETENTION_HELP, parse_retention, p
 
 if TYPE_CHECKING:
     from podflow.agent.runner import Agent
+    from podflow.metrics.node import NodeMetrics
 
 AGENT_HELP = """Collect the connections of one node and write them to a flow store.
 
@@ -45,6 +46,12 @@ the application's view, RTT, retransmits, owning process; polled every --poll-in
 so it misses connections shorter than that), packets (AF_PACKET: L7, failed connections).
 `--explain` prints the detected profile with its evidence and the chosen sources, then
 exits without collecting.
+
+Metrics (--metrics-listen 0.0.0.0:9965): the agent serves Prometheus metrics of what this
+node observed, as a Hubble agent does on :9965 (Prometheus then labels each series with
+the agent's pod and node; the stock Hubble dashboards group by pod). The handlers and
+labels are Hubble's --metrics syntax (--metrics), as for `podflow serve`, whose /metrics
+is the whole cluster's view over the store.
 
 Retention (--retention 14d, --max-size 20GB): every minute the agent deletes whole
 connections that ended longer ago than --retention, and the oldest ones while the store's
@@ -116,6 +123,14 @@ def agent(
         "--retention", metavar="DURATION", help=RETENTION_HELP)] = None,
     max_size: Annotated[str | None, typer.Option(
         "--max-size", metavar="SIZE", help=MAX_SIZE_HELP)] = None,
+    metrics_listen: Annotated[str | None, typer.Option(
+        "--metrics-listen", metavar="HOST:PORT",
+        help="Serve this node's Prometheus metrics on HOST:PORT (Hubble's :9965; port 0: a "
+             "free one, logged). Off by default.")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", metavar="OPTIONS",
+        help="Metrics handlers and labels, Hubble-style, e.g. 'flow:sourceContext=pod "
+             "dns:query http' (default: every handler, no context labels).")] = None,
     ready_file: Annotated[Path | None, typer.Option("--ready-file", hidden=True)] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="debug, info, warning or error.")] = "info",
@@ -169,8 +184,48 @@ def agent(
     if explain:
         typer.echo(explain_text(runner, chosen is not None))
         return
-    stats = runner.run()
+    if metrics_listen is not None:
+        runner.node_metrics = node_metrics(node, metrics_listen, metrics)
+    elif metrics is not None:
+        typer.echo("podflow agent: --metrics needs --metrics-listen HOST:PORT", err=True)
+        raise typer.Exit(2)
+    try:
+        stats = runner.run()
+    finally:
+        if runner.node_metrics is not None:
+            runner.node_metrics.close()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``, ``:PORT`` for every address) -> (host, port).
+
+    >>> parse_listen("0.0.0.0:9965"), parse_listen("[::1]:0"), parse_listen(":9965")
+    (('0.0.0.0', 9965), ('::1', 0), ('0.0.0.0', 9965))
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, e.g. 0.0.0.0:9965, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def node_metrics(node: str, listen: str, options: str | None) -> NodeMetrics:
+    """This agent's metrics server, bound (exit 2 with the reason if it cannot be)."""
+    from podflow.metrics.node import NodeMetrics
+
+    try:
+        host, port = parse_listen(listen)
+        nm = NodeMetrics(node, options)
+    except ValueError as exc:
+        typer.echo(f"podflow agent: --metrics-listen/--metrics: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        bound = nm.serve(host, port)
+    except OSError as exc:
+        typer.echo(f"podflow agent: --metrics-listen {listen}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.getLogger(__name__).info("metrics on %s:%d/metrics", host, bound)
+    return nm
 
 
 def store_limits(retention: str | None, max_size: str | None) -> dict[str, Any]:

@@ -34,7 +34,9 @@ def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) 
             "--cni-conf-dir", str(base / "nodes" / node.name / "cni" / "net.d"),
             "--subnet-env", str(base / "nodes" / node.name / "run" / "flannel" / "subnet.env"),
             # all lab nodes share one kernel: look for pod namespaces among this lab's only
-            "--netns-prefix", f"pf-{state.name}-"]
+            "--netns-prefix", f"pf-{state.name}-",
+            # this node's /metrics, as a Hubble agent's :9965 (the port is in the ready file)
+            "--metrics-listen", "127.0.0.1:0"]
     for key, value in sorted(state.spec.get("agentOptions", {}).items()):
         argv += ["--source-option", f"{key}={json.dumps(value)}"]
     sources = state.spec.get("agentSources")
@@ -65,6 +67,9 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if all(r.exists() for r in ready):
+            for node, rf in zip(state.nodes, ready, strict=True):
+                node.agent_metrics = json.loads(rf.read_text()).get("metrics")
+            state.save()
             return
         for name, proc in procs.items():
             # the Popen handle, not /proc: right after the fork the child may not have

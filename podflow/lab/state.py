@@ -95,6 +95,8 @@ class NodeState:
     """flannel.1 / vxlan.calico MAC address."""
     agent_pid: int | None = None
     """PID of the podflow agent started for this node, if any."""
+    agent_metrics: str | None = None
+    """``HOST:PORT`` where that agent serves this node's /metrics (loopback)."""
 
 
 @dataclass
@@ -308,8 +310,8 @@ class LabState:
         return {
             "name": self.name,
             "cni": self.cni,
-            "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "podCIDR": n.podCIDR}
-                      for n in self.nodes],
+            "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "podCIDR": n.podCIDR,
+                       "metrics": n.agent_metrics} for n in self.nodes],
             "pods": [{"namespace": p.namespace, "name": p.name, "workload": p.workload,
                       "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}
                      for p in self.pods],

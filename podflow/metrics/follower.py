@@ -62,7 +62,7 @@ from podflow.metrics.base import Account
 from podflow.metrics.registry import MetricSet
 from podflow.model.flow import Flow, FlowState
 from podflow.store.base import FlowStore
-from podflow.store.correlate import SPLIT_GAP
+from podflow.store.correlate import SPLIT_GAP, merge
 from podflow.store.follow import StoreFollower
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class _Entry:
     """The newest version of a connection not counted yet; None once counted."""
     account: Account | None = None
     """What the handlers counted of it (None: not counted yet)."""
+    views: dict[tuple[str, str, str], Flow] | None = None
+    """:meth:`Ledger.offer_view`: the newest view of each vantage (node, source, instance)."""
 
 
 class Ledger:
@@ -115,13 +117,8 @@ class Ledger:
         self.counted += 1
         return flow, entry.account
 
-    def offer(self, flow: Flow, now: float) -> tuple[Flow, Account] | None:
-        """A sighting of a connection: what to count now (the flow and its connection's
-        account: empty the first time, what was counted before after), or None."""
-        keys = [k for k in (flow.flow_id, flow.client_key) if k]
-        if not keys:
-            self.counted += 1
-            return flow, {}
+    def _entry(self, flow: Flow, keys: list[str], now: float) -> _Entry:
+        """The connection ``flow`` is a sighting of (a new one if none), known by ``keys``."""
         entry = self._find(keys, flow.time)
         if entry is None:
             self._next += 1
@@ -132,6 +129,29 @@ class Ledger:
             if entry not in bucket:
                 bucket.append(entry)
         entry.last_seen = now
+        return entry
+
+    def offer_view(self, view: Flow, now: float) -> tuple[Flow, Account] | None:
+        """One vantage point's view (an agent's own records, not yet merged by a store):
+        merged with the views of its connection seen so far (the store's rules,
+        :func:`~podflow.store.correlate.merge`), then offered as :meth:`offer` does."""
+        keys = [k for k in (view.flow_id, view.client_key) if k]
+        if not keys:
+            return self.offer(view, now)
+        entry = self._entry(view, keys, now)
+        o = view.observations[0] if view.observations else None
+        vantage = (o.node_name, o.source, o.instance) if o is not None else ("", "", "")
+        entry.views = {**(entry.views or {}), vantage: view}
+        return self.offer(merge(list(entry.views.values())), now)
+
+    def offer(self, flow: Flow, now: float) -> tuple[Flow, Account] | None:
+        """A sighting of a connection: what to count now (the flow and its connection's
+        account: empty the first time, what was counted before after), or None."""
+        keys = [k for k in (flow.flow_id, flow.client_key) if k]
+        if not keys:
+            self.counted += 1
+            return flow, {}
+        entry = self._entry(flow, keys, now)
         if entry.account is not None:
             return flow, entry.account
         entry.pending = flow

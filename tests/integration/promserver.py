@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,14 +68,20 @@ def serve_metrics(store_path: Path, options: str, *, backfill: float = float("in
 
 
 @contextmanager
-def run_prometheus(workdir: Path, target_port: int, *, ready: str) -> Iterator[int]:
-    """Prometheus scraping 127.0.0.1:``target_port`` every second (job ``podflow``), its data
-    under ``workdir``; yields its port once ``ready`` (PromQL) returns data."""
+def run_prometheus(workdir: Path, target_port: int, *, ready: str,
+                   agents: Sequence[str] = ()) -> Iterator[int]:
+    """Prometheus scraping 127.0.0.1:``target_port`` every second (job ``podflow``) and the
+    ``agents``' ``HOST:PORT`` (job ``podflow-agent``, one ``instance`` each, as a Hubble
+    setup scrapes every node's :9965), its data under ``workdir``; yields its port once
+    ``ready`` (PromQL) returns data."""
     prom_port = free_port()
     cfg = workdir / "prometheus.yml"
+    jobs = [("podflow", [f"127.0.0.1:{target_port}"])] + ([("podflow-agent", list(agents))]
+                                                          if agents else [])
     cfg.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                   "scrape_configs:\n  - job_name: podflow\n    static_configs:\n"
-                   f"      - targets: ['127.0.0.1:{target_port}']\n")
+                   "scrape_configs:\n" + "".join(
+                       f"  - job_name: {job}\n    static_configs:\n"
+                       f"      - targets: {json.dumps(targets)}\n" for job, targets in jobs))
     log_path = workdir / "prometheus.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([PROMETHEUS, f"--config.file={cfg}",

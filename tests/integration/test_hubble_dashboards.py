@@ -140,8 +140,11 @@ def panels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabState,
                        check=True)
         web, api = state.pods_of("app", "web")[0], state.pods_of("app", "api")[0]
         work = tmp_path_factory.mktemp("prometheus")
+        agents = [n.agent_metrics for n in state.nodes if n.agent_metrics]
+        assert len(agents) == 2, "each lab agent serves its node's /metrics"
         with serve_metrics(lab_store_path(name), OPTIONS) as port, \
-                run_prometheus(work, port, ready="hubble_flows_processed_total") as prom:
+                run_prometheus(work, port, ready="hubble_flows_processed_total",
+                               agents=agents) as prom:
             end = time.time() + RUN
             while time.time() < end:
                 side = [_in(web.netns, PING, api.ip, 5), _in(web.netns, UDP_CLOSED, api.ip, 9, 3),
@@ -220,14 +223,40 @@ def test_rates_agree_with_the_ground_truth(panels: tuple[LabState, int, float]) 
         "dns": per_s([d.time for d in truth.dns]),
         "tcp": per_s([c.time for c in web if c.outcome == "ok" and c.purpose == "traffic"]),
     }
+    cluster = 'job="podflow"'   # podflow serve's cluster view (the agents are another job)
     got = {
-        "http": _value(query(prom, 'sum(rate(hubble_http_requests_total{reporter="client"}'
-                                   "[1m]))")),
-        "dns": _value(query(prom, "sum(rate(hubble_dns_queries_total[1m]))")),
-        "tcp": _value(query(prom, 'sum(rate(hubble_tcp_flags_total{flag="SYN-ACK"}[1m]))')),
+        "http": _value(query(prom, f'sum(rate(hubble_http_requests_total{{{cluster},'
+                                   f'reporter="client"}}[1m]))')),
+        "dns": _value(query(prom, f"sum(rate(hubble_dns_queries_total{{{cluster}}}[1m]))")),
+        "tcp": _value(query(prom, f'sum(rate(hubble_tcp_flags_total{{{cluster},'
+                                  f'flag="SYN-ACK"}}[1m]))')),
     }
+    # each node's agent counts at its own observation point: the client's node as client
+    got["http (agents)"] = _value(query(
+        prom, 'sum(rate(hubble_http_requests_total{job="podflow-agent",reporter="client"}'
+              "[1m]))"))
+    want["http (agents)"] = want["http"]
     for k in want:
         print(f"{k}: podflow {got[k]:.3f}/s, ground truth {want[k]:.3f}/s")
     assert all(v > 0 for v in want.values()), want
     off = {k: (got[k], want[k]) for k in want if abs(got[k] - want[k]) > 0.05 * want[k]}
     assert not off, f"podflow vs truth (per second): {off}"
+
+
+@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason=MISSING)
+def test_each_agent_serves_what_its_node_observed(panels: tuple[LabState, int, float]) -> None:
+    """Hubble's per-node metrics: every agent is a scrape target of its own; the HTTP
+    server's node reports as server, the client's node as client."""
+    state, prom, _ = panels
+    by_node = {n.agent_metrics: n.name for n in state.nodes}
+
+    def reporters(who: str) -> set[str]:
+        return {by_node[r["metric"]["instance"]] for r in query(
+            prom, f'sum by (instance) (hubble_http_requests_total{{job="podflow-agent",'
+                  f'reporter="{who}"}})') if float(r["value"][1]) > 0}
+
+    web, api = state.pods_of("app", "web")[0], state.pods_of("app", "api")[0]
+    assert reporters("client") == {web.node}
+    assert reporters("server") == {api.node}
+    flows = query(prom, 'sum by (instance) (hubble_flows_processed_total{job="podflow-agent"})')
+    assert {by_node[r["metric"]["instance"]] for r in flows} == {web.node, api.node}

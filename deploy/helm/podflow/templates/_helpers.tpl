@@ -41,6 +41,9 @@ the DaemonSet, so every rendering runs it.
 {{- if .Values.ui.enabled }}
 {{- fail "ui.enabled=true needs a hub, which does not exist yet: each agent writes its own DuckDB file on its node, and one UI Deployment cannot serve files spread over every node. For one node run `podflow serve --store <store.path>` on it (deploy/README.md)" }}
 {{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled=true needs metrics.enabled=true (the agents serve the metrics it scrapes)" }}
+{{- end }}
 {{- if .Values.auth.enabled }}
 {{- fail "auth.enabled=true: access control belongs to the hub, which is not implemented yet (a later issue); auth.* are documented placeholders" }}
 {{- end }}
