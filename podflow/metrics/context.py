@@ -17,11 +17,20 @@ Context options, accepted by every flow handler (as in Hubble):
   (``ns/`` + the pod name without its generated suffixes), ``workload`` (``ns/name`` of the
   top owner; podflow's), ``workload-name``, ``app`` (label ``app.kubernetes.io/name``, else
   ``k8s-app``, else ``app``), ``ip``, ``dns`` (the end's known name, e.g. an external host),
-  ``identity`` (the labels as ``k=v,...``), ``node`` (podflow's: the node the end ran on).
+  ``identity`` (the labels as ``k=v,...``), ``reserved-identity`` (Cilium's reserved
+  identity of an end that is no pod: ``reserved:host`` for a node or host-network pod,
+  ``reserved:world`` outside the cluster, ``reserved:unknown``; ``""`` for a pod),
+  ``node`` (podflow's: the node the end ran on). Fallbacks as in Hubble:
+  ``sourceContext=workload-name|reserved-identity``.
+- ``sourceEgressContext``, ``sourceIngressContext``, ``destinationEgressContext``,
+  ``destinationIngressContext``: identifiers used instead of ``sourceContext`` /
+  ``destinationContext`` (which must be given) when a count stands for that observation
+  point (see ``traffic_direction`` below).
 - ``labelsContext`` = comma list of ``source_ip``, ``source_pod``, ``source_namespace``,
-  ``source_workload``, ``source_app``, ``destination_ip``, ``destination_pod``,
-  ``destination_namespace``, ``destination_workload``, ``destination_app``,
-  ``traffic_direction``: one label each, named as listed.
+  ``source_workload``, ``source_workload_kind``, ``source_app``, ``destination_ip``,
+  ``destination_pod``, ``destination_namespace``, ``destination_workload``,
+  ``destination_workload_kind``, ``destination_app``, ``traffic_direction``: one label each,
+  named as listed.
 
 ``traffic_direction`` is the observation point a count stands for: ``egress`` on the
 client's node, ``ingress`` on the server's node, ``unknown`` when neither end's node
@@ -44,11 +53,15 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
-from podflow.model.flow import Endpoint, Flow
+from podflow.model.flow import Endpoint, EndpointKind, Flow
 
 Options = dict[str, str]
 """One handler's options, keys lower-cased."""
 
+_RESERVED = {EndpointKind.NODE: "reserved:host", EndpointKind.HOST_NETWORK_POD: "reserved:host",
+             EndpointKind.EXTERNAL: "reserved:world", EndpointKind.UNKNOWN: "reserved:unknown"}
+"""Cilium's reserved identities by what an end is (a pod has none: its identity is its
+labels)."""
 _SHORT_POD = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
 _APP_LABELS = ("app.kubernetes.io/name", "k8s-app", "app")
 
@@ -87,19 +100,26 @@ IDENTIFIERS: dict[str, Callable[[Endpoint], str]] = {
     "dns": lambda e: e.name or "",
     "identity": lambda e: ",".join(f"{k}={v}" for k, v in e.labels),
     "node": lambda e: e.node_name or "",
+    "reserved-identity": lambda e: _RESERVED.get(e.kind, ""),
 }
 """Context identifiers: how one end of a flow becomes a label value."""
 
 _END_LABELS: dict[str, Callable[[Endpoint], str]] = {
     "ip": lambda e: e.ip, "pod": lambda e: e.pod_name or "",
     "namespace": lambda e: e.namespace or "",
-    "workload": lambda e: e.workload.name if e.workload else "", "app": _app,
+    "workload": lambda e: e.workload.name if e.workload else "",
+    "workload_kind": lambda e: e.workload.kind if e.workload else "", "app": _app,
 }
 LABELS = [f"{end}_{k}" for end in ("source", "destination") for k in _END_LABELS] + [
     "traffic_direction"]
 """Labels ``labelsContext`` accepts, in the order they are added to a metric."""
 
-CONTEXT_KEYS = frozenset({"sourcecontext", "destinationcontext", "labelscontext"})
+_BY_DIRECTION = {f"{end}{d}context": (end, d) for end in ("source", "destination")
+                 for d in ("egress", "ingress")}
+"""``sourceEgressContext`` ... : the identifiers used instead when a count stands for that
+observation point."""
+CONTEXT_KEYS = frozenset({"sourcecontext", "destinationcontext", "labelscontext",
+                          *_BY_DIRECTION})
 """Option keys handled here (the rest belong to the handler)."""
 
 
@@ -140,6 +160,8 @@ class ContextOptions:
     """Identifiers of ``destinationContext``; empty: no ``destination`` label."""
     labels: tuple[str, ...] = ()
     """``labelsContext`` labels, in :data:`LABELS` order."""
+    by_direction: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    """``(end, direction, identifiers)`` of ``sourceEgressContext`` and its kin."""
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> ContextOptions:
@@ -157,7 +179,16 @@ class ContextOptions:
                     raise ValueError(f"unknown labelsContext label {label.strip()!r}; "
                                      f"known: {', '.join(LABELS)}")
                 wanted.add(label.strip())
-        return cls(src, dst, tuple(x for x in LABELS if x in wanted))
+        by_direction = []
+        for key, (end, d) in _BY_DIRECTION.items():
+            if key not in options:
+                continue
+            name = f"{end}{d.capitalize()}Context"
+            if not (src if end == "source" else dst):
+                raise ValueError(f"{name} needs {end}Context (it replaces it for {d} "
+                                 f"observations; without it there is no {end} label)")
+            by_direction.append((end, d, _identifiers(name, options[key])))
+        return cls(src, dst, tuple(x for x in LABELS if x in wanted), tuple(by_direction))
 
     def label_names(self) -> list[str]:
         """The label names these options add, in the order of :meth:`label_values`."""
@@ -174,15 +205,19 @@ class ContextOptions:
         ``direction`` (None: the first of :func:`directions`); ``swap``: for a message the
         server sent (a DNS response), whose source is the server, as Hubble records it."""
         src, dst = (flow.destination, flow.source) if swap else (flow.source, flow.destination)
+        point = direction or traffic_direction(flow)
         values = []
         for label in self.labels:
             if label == "traffic_direction":
-                values.append(direction or traffic_direction(flow))
+                values.append(point)
                 continue
             end, _, key = label.partition("_")
             values.append(_END_LABELS[key](src if end == "source" else dst))
-        for idents, e in ((self.source, src), (self.destination, dst)):
+        for name, idents, e in (("source", self.source, src),
+                                ("destination", self.destination, dst)):
             if idents:
+                idents = next((i for end, d, i in self.by_direction
+                               if end == name and d == point), idents)
                 values.append(next((v for v in (IDENTIFIERS[i](e) for i in idents) if v), ""))
         return values
 

@@ -138,6 +138,28 @@ def test_labels_context_order_and_values() -> None:
     assert ctx.label_values(flow()) == ["10.244.0.5", "shop", "backend", "egress", "shop"]
 
 
+def test_reserved_identity_workload_kind_and_contexts_by_direction() -> None:
+    ctx = ContextOptions.parse({"sourcecontext": "workload-name|reserved-identity"})
+    assert ctx.label_values(flow(src=DB)) == ["reserved:world"]
+    assert ctx.label_values(flow()) == ["frontend"]
+    node = replace(FE, kind=EndpointKind.NODE, workload=None)
+    assert ctx.label_values(flow(src=node)) == ["reserved:host"]
+    kinds = ContextOptions.parse({"labelscontext": "source_workload_kind,destination_workload"})
+    assert kinds.label_values(flow()) == ["Deployment", "backend"]
+    by_point = ContextOptions.parse({"sourcecontext": "namespace",
+                                     "sourceingresscontext": "pod-name",
+                                     "destinationcontext": "workload-name",
+                                     "destinationegresscontext": "ip"})
+    assert by_point.label_values(flow(), "egress") == ["shop", "10.244.1.7"]
+    assert by_point.label_values(flow(), "ingress") == ["frontend-7d9f8c-abcde", "backend"]
+    with pytest.raises(ValueError, match="sourceEgressContext needs sourceContext"):
+        ContextOptions.parse({"sourceegresscontext": "pod"})
+    with pytest.raises(ValueError, match="unknown destinationIngressContext identifier"):
+        ContextOptions.parse({"destinationcontext": "pod", "destinationingresscontext": "x"})
+    assert [h.name for h in MetricSet("flow:sourceContext=pod;sourceEgressContext=ip"
+                                      ).handlers] == ["flow", "podflow"]
+
+
 def test_traffic_direction() -> None:
     assert traffic_direction(flow()) == "egress"
     seen_by_server = (ObservationPoint("node2", "packets"),)
