@@ -184,16 +184,16 @@ def agent(
     if explain:
         typer.echo(explain_text(runner, chosen is not None))
         return
-    if metrics_listen is not None:
-        runner.node_metrics = node_metrics(node, metrics_listen, metrics)
-    elif metrics is not None:
+    if metrics is not None and metrics_listen is None:
         typer.echo("podflow agent: --metrics needs --metrics-listen HOST:PORT", err=True)
         raise typer.Exit(2)
+    served = None if metrics_listen is None else node_metrics(node, metrics_listen, metrics)
+    runner.node_metrics = served
     try:
         stats = runner.run()
     finally:
-        if runner.node_metrics is not None:
-            runner.node_metrics.close()
+        if served is not None:
+            served.close()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
 
 

@@ -308,3 +308,17 @@ def test_agent_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         code, err, cfg = _agent(tmp_path, monkeypatch, *args)
         assert code == 2 and cfg is None and err.count("\n") == 1, err
         assert err.startswith(f"podflow agent: {where}"), err
+
+
+def test_agent_metrics_flags_are_checked_before_collecting(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    for args, where in ((["--metrics", "flow"], "--metrics needs --metrics-listen"),
+                        (["--metrics-listen", "9965"], "--metrics-listen/--metrics: expected "
+                                                       "HOST:PORT"),
+                        (["--metrics-listen", "127.0.0.1:0", "--metrics", "flows"],
+                         "--metrics-listen/--metrics: unknown metric 'flows'")):
+        code, err, _ = _agent(tmp_path, monkeypatch, *args)
+        assert code == 2 and err.startswith(f"podflow agent: {where}"), err
+    code, err, _ = _agent(tmp_path, monkeypatch, "--metrics-listen", "127.0.0.1:0")
+    assert code == 0, err
