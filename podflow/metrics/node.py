@@ -43,6 +43,9 @@ from podflow.model.flow import Flow
 REMEMBER = 180.0
 """Seconds a connection's views are kept after its last one (its last views come within a
 TCP TIME_WAIT or a UDP entry's life; a store keeps them longer)."""
+TIDY_EVERY = 10.0
+"""Seconds between passes over every connection and series (forgetting, expiring): the
+agent's loop calls :meth:`NodeMetrics.observe` several times a second."""
 
 
 class NodeMetrics:
@@ -57,6 +60,7 @@ class NodeMetrics:
         self.registry = self.metrics.registry
         self.ledger = Ledger(count_active_after=count_active_after, remember=REMEMBER)
         self._lock = threading.Lock()
+        self._next_tidy = 0.0
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.address: str | None = None
@@ -68,8 +72,10 @@ class NodeMetrics:
             got = [c for f in flows if (c := self.ledger.offer_view(f, now)) is not None]
             got += self.ledger.due(now)
             self.metrics.process(got, now)
-            self.metrics.expire(now)
-            self.ledger.prune(now)
+            if now >= self._next_tidy:
+                self.metrics.expire(now)
+                self.ledger.prune(now)
+                self._next_tidy = now + TIDY_EVERY
 
     def report(self, status: Mapping[str, Any], now: float) -> None:
         """The agent's latest health report (lost events, sources up, watches)."""
