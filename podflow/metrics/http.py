@@ -53,11 +53,6 @@ from podflow.model.flow import Flow, HttpInfo
 _REPORTER = {"egress": "client", "ingress": "server", "unknown": "unknown"}
 
 
-def reporter(flow: Flow) -> str:
-    """``client``, ``server`` or ``unknown``: the first observation point (module doc)."""
-    return _REPORTER[directions(flow)[0]]
-
-
 _OPTIONS = {"exemplars": "true: attach the flow id to each count as exemplar traceID "
                          "(OpenMetrics exposition)"}
 
