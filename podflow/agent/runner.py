@@ -356,8 +356,10 @@ class Agent:
                     self._status = self.health()  # the store thread writes it
                     next_status = now + self.cfg.status_interval
                     if self.node_metrics is not None:   # its health; what became due
-                        self.node_metrics.report(self._status, now)
-                        self.node_metrics.observe([], now)
+                        self._guard("metrics", "report", 0,
+                                    partial(self.node_metrics.report, self._status, now))
+                        self._guard("metrics", "count", 0,
+                                    partial(self.node_metrics.observe, [], now))
         finally:
             self._store_stop.set()
             store_thread.join()

@@ -283,13 +283,10 @@ def test_a_record_with_the_same_keys_does_not_release_a_view(tmp_path: Path) -> 
     assert agent.writer.pending == 1 and len(agent._held) == 1
 
 
-def test_a_view_is_released_once_a_conntrack_dump_began_after_it(tmp_path: Path) -> None:
-    """Conntrack behind (its dumps processed late): a view waits for a dump requested after
-    it was held, not for a wall-clock delay, so it never goes out before its bridge."""
+def _conntrack_and_packets(tmp_path: Path) -> tuple[Agent, DecodeContext, ConntrackPlugin,
+                                                     ConntrackPlugin]:
+    """An agent with a conntrack source and a non-NAT-aware one whose views it holds."""
     import dataclasses
-    import time
-
-    from podflow.agent.runner import SYNC_MARGIN
 
     agent, ctx = _agent(tmp_path, grace=5)
     agent.cfg = dataclasses.replace(agent.cfg, view_delay=60.0)
@@ -300,6 +297,18 @@ def test_a_view_is_released_once_a_conntrack_dump_began_after_it(tmp_path: Path)
     packets.nat_aware = False
     packets.name = "packets"
     agent.plugins = {"conntrack": conntrack, "packets": packets}
+    return agent, ctx, conntrack, packets
+
+
+def test_a_view_is_released_once_a_conntrack_dump_began_after_it(tmp_path: Path) -> None:
+    """Conntrack behind (its dumps processed late): a view waits for a dump requested after
+    it was held, not for a wall-clock delay, so it never goes out before its bridge."""
+    import dataclasses
+    import time
+
+    from podflow.agent.runner import SYNC_MARGIN
+
+    agent, ctx, _, packets = _conntrack_and_packets(tmp_path)
     agent._emit(packets, [Report(clusterip_entry(), True)], ctx)
     held_at = agent._held[0].held_at
     other = dataclasses.replace(clusterip_entry(), orig=dataclasses.replace(
@@ -330,15 +339,7 @@ def test_a_view_waits_for_the_first_report_of_a_connection_conntrack_tracks(
 
     from podflow.agent.runner import SYNC_MARGIN
 
-    agent, ctx = _agent(tmp_path, grace=5)
-    agent.cfg = dataclasses.replace(agent.cfg, view_delay=60.0)
-    _state_dir(tmp_path, with_client=True)
-    agent.cluster.poll(1.0)
-    conntrack = ConntrackPlugin(SourceOptions(node_name="node1"))
-    packets = ConntrackPlugin(SourceOptions(node_name="node1"))
-    packets.nat_aware = False
-    packets.name = "packets"
-    agent.plugins = {"conntrack": conntrack, "packets": packets}
+    agent, ctx, conntrack, packets = _conntrack_and_packets(tmp_path)
     begun = time.time()
     open_conn = dataclasses.replace(clusterip_entry(), event=CtEventType.NEW,
                                     tcp_state="ESTABLISHED", received_at=begun)
