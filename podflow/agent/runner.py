@@ -52,6 +52,7 @@ from podflow.store import open_store
 
 if TYPE_CHECKING:
     from podflow.metrics.node import NodeMetrics
+    from podflow.observer.server import ObserverServer
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,9 @@ class Agent:
         self._next_prune = 0.0
         self.node_metrics: NodeMetrics | None = None
         """This agent's own /metrics (``--metrics-listen``), fed the flows it emits."""
+        self.observer: ObserverServer | None = None
+        """This agent's Observer API (``--observer-listen``): its buffer is fed the flows it
+        emits."""
 
     # -- the one guarded place -------------------------------------------------------------
     def _guard(self, source: str, stage: str, n: int, fn: Callable[[], T]) -> T | Failed:
@@ -323,8 +327,10 @@ class Agent:
         if self.cfg.ready_file is not None:
             self._wait_ready()
             served = self.node_metrics.address if self.node_metrics is not None else None
+            observer = self.observer.address if self.observer is not None else None
             self.cfg.ready_file.write_text(json.dumps({"profile": det.profile.name,
-                                                       "sources": names, "metrics": served}))
+                                                       "sources": names, "metrics": served,
+                                                       "observer": observer}))
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_poll = time.time()
         next_status = time.time() + self.cfg.status_interval
@@ -496,6 +502,9 @@ class Agent:
             if self.node_metrics is not None:
                 self._guard("metrics", "count", 0,
                             partial(self.node_metrics.observe, flows, time.time()))
+            if self.observer is not None:
+                self._guard("observer", "buffer", 0,
+                            partial(self.observer.buffer.add, flows, time.time()))
 
     def _check_inventory(self, n: int) -> None:
         """Flows arrive but no pod is known: no endpoint can be named. Say so once (the

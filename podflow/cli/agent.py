@@ -17,6 +17,7 @@ from podflow.cli.limits import MAX_SIZE_HELP, RETENTION_HELP, parse_retention, p
 if TYPE_CHECKING:
     from podflow.agent.runner import Agent
     from podflow.metrics.node import NodeMetrics
+    from podflow.observer.server import ObserverServer
 
 AGENT_HELP = """Collect the connections of one node and write them to a flow store.
 
@@ -52,6 +53,11 @@ node observed, as a Hubble agent does on :9965 (Prometheus then labels each seri
 the agent's pod and node; the stock Hubble dashboards group by pod). The handlers and
 labels are Hubble's --metrics syntax (--metrics), as for `podflow serve`, whose /metrics
 is the whole cluster's view over the store.
+
+Flows (--observer-listen 0.0.0.0:4244): the agent keeps its newest flow events in a ring
+(--observer-buffer) and serves them over Hubble's Observer API, as a Cilium agent does on
+:4244: `hubble observe --server ADDR` and `hubble status --server ADDR` work unchanged, with
+Hubble's filters; `podflow observe --server ADDR` takes podflow's.
 
 Retention (--retention 14d, --max-size 20GB): every minute the agent deletes whole
 connections that ended longer ago than --retention, and the oldest ones while the store's
@@ -131,6 +137,16 @@ def agent(
         "--metrics", metavar="OPTIONS",
         help="Metrics handlers and labels, Hubble-style, e.g. 'flow:sourceContext=pod "
              "dns:query http' (default: every handler, no context labels).")] = None,
+    observer_listen: Annotated[str | None, typer.Option(
+        "--observer-listen", metavar="ADDR",
+        help="Serve this node's recent flows over Hubble's Observer API (gRPC) on HOST:PORT "
+             "(Hubble's :4244; port 0: a free one, logged) or unix:PATH; read them with "
+             "`hubble observe --server ADDR` or `podflow observe --server ADDR`. Off by "
+             "default.")] = None,
+    observer_buffer: Annotated[int, typer.Option(
+        "--observer-buffer", metavar="N", min=1,
+        help="Flow events the Observer API keeps (a ring, newest kept; each connection is "
+             "one event per change).")] = 4095,
     ready_file: Annotated[Path | None, typer.Option("--ready-file", hidden=True)] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="debug, info, warning or error.")] = "info",
@@ -189,11 +205,15 @@ def agent(
         raise typer.Exit(2)
     served = None if metrics_listen is None else node_metrics(node, metrics_listen, metrics)
     runner.node_metrics = served
+    runner.observer = None if observer_listen is None else \
+        observer_server(node, observer_listen, observer_buffer)
     try:
         stats = runner.run()
     finally:
         if served is not None:
             served.close()
+        if runner.observer is not None:
+            runner.observer.stop()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
 
 
@@ -226,6 +246,26 @@ def node_metrics(node: str, listen: str, options: str | None) -> NodeMetrics:
         raise typer.Exit(2) from None
     logging.getLogger(__name__).info("metrics on %s:%d/metrics", host, bound)
     return nm
+
+
+def observer_server(node: str, listen: str, capacity: int) -> ObserverServer:
+    """This agent's Observer API, bound (exit 2 with the reason if it cannot be)."""
+    from podflow.observer.buffer import FlowBuffer
+    from podflow.observer.server import ObserverServer
+
+    if not listen.startswith("unix:"):
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            typer.echo(f"podflow agent: --observer-listen: {exc}", err=True)
+            raise typer.Exit(2) from None
+    server = ObserverServer(FlowBuffer(node, capacity), listen)
+    try:
+        server.start()
+    except OSError as exc:
+        typer.echo(f"podflow agent: --observer-listen {listen}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return server
 
 
 def store_limits(retention: str | None, max_size: str | None) -> dict[str, Any]:

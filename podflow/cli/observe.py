@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ FOLLOW_INTERVAL = 0.5
 Store = Annotated[Path | None, typer.Option("--store", metavar="PATH",
                                             help="Flow store file (DuckDB).")]
 Lab = Annotated[str | None, typer.Option("--lab", metavar="NAME", help="Read lab NAME's store.")]
+Server = Annotated[str | None, typer.Option(
+    "--server", metavar="ADDR", help="Read from a podflow agent or hub serving Hubble's "
+    "Observer API: HOST:PORT or unix:PATH (an agent's --observer-listen).")]
 
 def fail(message: str) -> NoReturn:
     """Print ``podflow: MESSAGE`` on stderr and exit 2."""
@@ -60,6 +64,30 @@ def store_path(store: Path | None, lab: str | None) -> Path:
 def build_spec(filters: FilterValues) -> FilterSpec:
     """A FilterSpec from the filter options' values, parsed as the HTTP API parses them."""
     return spec_from_multi(filters)
+
+
+def from_server(address: str, spec: FilterSpec, fmt: str, *, number: int,
+                follow_: bool) -> None:
+    """Print what an agent or hub serves (``--server``): the newest ``number`` connections
+    (0: all), then, with ``follow_``, each change as it comes until Ctrl-C."""
+    from podflow.observer.client import FlowReader, ServerError
+
+    def lost(n: int) -> None:
+        typer.echo(f"podflow: {n} events lost: the server's buffer overtook this reader",
+                   err=True)
+
+    reader = FlowReader(address)
+    try:
+        if not follow_:
+            print_flows(list(reader.flows(spec, number=number, on_lost=lost)), fmt, sys.stdout)
+            return
+        header = True
+        for flow in reader.flows(spec, number=number, follow=True, on_lost=lost):
+            print_flows([flow], fmt, sys.stdout, header=header, stream=True)
+            sys.stdout.flush()
+            header = False
+    except ServerError as exc:
+        fail(str(exc))
 
 
 def follow(path: Path, spec: FilterSpec, fmt: str, last: int | None) -> None:
@@ -90,10 +118,11 @@ def register(app: typer.Typer) -> None:
                  "  podflow observe --store flows.duckdb -n data --protocol tcp -f\n\n"
                  "  podflow observe --lab shop --to-fqdn '*.example.com' --http-status 5+\n\n"
                  "  podflow observe --lab shop --type drop -o compact\n\n"
+                 "  podflow observe --server 127.0.0.1:4244 -n shop -f\n\n"
                  "  podflow observe --lab shop --protocol dns -o compact")
     @with_filters()
     def observe(
-        store: Store = None, lab: Lab = None,
+        store: Store = None, lab: Lab = None, server: Server = None,
         last: Annotated[int | None, typer.Option(
             metavar="N", min=1,
             help="Show the newest N flows (default 20; with --follow: none before).")] = None,
@@ -113,6 +142,18 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown output {output!r}: use one of {', '.join(FLOW_FORMATS)}")
         if all_ and last is not None:
             fail("give only one of --last N and --all")
+        if server is not None:
+            if store is not None or lab is not None:
+                fail("give only one of --server ADDR, --store PATH and --lab NAME")
+            try:
+                spec = build_spec(filters)
+            except ValueError as exc:
+                fail(str(exc))
+            with contextlib.suppress(KeyboardInterrupt):
+                from_server(server, spec, output,
+                            number=0 if all_ else (last or (0 if follow_ else 20)),
+                            follow_=follow_)
+            return
         path = store_path(store, lab)
         try:
             spec = build_spec(filters)

@@ -36,7 +36,9 @@ def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) 
             # all lab nodes share one kernel: look for pod namespaces among this lab's only
             "--netns-prefix", f"pf-{state.name}-",
             # this node's /metrics, as a Hubble agent's :9965 (the port is in the ready file)
-            "--metrics-listen", "127.0.0.1:0"]
+            "--metrics-listen", "127.0.0.1:0",
+            # and its flows over Hubble's Observer API, as a Cilium agent's :4244
+            "--observer-listen", "127.0.0.1:0"]
     for key, value in sorted(state.spec.get("agentOptions", {}).items()):
         argv += ["--source-option", f"{key}={json.dumps(value)}"]
     sources = state.spec.get("agentSources")
@@ -68,7 +70,9 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
     while time.time() < end:
         if all(r.exists() for r in ready):
             for node, rf in zip(state.nodes, ready, strict=True):
-                node.agent_metrics = json.loads(rf.read_text()).get("metrics")
+                served = json.loads(rf.read_text())
+                node.agent_metrics = served.get("metrics")
+                node.agent_observer = served.get("observer")
             state.save()
             return
         for name, proc in procs.items():
@@ -102,4 +106,4 @@ def stop_agents(state: LabState, timeout: float = 15.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     for n in state.nodes:
-        n.agent_pid = None
+        n.agent_pid = n.agent_metrics = n.agent_observer = None

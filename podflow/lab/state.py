@@ -97,6 +97,8 @@ class NodeState:
     """PID of the podflow agent started for this node, if any."""
     agent_metrics: str | None = None
     """``HOST:PORT`` where that agent serves this node's /metrics (loopback)."""
+    agent_observer: str | None = None
+    """``HOST:PORT`` where that agent serves Hubble's Observer API (loopback)."""
 
 
 @dataclass
@@ -311,7 +313,8 @@ class LabState:
             "name": self.name,
             "cni": self.cni,
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "podCIDR": n.podCIDR,
-                       "metrics": n.agent_metrics} for n in self.nodes],
+                       "metrics": n.agent_metrics, "observer": n.agent_observer}
+                      for n in self.nodes],
             "pods": [{"namespace": p.namespace, "name": p.name, "workload": p.workload,
                       "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}
                      for p in self.pods],

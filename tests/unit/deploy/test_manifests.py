@@ -247,7 +247,9 @@ def test_init_container_holds_net_admin_only() -> None:
 def test_agent_arguments_name_its_node_and_store() -> None:
     agent = container(pod_spec(base_docs()), "agent")
     assert agent["args"] == ["agent", "--node", "$(NODE_NAME)",
-                             "--store", "/var/lib/podflow/flows.duckdb"]
+                             "--store", "/var/lib/podflow/flows.duckdb",
+                             # the Observer API on the node's loopback only (no TLS yet)
+                             "--observer-listen", "127.0.0.1:4244", "--observer-buffer", "4095"]
     assert {"name": "NODE_NAME",
             "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in agent["env"]
 
@@ -498,7 +500,8 @@ def test_chart_values_reach_the_objects(tmp_path: Path) -> None:
     assert agent["image"] == "registry.example/podflow:9.9.9"
     assert agent["imagePullPolicy"] == "Always"
     assert agent["args"] == ["agent", "--node", "$(NODE_NAME)", "--store",
-                             "/data/podflow/f.duckdb", "--retention", "14d",
+                             "/data/podflow/f.duckdb", "--observer-listen", "127.0.0.1:4244",
+                             "--observer-buffer", "4095", "--retention", "14d",
                              "--max-size", "20GB", "--sources", "conntrack,sockets"]
     assert agent["resources"]["limits"]["memory"] == "1Gi"
     assert spec["tolerations"] == [{"key": "a", "operator": "Exists"}]
