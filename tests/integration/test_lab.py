@@ -141,10 +141,11 @@ def test_status_json_shape_and_exec(lab: LabState) -> None:
     st = json.loads(res.stdout)
     assert st == LabState.load(lab.name).to_status()
     assert set(st) == {"name", "cni", "nodes", "pods", "services", "externals"}
-    assert set(st["nodes"][0]) == {"name", "netns", "ip", "podCIDR", "metrics"}
-    for node in st["nodes"]:   # each node's agent serves its /metrics on loopback
-        assert node["metrics"] is None or re.fullmatch(r"127\.0\.0\.1:[0-9]+",
-                                                       node["metrics"]), node
+    assert set(st["nodes"][0]) == {"name", "netns", "ip", "podCIDR", "metrics", "observer"}
+    for node in st["nodes"]:   # each node's agent serves /metrics and its flows on loopback
+        for served in ("metrics", "observer"):
+            assert node[served] is None or re.fullmatch(r"127\.0\.0\.1:[0-9]+",
+                                                        node[served]), node
     assert set(st["pods"][0]) == {"namespace", "name", "workload", "node", "ip", "netns",
                                   "labels"}
     assert set(st["services"][0]) == {"namespace", "name", "type", "clusterIP", "ports"}
