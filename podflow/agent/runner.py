@@ -49,8 +49,10 @@ from podflow.pipeline.context import DecodeContext, Report
 from podflow.pipeline.dnsnames import DnsNameCache
 from podflow.sources.registry import SOURCES, Sink, SourceOptions, SourcePlugin
 from podflow.store import open_store
+from podflow.store.base import FlowStore
 
 if TYPE_CHECKING:
+    from podflow.cluster.feed import SpoolSink
     from podflow.metrics.node import NodeMetrics
     from podflow.observer.server import ObserverServer
 
@@ -75,8 +77,8 @@ class AgentConfig:
     cluster_state: Path | None
     """Directory of Kubernetes JSON (``kubectl get ... -o json``) kept current: the offline
     mode. None: the Kubernetes API (``kubeconfig``, else the in-cluster service account)."""
-    store: Path
-    """DuckDB store file (shared by several agents)."""
+    store: Path | None
+    """DuckDB store file (shared by several agents); None in hub mode (``spool``)."""
     kubeconfig: Path | None = None
     """Kubeconfig of the API server (when ``cluster_state`` is None)."""
     api_sync_wait: float = 10.0
@@ -127,6 +129,12 @@ class AgentConfig:
     """Delete stored flows older than this many seconds (None: keep everything)."""
     max_store_bytes: int | None = None
     """Delete the oldest flows while the store file is larger than this (None: no limit)."""
+    spool: Path | None = None
+    """Hub mode: spool everything to this directory for a hub to pull
+    (:mod:`podflow.cluster.spool`) instead of writing a store; served on the Observer API's
+    gRPC server (the agent's ``observer``)."""
+    spool_bytes: int | None = None
+    """Bound of the spool (None: :data:`podflow.cluster.spool.DEFAULT_MAX_BYTES`)."""
     prune_interval: float = 60.0
     """Seconds between retention passes (when ``retention`` or ``max_store_bytes`` is set)."""
 
@@ -165,6 +173,9 @@ class AgentStats:
     store_error: str | None = None
     """The last store failure."""
     source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spool: dict[str, Any] = field(default_factory=dict)
+    """Hub mode: the spool's records not yet acknowledged by the hub (``pending``), its
+    bytes, the newest acknowledged record and records refused while it was full."""
     inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per watched resource (API mode): synced, resource_version and its age, lists,
     relists, watches, errors, last_error, objects."""
@@ -202,7 +213,17 @@ class Agent:
         self.queue: LossyQueue[Any] = LossyQueue(cfg.queue_batches)
         self.cluster: ClusterSource = open_cluster(
             cluster_state=cfg.cluster_state, kubeconfig=cfg.kubeconfig, node=cfg.node_name)
-        self.writer = BufferedWriter(lambda: open_store(cfg.store))
+        self.spool: SpoolSink | None = None
+        """Hub mode: where everything goes instead of a store."""
+        if cfg.spool is not None:
+            from podflow.cluster.feed import SpoolSink
+            from podflow.cluster.spool import DEFAULT_MAX_BYTES, Spool
+
+            self.spool = SpoolSink(Spool(cfg.spool, max_bytes=cfg.spool_bytes
+                                         or DEFAULT_MAX_BYTES), cfg.node_name)
+        elif cfg.store is None:
+            raise ValueError("an agent needs a store or a spool")
+        self.writer = BufferedWriter(self._target)
         self.plugins: dict[str, SourcePlugin] = {}
         self.dnsnames = DnsNameCache()
         self._deferred: list[tuple[float, SourcePlugin, Report]] = []
@@ -433,8 +454,7 @@ class Agent:
         if self._store_damaged():
             return
         try:
-            open_store(self.cfg.store).mark_progress(self.cfg.node_name,
-                                                     self.writer.stored_through)
+            self._target().mark_progress(self.cfg.node_name, self.writer.stored_through)
         except (OSError, ValueError) as exc:   # best effort: the health report says it too
             log.debug("progress not marked: %s", exc)
 
@@ -444,7 +464,8 @@ class Agent:
 
     def _prune(self) -> None:
         """Apply the retention limits, if any (a failure is logged; the next pass retries)."""
-        if self.cfg.retention is None and self.cfg.max_store_bytes is None:
+        if (self.cfg.retention is None and self.cfg.max_store_bytes is None) or \
+                self.cfg.store is None:   # hub mode: the hub's store has the limits
             return
         if self._store_damaged():
             return
@@ -584,6 +605,10 @@ class Agent:
         s.store_lost, s.store_failures = self.writer.lost, self.writer.failures
         s.store_rejected = self.writer.rejected
         s.store_state, s.store_error = self.writer.state, self.writer.last_error
+        if self.spool is not None:
+            sp = self.spool.spool
+            s.spool = {"pending": sp.pending, "bytes": sp.bytes, "acked": sp.acked,
+                       "refused": sp.refused}
         s.inventory = self.cluster.health(now)
         for name, plugin in self.plugins.items():
             try:
@@ -598,9 +623,18 @@ class Agent:
                 inv[reason] = inv.get(reason, 0) + n
         return report
 
+    def _target(self, lock_timeout: float | None = None) -> FlowStore | SpoolSink:
+        """Where flows, health reports and progress go: the spool, else the store."""
+        if self.spool is not None:
+            return self.spool
+        assert self.cfg.store is not None
+        if lock_timeout is None:
+            return open_store(self.cfg.store)
+        return open_store(self.cfg.store, lock_timeout=lock_timeout)
+
     def _store_damaged(self) -> bool:
         """The writer found the store damaged (it retries on its own backoff meanwhile)."""
-        return self.writer.state not in ("ok", "busy", "missing", "error")
+        return self.writer.state not in ("ok", "busy", "missing", "error", "spool_full")
 
     def _write_status(self, status: dict[str, Any] | None = None, *, wait: float = 1.0
                       ) -> None:
@@ -609,7 +643,7 @@ class Agent:
         if self._store_damaged():  # a damaged store cannot hold the report; the log has it
             return
         try:
-            open_store(self.cfg.store, lock_timeout=wait).write_status(
+            self._target(wait).write_status(
                 self.cfg.node_name, self.health() if status is None else status)
         except Exception as exc:  # a busy store: the next report will do
             log.debug("status not written: %s", exc)

@@ -7,15 +7,23 @@ import logging
 import os
 import sys
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from podflow.cli.limits import MAX_SIZE_HELP, RETENTION_HELP, parse_retention, parse_store_size
+from podflow.cli.limits import (
+    MAX_SIZE_HELP,
+    RETENTION_HELP,
+    parse_store_size,
+    store_limits,
+)
 
 if TYPE_CHECKING:
     from podflow.agent.runner import Agent
+    from podflow.cluster.feed import SpoolSink
+    from podflow.cluster.spool import Spool
     from podflow.metrics.node import NodeMetrics
     from podflow.observer.server import ObserverServer
 
@@ -59,6 +67,12 @@ Flows (--observer-listen 0.0.0.0:4244): the agent keeps its newest flow events i
 :4244: `hubble observe --server ADDR` and `hubble status --server ADDR` work unchanged, with
 Hubble's filters; `podflow observe --server ADDR` takes podflow's.
 
+Hub mode (--spool DIR, with --observer-listen): instead of writing a store, the agent
+keeps what it collects in a bounded on-disk queue until `podflow hub` has pulled and
+committed it; a hub that is down or restarting loses nothing, nor does a killed agent (the
+next one on the node serves the same spool). At exit the agent waits a few seconds for the
+hub to take its last records.
+
 Retention (--retention 14d, --max-size 20GB): every minute the agent deletes whole
 connections that ended longer ago than --retention, and the oldest ones while the store's
 data exceeds 55% of --max-size (down to 45%: DuckDB's file needs the rest as free space,
@@ -74,6 +88,10 @@ Examples:
   podflow agent --node node1 --netns pf-shop-node1 \\
       --kubeconfig /var/lib/podflow/labs/shop/kubeconfig --store flows.duckdb --explain
 
+  # cluster mode: spool for a hub, serve it (and Hubble's Observer API) on :4244
+  podflow agent --node $(hostname) --spool /var/lib/podflow/spool \\
+      --observer-listen 0.0.0.0:4244
+
   # offline, from a directory kept current by `kubectl get ... -o json`:
   podflow agent --node node1 --cluster-state /var/run/podflow/state --store /data/f.duckdb
 """
@@ -86,8 +104,9 @@ _DEFAULT_SUBNET_ENV = Path("/run/flannel/subnet.env")
 def agent(
     node: Annotated[str, typer.Option("--node", help="Kubernetes node name this agent "
                                       "speaks for.")],
-    store: Annotated[Path, typer.Option("--store", help="DuckDB store file to write "
-                                        "(created if missing; may be shared by agents).")],
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="DuckDB store file to write (created if missing; may be shared by "
+        "agents). Or --spool, for a hub.")] = None,
     kubeconfig: Annotated[Path | None, typer.Option(
         "--kubeconfig", help="Kubeconfig of the cluster's API server (list+watch of pods, "
         "services, endpointslices, nodes, ...). Default: the in-cluster service account "
@@ -147,6 +166,14 @@ def agent(
         "--observer-buffer", metavar="N", min=1,
         help="Flow events the Observer API keeps (a ring, newest kept; each connection is "
              "one event per change).")] = 4095,
+    spool: Annotated[Path | None, typer.Option(
+        "--spool", metavar="DIR",
+        help="Hub mode, instead of --store: keep what this node collects in a bounded "
+             "on-disk queue in DIR until a `podflow hub` has pulled and committed it "
+             "(served on --observer-listen, which hub mode needs).")] = None,
+    spool_size: Annotated[str | None, typer.Option(
+        "--spool-size", metavar="SIZE", help="Bound of the spool (default 1GB); when full, "
+        "new flows wait in memory and are counted as lost past that.")] = None,
     ready_file: Annotated[Path | None, typer.Option("--ready-file", hidden=True)] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="debug, info, warning or error.")] = "info",
@@ -162,7 +189,19 @@ def agent(
     except ValueError as exc:
         typer.echo(f"podflow agent: --sources: {exc}", err=True)
         raise typer.Exit(2) from None
-    limits = store_limits(retention, max_size)
+    limits = store_limits(retention, max_size, "agent")
+    if (store is None) == (spool is None):
+        typer.echo("podflow agent: give --store FILE, or --spool DIR for a hub", err=True)
+        raise typer.Exit(2)
+    if spool is not None and observer_listen is None:
+        typer.echo("podflow agent: --spool needs --observer-listen ADDR (the hub pulls "
+                   "there)", err=True)
+        raise typer.Exit(2)
+    try:
+        spool_bytes = None if spool_size is None else parse_store_size(spool_size)
+    except ValueError as exc:
+        typer.echo(f"podflow agent: --spool-size: {exc}", err=True)
+        raise typer.Exit(2) from None
     if os.geteuid() != 0:
         typer.echo("podflow agent: needs root (netlink conntrack, network namespaces)",
                    err=True)
@@ -188,13 +227,15 @@ def agent(
     from podflow.inventory.source import ClusterConfigError
 
     cfg = AgentConfig(node_name=node, cluster_state=cluster_state, kubeconfig=kubeconfig,
-                      store=store, netns=netns,
+                      store=store, netns=netns, spool=spool, spool_bytes=spool_bytes,
                       cni_conf_dir=cni_conf_dir, subnet_env=subnet_env, duration=duration,
                       resync_interval=resync_interval, ready_file=ready_file, sources=chosen,
                       poll_interval=poll_interval, source_options=options, **limits)
+    from podflow.cluster.spool import SpoolError
+
     try:
         runner = Agent(cfg)
-    except ClusterConfigError as exc:
+    except (ClusterConfigError, SpoolError) as exc:
         typer.echo(f"podflow agent: {exc}", err=True)
         raise typer.Exit(2) from None
     if explain:
@@ -206,12 +247,14 @@ def agent(
     served = None if metrics_listen is None else node_metrics(node, metrics_listen, metrics)
     runner.node_metrics = served
     runner.observer = None if observer_listen is None else \
-        observer_server(node, observer_listen, observer_buffer)
+        observer_server(node, observer_listen, observer_buffer, runner.spool)
     try:
         stats = runner.run()
     finally:
         if served is not None:
             served.close()
+        if runner.spool is not None:   # let the hub take the last records (a few seconds)
+            drain_spool(runner.spool.spool)
         if runner.observer is not None:
             runner.observer.stop()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
@@ -248,8 +291,28 @@ def node_metrics(node: str, listen: str, options: str | None) -> NodeMetrics:
     return nm
 
 
-def observer_server(node: str, listen: str, capacity: int) -> ObserverServer:
-    """This agent's Observer API, bound (exit 2 with the reason if it cannot be)."""
+DRAIN_TIMEOUT = 5.0
+"""Seconds an agent in hub mode waits at exit for the hub to acknowledge its spool (what is
+left stays in the spool for the next agent on the node)."""
+
+
+def drain_spool(spool: Spool, timeout: float = DRAIN_TIMEOUT) -> None:
+    """Wait until the hub acknowledged every spooled record, at most ``timeout``."""
+    import time
+
+    end = time.monotonic() + timeout
+    while spool.pending and time.monotonic() < end:
+        time.sleep(0.1)
+    if spool.pending:
+        logging.getLogger(__name__).info("%d spooled records not acknowledged yet: they stay "
+                                         "in %s for the next agent", spool.pending, spool.dir)
+
+
+def observer_server(node: str, listen: str, capacity: int,
+                    spool: SpoolSink | None = None) -> ObserverServer:
+    """This agent's Observer API (and its spool's feed in hub mode), bound (exit 2 with the
+    reason if it cannot be)."""
+    from podflow.cluster.feed import FeedService, add_feed
     from podflow.observer.buffer import FlowBuffer
     from podflow.observer.server import ObserverServer
 
@@ -259,28 +322,15 @@ def observer_server(node: str, listen: str, capacity: int) -> ObserverServer:
         except ValueError as exc:
             typer.echo(f"podflow agent: --observer-listen: {exc}", err=True)
             raise typer.Exit(2) from None
-    server = ObserverServer(FlowBuffer(node, capacity), listen)
+    services = [] if spool is None else \
+        [partial(add_feed, service=FeedService(spool.spool, node))]
+    server = ObserverServer(FlowBuffer(node, capacity), listen, services)
     try:
         server.start()
     except OSError as exc:
         typer.echo(f"podflow agent: --observer-listen {listen}: {exc}", err=True)
         raise typer.Exit(2) from None
     return server
-
-
-def store_limits(retention: str | None, max_size: str | None) -> dict[str, Any]:
-    """The AgentConfig fields of ``--retention`` and ``--max-size`` (exit 2 if malformed)."""
-    try:
-        age = None if retention is None else parse_retention(retention)
-    except ValueError as exc:
-        typer.echo(f"podflow agent: --retention: {exc}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        size = None if max_size is None else parse_store_size(max_size)
-    except ValueError as exc:
-        typer.echo(f"podflow agent: --max-size: {exc}", err=True)
-        raise typer.Exit(2) from None
-    return {"retention": age, "max_store_bytes": size}
 
 
 def parse_source_options(items: list[str]) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
+
+import typer
 
 from podflow.query.timeparse import parse_duration
 
@@ -83,3 +86,20 @@ def parse_retention(text: str) -> float:
         raise ValueError(f"retention {text!r} keeps nothing: give a positive duration, "
                          "e.g. 14d")
     return seconds
+
+
+def store_limits(retention: str | None, max_size: str | None,
+                 command: str) -> dict[str, Any]:
+    """The config fields (``retention``, ``max_store_bytes``) of ``--retention`` and
+    ``--max-size`` of ``podflow COMMAND`` (exit 2 with the reason if malformed)."""
+    try:
+        age = None if retention is None else parse_retention(retention)
+    except ValueError as exc:
+        typer.echo(f"podflow {command}: --retention: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        size = None if max_size is None else parse_store_size(max_size)
+    except ValueError as exc:
+        typer.echo(f"podflow {command}: --max-size: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return {"retention": age, "max_store_bytes": size}

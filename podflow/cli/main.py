@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from podflow import __version__
-from podflow.cli import agent, capture, demo, lab, observe, serve
+from podflow.cli import agent, capture, demo, hub, lab, observe, serve
 
 app = typer.Typer(
     name="podflow",
@@ -42,7 +42,7 @@ def _root(
     """podflow: network-flow observability for Kubernetes, any CNI."""
 
 
-for _module in (lab, agent, observe, capture, serve, demo):
+for _module in (lab, agent, hub, observe, capture, serve, demo):
     _module.register(app)
 
 

@@ -30,15 +30,18 @@ def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) 
                  else ["--cluster-state", str(base / "cluster-state")])
     argv = [sys.executable, "-m", "podflow", "agent", "--node", node.name,
             "--netns", node.netns, *inventory,
-            "--store", str(lab_store_path(state.name)),
+            *(["--spool", str(base / "nodes" / node.name / "spool")]
+              if state.spec.get("agentMode") == "hub"
+              else ["--store", str(lab_store_path(state.name))]),
             "--cni-conf-dir", str(base / "nodes" / node.name / "cni" / "net.d"),
             "--subnet-env", str(base / "nodes" / node.name / "run" / "flannel" / "subnet.env"),
             # all lab nodes share one kernel: look for pod namespaces among this lab's only
             "--netns-prefix", f"pf-{state.name}-",
-            # this node's /metrics, as a Hubble agent's :9965 (the port is in the ready file)
-            "--metrics-listen", "127.0.0.1:0",
+            # this node's /metrics, as a Hubble agent's :9965 (the port is in the ready file;
+            # an agent started again keeps its node's ports, as a DaemonSet pod does)
+            "--metrics-listen", node.agent_metrics or "127.0.0.1:0",
             # and its flows over Hubble's Observer API, as a Cilium agent's :4244
-            "--observer-listen", "127.0.0.1:0"]
+            "--observer-listen", node.agent_observer or "127.0.0.1:0"]
     for key, value in sorted(state.spec.get("agentOptions", {}).items()):
         argv += ["--source-option", f"{key}={json.dumps(value)}"]
     sources = state.spec.get("agentSources")
@@ -49,13 +52,16 @@ def agent_argv(state: LabState, node_name: str, ready_file: Path | None = None) 
     return argv
 
 
-def start_agents(state: LabState, timeout: float = 20.0) -> None:
-    """Start an agent per node, record its pid, and wait until every one is subscribed."""
+def start_agents(state: LabState, timeout: float = 20.0,
+                 only: list[str] | None = None) -> None:
+    """Start an agent per node (``only``: on these nodes), record its pid, and wait until
+    every one is subscribed."""
     base = lab_dir(state.name)
     (base / "logs").mkdir(parents=True, exist_ok=True)
     ready: list[Path] = []
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for node in state.nodes:
+    nodes = [n for n in state.nodes if only is None or n.name in only]
+    for node in nodes:
         rf = base / "run" / f"agent-{node.name}.ready"
         rf.parent.mkdir(parents=True, exist_ok=True)
         rf.unlink(missing_ok=True)
@@ -69,7 +75,7 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if all(r.exists() for r in ready):
-            for node, rf in zip(state.nodes, ready, strict=True):
+            for node, rf in zip(nodes, ready, strict=True):
                 served = json.loads(rf.read_text())
                 node.agent_metrics = served.get("metrics")
                 node.agent_observer = served.get("observer")
@@ -86,13 +92,60 @@ def start_agents(state: LabState, timeout: float = 20.0) -> None:
     raise RuntimeError(f"agents not ready after {timeout:.0f}s; see {base / 'logs'}")
 
 
-def _alive(pid: int) -> bool:
-    return runs_ours(pid, b"podflow\x00agent")   # only ever signal our own agents
+def _alive(pid: int, role: bytes = b"agent") -> bool:
+    return runs_ours(pid, b"podflow\x00" + role)   # only ever signal our own processes
+
+
+def start_hub(state: LabState, timeout: float = 20.0) -> None:
+    """Start the lab's ``podflow hub`` over its agents (``agents.mode: hub``), record its
+    pid, and wait until it runs."""
+    base = lab_dir(state.name)
+    peers = [n.agent_observer for n in state.nodes]
+    if not all(peers):
+        raise RuntimeError("the hub needs every agent's address; start the agents first")
+    rf = base / "run" / "hub.ready"
+    rf.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "podflow", "hub", "--store", str(lab_store_path(state.name)),
+            "--peers", ",".join(p for p in peers if p), "--ready-file", str(rf),
+            # the cluster's flows over Hubble's Observer API, as Hubble Relay's :4245
+            "--observer-listen", state.hub_observer or "127.0.0.1:0"]
+    with open(base / "logs" / "hub.log", "ab") as logf:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                start_new_session=True)
+    state.hub_pid = proc.pid
+    state.save()
+    end = time.time() + timeout
+    while time.time() < end:
+        if rf.exists():
+            state.hub_observer = json.loads(rf.read_text()).get("observer")
+            state.save()
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"the hub exited at start (status {proc.returncode}); see "
+                               f"{base / 'logs' / 'hub.log'}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the hub was not ready after {timeout:.0f}s; see {base / 'logs'}")
+
+
+def stop_hub(state: LabState, timeout: float = 15.0) -> None:
+    """SIGTERM the hub (it writes what it has queued), SIGKILL it after ``timeout``."""
+    pid = state.hub_pid
+    if pid and _alive(pid, b"hub"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        end = time.time() + timeout
+        while time.time() < end and _alive(pid, b"hub"):
+            time.sleep(0.1)
+        if _alive(pid, b"hub"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    state.hub_pid = None
 
 
 def stop_agents(state: LabState, timeout: float = 15.0) -> None:
     """SIGTERM every agent (they flush to the store), SIGKILL what is left after ``timeout``."""
     pids = [n.agent_pid for n in state.nodes if n.agent_pid]
+    # (in hub mode an agent waits a few seconds for the hub to take its last records)
     for pid in pids:
         if not _alive(pid):
             continue

@@ -94,9 +94,12 @@ def up(spec: LabSpec, *, agents: bool = True, workloads: bool = True,
         state.save()
         if agents:
             step = "starting agents"
-            from podflow.lab.agents import start_agents
+            from podflow.lab.agents import start_agents, start_hub
             start_agents(state)
             state.save()
+            if spec.agent_mode == "hub":
+                step = "starting the hub"
+                start_hub(state)
         if workloads:
             step = "starting workload processes"
             _start_workloads(state)
@@ -215,8 +218,9 @@ def down(name: str, *, keep_store: bool = False) -> bool:
         return False
     if state is not None:
         try:
-            from podflow.lab.agents import stop_agents
-            stop_agents(state)
+            from podflow.lab.agents import stop_agents, stop_hub
+            stop_agents(state)   # first: in hub mode they hand their last records over
+            stop_hub(state)
         except Exception:   # the kill below covers what is left
             pass
         api_pid = state.apiserver_pid
@@ -229,6 +233,7 @@ def down(name: str, *, keep_store: bool = False) -> bool:
         recorded += [api_pid] if api_pid else []
         recorded += [p for ext in state.externals for p in ext.pids]
         recorded += [n.agent_pid for n in state.nodes if n.agent_pid]
+        recorded += [state.hub_pid] if state.hub_pid else []
         nsu.kill_pids(recorded, since=state.created)
         with contextlib.suppress(Exception):   # the netns kill below covers what is left
             datapath_for(state.cni).stop(state)

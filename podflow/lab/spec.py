@@ -115,6 +115,9 @@ class LabSpec:
     """Sources the lab's agents run (empty: the detected CNI profile's defaults)."""
     agent_options: dict[str, Any] = field(default_factory=dict, compare=False)
     """Source options for the lab's agents (``--source-option KEY=VALUE``)."""
+    agent_mode: str = "store"
+    """``store``: every agent writes the lab's store; ``hub``: each agent spools, and a
+    ``podflow hub`` pulls them all into the store (cluster mode)."""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The input document (for reference only)."""
 
@@ -144,6 +147,7 @@ class LabSpec:
             "serviceCIDR": self.serviceCIDR, "underlay": self.underlay, "dns": self.dns,
             "loadBalancerPool": self.loadBalancerPool,
             "agentSources": list(self.agent_sources), "agentOptions": dict(self.agent_options),
+            "agentMode": self.agent_mode,
             "namespaces": list(self.namespaces),
             "workloads": [{"namespace": w.namespace, "name": w.name, "replicas": w.replicas,
                            "labels": dict(w.labels), "ports": ports(w.ports), "node": w.node,
@@ -462,20 +466,29 @@ def parse_spec(doc: Any) -> LabSpec:
     externals = _externals(top.get("externals", []), nets)
     traffic = tuple(_traffic(t, f"traffic[{i}]", workloads, services, externals)
                     for i, t in enumerate(_seq(top.get("traffic", []), "traffic")))
-    agent_sources, agent_options = _agents(top.get("agents"))
+    agent_sources, agent_options, agent_mode = _agents(top.get("agents"))
     return LabSpec(name=name, cni=cni, nodes=nodes, podCIDR=str(nets[0]),
                    serviceCIDR=str(nets[1]), underlay=str(nets[2]), namespaces=namespaces,
                    workloads=workloads, services=services, externals=externals,
                    traffic=traffic, dns=dns, loadBalancerPool=str(lb_pool),
-                   agent_sources=agent_sources,
+                   agent_sources=agent_sources, agent_mode=agent_mode,
                    agent_options=agent_options, raw=dict(top))
 
 
-def _agents(v: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """``agents: {sources: [conntrack, packets], options: {syn_timeout: 3}}`` (optional)."""
+AGENT_MODES = ("store", "hub")
+"""``agents.mode``: agents write the store, or spool to a hub that does."""
+
+
+def _agents(v: Any) -> tuple[tuple[str, ...], dict[str, Any], str]:
+    """``agents: {sources: [conntrack, packets], options: {syn_timeout: 3}, mode: hub}``
+    (optional)."""
     if v is None:
-        return (), {}
-    d = _mapping(v, "agents", (), ("sources", "options"))
+        return (), {}, "store"
+    d = _mapping(v, "agents", (), ("sources", "options", "mode"))
+    mode = _string(d.get("mode", "store"), "agents.mode")
+    if mode not in AGENT_MODES:
+        raise SpecError(f"agents.mode: expected one of {', '.join(AGENT_MODES)}, got "
+                        f"{_show(mode)}")
     from podflow.sources.registry import parse_sources
 
     names = [_string(x, f"agents.sources[{i}]")
@@ -484,7 +497,7 @@ def _agents(v: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
         sources = tuple(parse_sources(",".join(names))) if names else ()
     except ValueError as exc:
         raise SpecError(f"agents.sources: {_clip(str(exc), 300)}") from None
-    return sources, _agent_options(d.get("options"))
+    return sources, _agent_options(d.get("options")), mode
 
 
 _OPTION_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")

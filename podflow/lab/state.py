@@ -234,6 +234,10 @@ class LabState:
     """The lab's Kubernetes API server process (:mod:`podflow.lab.apiproc`)."""
     apiserver_url: str | None = None
     """Its URL (the port stays across restarts); None for a lab without one."""
+    hub_pid: int | None = None
+    """The lab's ``podflow hub`` process (spec ``agents.mode: hub``)."""
+    hub_observer: str | None = None
+    """``HOST:PORT`` where the hub serves Hubble's Observer API (loopback)."""
 
     # -- lookups -----------------------------------------------------------------------
     def node(self, name: str) -> NodeState:
@@ -315,6 +319,10 @@ class LabState:
             "nodes": [{"name": n.name, "netns": n.netns, "ip": n.ip, "podCIDR": n.podCIDR,
                        "metrics": n.agent_metrics, "observer": n.agent_observer}
                       for n in self.nodes],
+            "hub": None if self.hub_pid is None else {
+                "pid": self.hub_pid, "store": str(lab_store_path(self.name)),
+                "observer": self.hub_observer,
+                "peers": [n.agent_observer for n in self.nodes]},
             "pods": [{"namespace": p.namespace, "name": p.name, "workload": p.workload,
                       "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}
                      for p in self.pods],

@@ -70,7 +70,8 @@ class Event:
     def message(self) -> pb.Flow:
         """The same as a Hubble flow (made once; two readers racing make equal ones)."""
         if self._message is None:
-            self._message = to_hubble(self.flow, self.buffer.node, self.seq, self.buffer.origin)
+            node = self.buffer.node or self.flow.node_name or ""
+            self._message = to_hubble(self.flow, node, self.seq, self.buffer.origin)
         return self._message
 
 
@@ -78,7 +79,8 @@ class FlowBuffer:
     """The ring (see the module doc)."""
 
     def __init__(self, node: str, capacity: int = DEFAULT_CAPACITY) -> None:
-        """``node``: the name events carry; ``capacity``: events kept (>= 1)."""
+        """``node``: the name events carry (empty: each event its connection's first
+        observing node, as a hub serves them); ``capacity``: events kept (>= 1)."""
         if capacity < 1:
             raise ValueError(f"buffer capacity must be at least 1, got {capacity}")
         self.node = node

@@ -14,7 +14,9 @@ What the stock ``hubble`` CLI needs (docs/design/hubble-observer-api.md):
   ``LostEvent`` (``HUBBLE_RING_BUFFER``) with the count before the next event. ``first``
   with ``follow``, a malformed filter or one podflow cannot evaluate is
   ``INVALID_ARGUMENT`` with the reason;
-- ``GetNodes``: this node; ``GetNamespaces``: the namespaces of the buffered events.
+- ``GetNodes``: this node (a hub: each agent, connected or not, which ``ServerStatus``
+  counts too, as Hubble Relay does); ``GetNamespaces``: the namespaces of the buffered
+  events.
 
 podflow's own clients (``podflow observe --server``) add a podflow filter in its query
 form (``podflow_filter``, the HTTP API's parameters, so every podflow filter works) and may
@@ -34,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from urllib.parse import parse_qsl
 
@@ -118,12 +120,18 @@ def _lost(n: int, node: str) -> obs.GetFlowsResponse:
         node_name=node, time=timestamp(time.time()))
 
 
+NodesFn = Callable[[], list[obs.Node]]
+"""The nodes behind a server that relays others (a hub): each agent with its state."""
+
+
 class ObserverService(obs_grpc.ObserverServicer):
     """The Observer servicer over one buffer."""
 
-    def __init__(self, buffer: FlowBuffer, address: Callable[[], str | None]) -> None:
+    def __init__(self, buffer: FlowBuffer, address: Callable[[], str | None],
+                 nodes: NodesFn | None = None) -> None:
         self.buffer = buffer
         self._address = address
+        self._nodes = nodes
         self.stopping = threading.Event()
 
     def GetFlows(self, request: obs.GetFlowsRequest,
@@ -164,13 +172,22 @@ class ObserverService(obs_grpc.ObserverServicer):
                      context: grpc.ServicerContext) -> obs.ServerStatusResponse:
         """Buffer fill, events seen, uptime."""
         b = self.buffer
-        return obs.ServerStatusResponse(
+        out = obs.ServerStatusResponse(
             num_flows=len(b), max_flows=b.capacity, seen_flows=b.seen,
             uptime_ns=int((time.time() - b.started) * 1e9), version=f"podflow {__version__}")
+        if self._nodes is not None:   # a hub: the agents it follows, as Hubble Relay says
+            nodes = self._nodes()
+            down = [n.name or n.address for n in nodes if n.state != obs.NODE_CONNECTED]
+            out.num_connected_nodes.value = len(nodes) - len(down)
+            out.num_unavailable_nodes.value = len(down)
+            out.unavailable_nodes.extend(down)
+        return out
 
     def GetNodes(self, request: obs.GetNodesRequest,
                  context: grpc.ServicerContext) -> obs.GetNodesResponse:
-        """This node."""
+        """This node (a hub: the agents it follows)."""
+        if self._nodes is not None:
+            return obs.GetNodesResponse(nodes=self._nodes())
         b = self.buffer
         node = obs.Node(name=b.node, version=f"podflow {__version__}",
                         address=self._address() or "", state=obs.NODE_CONNECTED,
@@ -191,13 +208,18 @@ class ObserverService(obs_grpc.ObserverServicer):
 class ObserverServer:
     """A gRPC server with the Observer and Health services (see the module doc)."""
 
-    def __init__(self, buffer: FlowBuffer, listen: str) -> None:
-        """``listen``: ``HOST:PORT`` (port 0: a free one) or ``unix:PATH``."""
+    def __init__(self, buffer: FlowBuffer, listen: str,
+                 services: Sequence[Callable[[grpc.Server], None]] = (),
+                 nodes: NodesFn | None = None) -> None:
+        """``listen``: ``HOST:PORT`` (port 0: a free one) or ``unix:PATH``; ``services``
+        add more services to the same server (an agent's spool feed for the hub);
+        ``nodes``: the agents behind a hub."""
         self.buffer = buffer
         self.listen = listen
+        self.services = list(services)
         self.address: str | None = None
         """What clients dial, once :meth:`start` bound it: ``HOST:PORT`` or ``unix:PATH``."""
-        self.service = ObserverService(buffer, lambda: self.address)
+        self.service = ObserverService(buffer, lambda: self.address, nodes)
         self._server: grpc.Server | None = None
 
     def start(self) -> str:
@@ -211,6 +233,8 @@ class ObserverServer:
         for name in ("", HEALTH_SERVICE):
             checker.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        for add in self.services:
+            add(server)
         try:
             port = server.add_insecure_port(self.listen)
         except RuntimeError as exc:   # grpcio's way of saying it could not bind

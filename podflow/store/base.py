@@ -164,6 +164,17 @@ class FlowStore(Protocol):
         """Append an agent's health report (sources, lost events, store backlog)."""
         ...
 
+    def write_feed(self, flows: Sequence[Flow], *,
+                   statuses: Sequence[tuple[str, float, Mapping[str, Any]]] = (),
+                   cursors: Mapping[str, tuple[str, int]] | None = None) -> int:
+        """:meth:`write` with agents' health reports ``(node, time, status)`` and a hub's
+        cursors in each agent's spool ``node -> (epoch, seq)``, all in one transaction."""
+        ...
+
+    def feed_cursors(self) -> dict[str, tuple[str, int]]:
+        """The hub's committed cursors ``node -> (epoch, seq)`` (empty: none yet)."""
+        ...
+
     def prune(self, max_age: float | None, max_bytes: int | None,
               now: float | None = None) -> PruneResult:
         """Apply retention: drop whole connections older than ``max_age`` seconds, then the

@@ -77,6 +77,7 @@ from podflow.store.retention import (
 )
 from podflow.store.schema import (
     DDL,
+    FEED_DDL,
     STATUS_DDL,
     STORE_SCHEMA_VERSION,
     V1_UPGRADE,
@@ -218,6 +219,7 @@ class DuckDBStore:
             con.execute("UPDATE podflow_meta SET value = ? WHERE key = 'schema_version'",
                         [str(STORE_SCHEMA_VERSION)])
         con.execute(STATUS_DDL)
+        con.execute(FEED_DDL)
 
     def reindex(self) -> None:
         """Recompute every row's connection and the ``connections`` table from the rows.
@@ -362,6 +364,14 @@ class DuckDBStore:
         Returns the number of rows written. Flows that cannot be serialised are skipped and
         reported by :class:`FlowRejected` raised *after* the others were committed.
         """
+        return self.write_feed(flows)
+
+    def write_feed(self, flows: Sequence[Flow], *,
+                   statuses: Sequence[tuple[str, float, Mapping[str, Any]]] = (),
+                   cursors: Mapping[str, tuple[str, int]] | None = None) -> int:
+        """:meth:`write`, with agents' health reports ``(node, time, status)`` and a hub's
+        cursors ``node -> (epoch, seq)`` in the same transaction: after a crash the store
+        holds the flows exactly up to the cursors it holds (:mod:`podflow.cluster.hub`)."""
         if self.read_only:
             raise StoreError(f"store {self.path} was opened read-only")
         now = time.time()
@@ -379,21 +389,42 @@ class DuckDBStore:
         except (pa.ArrowException, ValueError, TypeError, OverflowError):
             table, rows = self._table_skipping_bad(flows, per_flow, errors)
         written = 0
-        if table is not None and table.num_rows:
-            table = table.sort_by([("time", "ascending")])
+        has_rows = table is not None and table.num_rows > 0
+        if has_rows or statuses or cursors:
             with self._connect(write=True) as con:
                 con.execute("BEGIN TRANSACTION")
                 self._ensure_schema(con)
-                top = con.execute("SELECT coalesce(max(seq), 0) FROM flows").fetchall()
-                base = int(top[0][0])
-                seqs = pa.array(range(base + 1, base + 1 + table.num_rows), type=pa.int64())
-                table = table.set_column(0, "seq", seqs)
-                write_batch(con, table)
+                if table is not None and has_rows:
+                    table = table.sort_by([("time", "ascending")])
+                    top = con.execute("SELECT coalesce(max(seq), 0) FROM flows").fetchall()
+                    base = int(top[0][0])
+                    seqs = pa.array(range(base + 1, base + 1 + table.num_rows),
+                                    type=pa.int64())
+                    table = table.set_column(0, "seq", seqs)
+                    write_batch(con, table)
+                    written = table.num_rows
+                for node, at, status in statuses:
+                    con.execute("INSERT INTO agent_status VALUES (?, ?, ?)",
+                                [at, node, json.dumps(status, default=str, sort_keys=True)])
+                for node, (epoch, seq) in (cursors or {}).items():
+                    con.execute("INSERT OR REPLACE INTO feed_cursors VALUES (?, ?, ?, ?)",
+                                [node, epoch, seq, now])
                 con.execute("COMMIT")
-            written = table.num_rows
         if errors:
             raise FlowRejected(written, sorted(errors, key=lambda e: e[0]))
         return written
+
+    def feed_cursors(self) -> dict[str, tuple[str, int]]:
+        """Each agent's committed cursor ``node -> (epoch, seq)`` (empty without any)."""
+        if not self.path.exists():
+            return {}
+        with self._connect(write=False) as con:
+            found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                                "'feed_cursors'").fetchall()
+            if not found[0][0]:
+                return {}
+            rows = con.execute("SELECT node, epoch, seq FROM feed_cursors").fetchall()
+        return {str(n): (str(e), int(q)) for n, e, q in rows}
 
     @staticmethod
     def _table_skipping_bad(flows: Sequence[Flow], per_flow: list[tuple[int, list[dict[str,

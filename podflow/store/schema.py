@@ -140,6 +140,11 @@ STATUS_DDL = ("CREATE TABLE IF NOT EXISTS agent_status (time DOUBLE, node VARCHA
               "status VARCHAR)")
 """Agents' health reports (one JSON document per report), read by ``statuses()``."""
 
+FEED_DDL = ("CREATE TABLE IF NOT EXISTS feed_cursors (node VARCHAR PRIMARY KEY, "
+            "epoch VARCHAR, seq BIGINT, time DOUBLE)")
+"""A hub's cursor in each agent's spool (:mod:`podflow.cluster.feed`), committed with the
+flows it covers, read by ``feed_cursors()``."""
+
 
 class _RowGen:
     """Python source of :func:`flow_to_rows` and :func:`columns_to_flows` from the table."""

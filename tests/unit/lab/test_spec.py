@@ -492,3 +492,12 @@ def test_macvlan_refuses_load_balancer_targets() -> None:
     with pytest.raises(SpecError, match=r"traffic\[0\].to: 'loadbalancer/shop/web:443': cni "
                                         "macvlan has no ClusterIP/NodePort/LoadBalancer"):
         parse_spec(doc)
+
+
+def test_agents_mode_store_or_hub() -> None:
+    base = {"name": "tiny", "nodes": 1}
+    assert parse_spec(base).agent_mode == "store"
+    hub = parse_spec({**base, "agents": {"mode": "hub"}})
+    assert hub.agent_mode == "hub" and hub.to_dict()["agentMode"] == "hub"
+    with pytest.raises(SpecError, match=r"agents\.mode: expected one of store, hub"):
+        parse_spec({**base, "agents": {"mode": "relay"}})

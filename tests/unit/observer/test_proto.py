@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-GENERATED = ROOT / "podflow" / "observer" / "proto" / "hubble"
+GENERATED = (ROOT / "podflow" / "observer" / "proto" / "hubble",
+             ROOT / "podflow" / "cluster" / "proto")
 
 
 def test_generated_modules_are_current(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools (a dev package) is not installed")
     subprocess.run(["bash", str(ROOT / "scripts" / "gen-proto.sh"), str(tmp_path)], check=True,
                    env={"PODFLOW_PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
-    fresh = sorted((tmp_path / GENERATED.relative_to(ROOT)).glob("*_pb2*"))
-    committed = sorted(GENERATED.glob("*_pb2*"))
+    fresh = sorted(p for d in GENERATED for p in (tmp_path / d.relative_to(ROOT)).glob("*_pb2*"))
+    committed = sorted(p for d in GENERATED for p in d.glob("*_pb2*"))
     assert [p.name for p in fresh] == [p.name for p in committed]
     stale = [p.name for p, q in zip(fresh, committed, strict=True)
              if p.read_bytes() != q.read_bytes()]

@@ -276,6 +276,8 @@ def _agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple
     seen: dict[str, Any] = {}
 
     class FakeAgent:
+        spool = None   # store mode: nothing to hand to a hub
+
         def __init__(self, cfg: Any) -> None:
             seen["cfg"] = cfg
 
@@ -322,3 +324,10 @@ def test_agent_metrics_flags_are_checked_before_collecting(tmp_path: Path,
         assert code == 2 and err.startswith(f"podflow agent: {where}"), err
     code, err, _ = _agent(tmp_path, monkeypatch, "--metrics-listen", "127.0.0.1:0")
     assert code == 0, err
+
+
+def test_agent_store_or_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store and a spool (hub mode) exclude each other."""
+    code, err, cfg = _agent(tmp_path, monkeypatch, "--spool", str(tmp_path / "sp"),
+                            "--observer-listen", "127.0.0.1:0")
+    assert code == 2 and cfg is None and "give --store FILE, or --spool DIR" in err, err
