@@ -140,7 +140,8 @@ def test_status_json_shape_and_exec(lab: LabState) -> None:
     assert res.returncode == 0, res.stderr
     st = json.loads(res.stdout)
     assert st == LabState.load(lab.name).to_status()
-    assert set(st) == {"name", "cni", "nodes", "pods", "services", "externals"}
+    assert set(st) == {"name", "cni", "nodes", "pods", "services", "externals", "hub"}
+    assert st["hub"] is None   # agents write the store themselves (agents.mode: store)
     assert set(st["nodes"][0]) == {"name", "netns", "ip", "podCIDR", "metrics", "observer"}
     for node in st["nodes"]:   # each node's agent serves /metrics and its flows on loopback
         for served in ("metrics", "observer"):
