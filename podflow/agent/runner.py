@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from podflow.agent.queue import LossyQueue
@@ -48,6 +46,7 @@ from podflow.model.losses import DecodeError, reason_label
 from podflow.pipeline.context import DecodeContext, Report
 from podflow.pipeline.dnsnames import DnsNameCache
 from podflow.sources.registry import SOURCES, Sink, SourceOptions, SourcePlugin
+from podflow.stopsignals import stop_on_signals
 from podflow.store import open_store
 from podflow.store.base import FlowStore
 
@@ -278,15 +277,6 @@ class Agent:
         defaults = det.profile.default_sources or ("conntrack",)
         return [s for s in defaults if s in SOURCES]
 
-    def _install_signals(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            del frame
-            log.info("signal %d: stopping", signum)
-            self.stop.set()
-
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
-            signal.signal(signal.SIGINT, handler)
 
     def _start_sources(self, names: list[str], det: Detection) -> list[threading.Thread]:
         extra = {**dict(det.profile.source_options), **self.cfg.source_options}
@@ -334,7 +324,7 @@ class Agent:
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> AgentStats:
         """Collect until stopped; flush everything; return the stats."""
-        self._install_signals()
+        stop_on_signals(self.stop, "agent")
         self.start_inventory()
         det = self.detect()
         ctx = DecodeContext(node_name=self.cfg.node_name, inventory=self.cluster.inventory,

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -43,6 +41,7 @@ from podflow.model.serialize import SchemaError
 from podflow.observer.buffer import FlowBuffer
 from podflow.observer.proto.hubble import observer_pb2 as obs
 from podflow.observer.server import ObserverServer
+from podflow.stopsignals import stop_on_signals
 from podflow.store import open_store
 from podflow.store.base import StoreError
 
@@ -267,7 +266,7 @@ class Hub:
 
     def run(self) -> dict[str, Any]:
         """Pull and write until stopped; write what is queued; return the stats."""
-        self._install_signals()
+        stop_on_signals(self.stop, "hub")
         try:
             self.committed = dict(open_store(self.cfg.store).feed_cursors())
         except StoreError as exc:
@@ -312,12 +311,3 @@ class Hub:
             self.observer.stop()
         return {**self.stats, "peers": self.peers_status()}
 
-    def _install_signals(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            del frame
-            log.info("hub: signal %d: stopping", signum)
-            self.stop.set()
-
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, handler)
-            signal.signal(signal.SIGINT, handler)

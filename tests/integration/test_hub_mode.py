@@ -33,27 +33,20 @@ from podflow.observer.client import FlowReader
 from podflow.query.filter import FilterSpec
 from podflow.store import open_store
 from tests.hubblecli import hubble, hubble_keys, needs_hubble
+from tests.integration.test_hubble_dashboards import _spec as dashboards_spec
 
 pytestmark = pytest.mark.integration
 
 
 def _spec(name: str) -> dict[str, object]:
-    return {
-        "name": name, "cni": "flannel-vxlan", "nodes": 2, "namespaces": ["app"],
-        "agents": {"mode": "hub"},
-        "workloads": [
-            {"namespace": "app", "name": "web", "labels": {"app": "web"}, "ports": ["tcp/8080"],
-             "node": 1},
-            {"namespace": "app", "name": "api", "labels": {"app": "api"}, "ports": ["tcp/9000"],
-             "node": 2},
-        ],
-        "services": [{"namespace": "app", "name": "api", "selector": {"app": "api"},
-                      "ports": [{"name": "http", "port": 9000}]}],
-        "traffic": [
-            {"from": "app/web", "to": "service/app/api:9000", "every": "300ms"},
-            {"from": "app/web", "to": "dns/api.app.svc.cluster.local:9000", "every": "2s"},
-        ],
-    }
+    """The dashboards' lab (web -> Service api across two nodes) in hub mode."""
+    spec = dashboards_spec(name)
+    spec["agents"] = {"mode": "hub"}
+    spec["traffic"] = [
+        {"from": "app/web", "to": "service/app/api:9000", "every": "300ms"},
+        {"from": "app/web", "to": "dns/db.example.com:5432", "every": "2s"},
+    ]
+    return spec
 
 
 @pytest.fixture(scope="module")
