@@ -597,7 +597,7 @@ class Agent:
         s.store_state, s.store_error = self.writer.state, self.writer.last_error
         if self.spool is not None:
             sp = self.spool.spool
-            s.spool = {"pending": sp.pending, "bytes": sp.bytes, "acked": sp.acked,
+            s.spool = {"pending": sp.pending, "bytes": sp.disk_bytes, "acked": sp.acked,
                        "refused": sp.refused}
         s.inventory = self.cluster.health(now)
         for name, plugin in self.plugins.items():

@@ -41,6 +41,16 @@ there; a dead hub's stream is noticed and ended)."""
 MAX_RECORDS = 256
 """Records per batch at most."""
 
+MAX_BATCH_BYTES = 1 << 20
+"""A batch stops growing past this many bytes of records (gRPC refuses messages above
+4 MiB by default; one record is sent alone whatever its size)."""
+
+FLOWS_PER_RECORD = 1000
+"""A writer's batch is spooled as records of this many flows at most (~0.7 MB of JSON)."""
+
+MAX_MESSAGE = 64 << 20
+"""The largest message the hub accepts (a single record larger than a batch)."""
+
 
 class SpoolFull(StoreError):
     """The spool refused a record: the hub has not acknowledged enough yet (retry later)."""
@@ -57,16 +67,20 @@ class SpoolSink:
         self.spool = spool
         self.node = node
 
-    def _append(self, kind: str, data: Any) -> None:
-        text = json.dumps(data, separators=(",", ":"), default=str)
-        if self.spool.append(kind, text) is None:
-            raise SpoolFull(f"spool {self.spool.dir} is full ({self.spool.bytes} bytes not "
+    def _append(self, kind: str, *items: Any) -> None:
+        """Spool one record per item, all or none."""
+        texts = [json.dumps(d, separators=(",", ":"), default=str) for d in items]
+        if self.spool.append_all(kind, texts) is None:
+            raise SpoolFull(f"spool {self.spool.dir} is full ({self.spool.disk_bytes} bytes not "
                             "acknowledged by the hub)")
 
     def write(self, flows: Sequence[Flow]) -> int:
-        """Spool one batch of flows (:class:`SpoolFull` when there is no room)."""
+        """Spool one batch of flows, as records of :data:`FLOWS_PER_RECORD` at most, all or
+        none (:class:`SpoolFull` when there is no room: the writer keeps the batch and
+        retries)."""
         if flows:
-            self._append("flows", [flow_to_dict(f) for f in flows])
+            self._append("flows", *([flow_to_dict(f) for f in flows[k:k + FLOWS_PER_RECORD]]
+                                    for k in range(0, len(flows), FLOWS_PER_RECORD)))
         return len(flows)
 
     def write_status(self, node: str, status: Mapping[str, Any],
@@ -116,7 +130,7 @@ class FeedService(fgrpc.FeedServicer):
         after = request.after if request.epoch == self.spool.epoch else 0
         limit = min(request.max_records or MAX_RECORDS, MAX_RECORDS)
         while context.is_active() and not self.stopping:
-            records = self.spool.read(after, limit)
+            records = self.spool.read(after, limit, max_bytes=MAX_BATCH_BYTES)
             if records:
                 after = records[-1].seq
             elif self.spool.wait(after, HEARTBEAT):
@@ -146,7 +160,8 @@ class FeedClient:
     def __init__(self, address: str, *, timeout: float = 2.0) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
+        self.channel = grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", MAX_MESSAGE)])
         self.stub = fgrpc.FeedStub(self.channel)   # type: ignore[no-untyped-call]
 
     def hello(self) -> fpb.HelloResponse:

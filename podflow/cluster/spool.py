@@ -129,46 +129,65 @@ class Spool:
         return self.last - self.acked
 
     @property
-    def bytes(self) -> int:
+    def disk_bytes(self) -> int:
         """Bytes of the segments on disk."""
         return sum(s.size for s in self._segments)
 
     def append(self, kind: str, data: str) -> int | None:
         """Add one record; return its sequence number, or None when the spool is full
         (counted in :attr:`refused`). OSError if the disk refuses."""
-        if "\t" in kind or "\n" in data:
+        got = self.append_all(kind, [data])
+        return None if got is None else got[0]
+
+    def append_all(self, kind: str, items: list[str]) -> list[int] | None:
+        """Add one record per item, all of them or none (None: the spool is full, counted
+        in :attr:`refused`); return their sequence numbers. OSError if the disk refuses."""
+        if "\t" in kind or any("\n" in d for d in items):
             raise ValueError("a spool record's kind has no tab and its JSON no newline")
         with self._lock:
-            seq = self.last + 1
-            line = f"{seq}\t{kind}\t{data}\n".encode()
-            if self.bytes + len(line) > self.max_bytes:
-                self.refused += 1
+            lines = [f"{self.last + 1 + i}\t{kind}\t{d}\n".encode()
+                     for i, d in enumerate(items)]
+            if self.disk_bytes + sum(map(len, lines)) > self.max_bytes:
+                self.refused += len(lines)
                 return None
-            if self._out is None and self._segments and \
-                    self._segments[-1].size < SEGMENT_BYTES:
-                self._out = open(self._segments[-1].path, "ab")  # noqa: SIM115
-            elif self._out is None or self._segments[-1].size >= SEGMENT_BYTES:
-                if self._out is not None:
-                    self._out.close()
-                path = self.dir / f"{seq:020d}.spool"
-                self._out = open(path, "ab")  # noqa: SIM115 (kept open between appends)
-                self._segments.append(_Segment(seq, path, seq - 1, 0))
-            self._out.write(line)
-            self._out.flush()
-            if self.fsync:
-                os.fsync(self._out.fileno())
-            seg = self._segments[-1]
-            seg.last, seg.size = seq, seg.size + len(line)
-            self.last = seq
+            seqs = []
+            for line in lines:
+                self._write(line)
+                seqs.append(self.last)
+            if self._out is not None:
+                self._out.flush()
+                if self.fsync:
+                    os.fsync(self._out.fileno())
             self._lock.notify_all()
-            return seq
+            return seqs
 
-    def read(self, after: int, limit: int = 1000) -> list[Record]:
-        """Up to ``limit`` records after sequence number ``after``, oldest first (those
-        already deleted, acknowledged by an earlier hub, are not there)."""
+    def _write(self, line: bytes) -> None:
+        """Append one encoded line as the next record (the lock is held)."""
+        seq = self.last + 1
+        if self._out is None and self._segments and \
+                self._segments[-1].size < SEGMENT_BYTES:
+            self._out = open(self._segments[-1].path, "ab")  # noqa: SIM115
+        elif self._out is None or self._segments[-1].size >= SEGMENT_BYTES:
+            if self._out is not None:
+                self._out.flush()
+                self._out.close()
+            path = self.dir / f"{seq:020d}.spool"
+            self._out = open(path, "ab")  # noqa: SIM115 (kept open between appends)
+            self._segments.append(_Segment(seq, path, seq - 1, 0))
+        self._out.write(line)
+        seg = self._segments[-1]
+        seg.last, seg.size = seq, seg.size + len(line)
+        self.last = seq
+
+    def read(self, after: int, limit: int = 1000, max_bytes: int | None = None
+             ) -> list[Record]:
+        """Up to ``limit`` records after sequence number ``after``, oldest first, and no
+        more once ``max_bytes`` of data are reached (the first record always comes); those
+        already deleted, acknowledged by an earlier hub, are not there."""
         with self._lock:
             segments = [s for s in self._segments if s.last > after]
             out: list[Record] = []
+            size = 0
             for seg in segments:
                 with open(seg.path, "rb") as f:
                     data = f.read(seg.size)
@@ -178,7 +197,10 @@ class Spool:
                     if seq <= after:
                         continue
                     kind, _, payload = rest.partition(b"\t")
+                    if out and max_bytes is not None and size + len(payload) > max_bytes:
+                        return out
                     out.append(Record(seq, kind.decode(), payload.decode()))
+                    size += len(payload)
                     if len(out) >= limit:
                         return out
             return out

@@ -115,9 +115,10 @@ class LabSpec:
     """Sources the lab's agents run (empty: the detected CNI profile's defaults)."""
     agent_options: dict[str, Any] = field(default_factory=dict, compare=False)
     """Source options for the lab's agents (``--source-option KEY=VALUE``)."""
-    agent_mode: str = "store"
-    """``store``: every agent writes the lab's store; ``hub``: each agent spools, and a
-    ``podflow hub`` pulls them all into the store (cluster mode)."""
+    agent_mode: str = "hub"
+    """``hub`` (the default, as on a real cluster): each agent spools, and a ``podflow hub``
+    pulls them all into the store; ``store``: every agent writes the lab's store file
+    itself (the single-machine mode)."""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The input document (for reference only)."""
 
@@ -475,17 +476,17 @@ def parse_spec(doc: Any) -> LabSpec:
                    agent_options=agent_options, raw=dict(top))
 
 
-AGENT_MODES = ("store", "hub")
-"""``agents.mode``: agents write the store, or spool to a hub that does."""
+AGENT_MODES = ("hub", "store")
+"""``agents.mode``: agents spool to a hub that writes the store (default), or write it."""
 
 
 def _agents(v: Any) -> tuple[tuple[str, ...], dict[str, Any], str]:
     """``agents: {sources: [conntrack, packets], options: {syn_timeout: 3}, mode: hub}``
     (optional)."""
     if v is None:
-        return (), {}, "store"
+        return (), {}, "hub"
     d = _mapping(v, "agents", (), ("sources", "options", "mode"))
-    mode = _string(d.get("mode", "store"), "agents.mode")
+    mode = _string(d.get("mode", "hub"), "agents.mode")
     if mode not in AGENT_MODES:
         raise SpecError(f"agents.mode: expected one of {', '.join(AGENT_MODES)}, got "
                         f"{_show(mode)}")

@@ -141,7 +141,7 @@ def test_status_json_shape_and_exec(lab: LabState) -> None:
     st = json.loads(res.stdout)
     assert st == LabState.load(lab.name).to_status()
     assert set(st) == {"name", "cni", "nodes", "pods", "services", "externals", "hub"}
-    assert st["hub"] is None   # agents write the store themselves (agents.mode: store)
+    assert st["hub"] is None   # no agents, no hub (up with agents=False)
     assert set(st["nodes"][0]) == {"name", "netns", "ip", "podCIDR", "metrics", "observer"}
     for node in st["nodes"]:   # each node's agent serves /metrics and its flows on loopback
         for served in ("metrics", "observer"):

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from podflow.cluster.feed import FeedClient, FeedService, SpoolFull, SpoolSink, add_feed
+from podflow.cluster.feed import (
+    MAX_BATCH_BYTES,
+    FeedClient,
+    FeedService,
+    SpoolFull,
+    SpoolSink,
+    add_feed,
+    decode_flows,
+)
 from podflow.cluster.hub import Hub, HubConfig
 from podflow.cluster.spool import Spool
 from podflow.model.flow import Endpoint, EndpointKind, Flow, ObservationPoint, Protocol
@@ -246,3 +254,12 @@ def test_the_hub_serves_every_agents_flows_over_the_observer_api(
     finally:
         hub.stop.set()
         t.join(10)
+
+
+def test_a_big_batch_is_spooled_in_records_a_batch_of_which_fits_a_message(
+        tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    SpoolSink(sp, "node1").write([flow("node1", i) for i in range(2500)])
+    records = sp.read(0)
+    assert [len(decode_flows(r.data)) for r in records] == [1000, 1000, 500]
+    assert len(sp.read(0, max_bytes=MAX_BATCH_BYTES)) < 3   # ~0.7 MB each

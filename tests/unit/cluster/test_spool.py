@@ -60,7 +60,7 @@ def test_a_full_spool_refuses_and_counts_keeping_what_it_has(tmp_path: Path) -> 
     assert sp.refused == got.count(None) and sp.refused >= 2
     last = sp.last
     sp.ack(last)   # the hub caught up: room again
-    assert sp.bytes == 0
+    assert sp.disk_bytes == 0
     assert sp.append("flows", "[]") == last + 1
 
 
@@ -78,3 +78,12 @@ def test_bad_records_and_directories_are_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(SpoolError, match="cannot use spool"):
         Spool(tmp_path / "file")
+
+
+def test_append_all_is_all_or_nothing_and_reads_stop_at_a_size(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=200)
+    assert sp.append_all("flows", ["[1]", "[2]", "[3]"]) == [1, 2, 3]
+    assert sp.append_all("flows", ["[" + "9" * 60 + "]"] * 3) is None   # no room for all
+    assert (sp.last, sp.refused) == (3, 3)   # none of them went in
+    assert [r.seq for r in sp.read(0, max_bytes=6)] == [1, 2]   # 3 bytes each
+    assert [r.seq for r in sp.read(0, max_bytes=1)] == [1]   # the first always comes

@@ -494,10 +494,11 @@ def test_macvlan_refuses_load_balancer_targets() -> None:
         parse_spec(doc)
 
 
-def test_agents_mode_store_or_hub() -> None:
+def test_agents_mode_hub_by_default_or_store() -> None:
     base = {"name": "tiny", "nodes": 1}
-    assert parse_spec(base).agent_mode == "store"
-    hub = parse_spec({**base, "agents": {"mode": "hub"}})
-    assert hub.agent_mode == "hub" and hub.to_dict()["agentMode"] == "hub"
-    with pytest.raises(SpecError, match=r"agents\.mode: expected one of store, hub"):
+    assert parse_spec(base).agent_mode == "hub"
+    assert parse_spec({**base, "agents": {"sources": ["conntrack"]}}).agent_mode == "hub"
+    store = parse_spec({**base, "agents": {"mode": "store"}})
+    assert store.agent_mode == "store" and store.to_dict()["agentMode"] == "store"
+    with pytest.raises(SpecError, match=r"agents\.mode: expected one of hub, store"):
         parse_spec({**base, "agents": {"mode": "relay"}})
