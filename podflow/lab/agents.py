@@ -98,7 +98,7 @@ def _alive(pid: int, role: bytes = b"agent") -> bool:
 
 def start_hub(state: LabState, timeout: float = 20.0) -> None:
     """Start the lab's ``podflow hub`` over its agents (``agents.mode: hub``), record its
-    pid, and wait until it runs."""
+    pid, and wait until it runs and has stored what every agent spooled at its start."""
     base = lab_dir(state.name)
     peers = [n.agent_observer for n in state.nodes]
     if not all(peers):
@@ -116,7 +116,7 @@ def start_hub(state: LabState, timeout: float = 20.0) -> None:
     state.save()
     end = time.time() + timeout
     while time.time() < end:
-        if rf.exists():
+        if rf.exists() and _hub_caught_up(state):
             state.hub_observer = json.loads(rf.read_text()).get("observer")
             state.save()
             return
@@ -125,6 +125,22 @@ def start_hub(state: LabState, timeout: float = 20.0) -> None:
                                f"{base / 'logs' / 'hub.log'}")
         time.sleep(0.1)
     raise RuntimeError(f"the hub was not ready after {timeout:.0f}s; see {base / 'logs'}")
+
+
+def _hub_caught_up(state: LabState) -> bool:
+    """The hub has committed records of every agent (their health at start among them), so
+    that the store shows the agents from the start, as when they write it themselves."""
+    store = lab_store_path(state.name)
+    if not store.exists():
+        return False
+    from podflow.store import open_store
+    from podflow.store.base import StoreError
+
+    try:
+        cursors = open_store(store, read_only=True, lock_timeout=1.0).feed_cursors()
+    except StoreError:
+        return False
+    return {n.name for n in state.nodes} <= set(cursors)
 
 
 def stop_hub(state: LabState, timeout: float = 15.0) -> None:
