@@ -52,6 +52,13 @@ def hub(
     observer_buffer: Annotated[int, typer.Option(
         "--observer-buffer", metavar="N", min=1,
         help="Flow events the hub's Observer API keeps.")] = 16383,
+    api_listen: Annotated[str | None, typer.Option(
+        "--api-listen", metavar="HOST:PORT",
+        help="Serve the web UI, the JSON API and /metrics over the hub's store here (as "
+             "`podflow serve`; port 0: a free one). Off by default.")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", help="The cluster's API server, for the UI's inventory (nodes, "
+        "pods, services).")] = None,
     retention: Annotated[str | None, typer.Option(
         "--retention", metavar="DURATION", help=RETENTION_HELP)] = None,
     max_size: Annotated[str | None, typer.Option(
@@ -75,9 +82,10 @@ def hub(
         stats = Hub(HubConfig(store=store, peers=addresses, flush_interval=flush_interval,
                               duration=duration, ready_file=ready_file,
                               observer_listen=observer_listen,
-                              observer_buffer=observer_buffer, **limits)).run()
-    except OSError as exc:   # the Observer API's address
-        typer.echo(f"podflow hub: --observer-listen {observer_listen}: {exc}", err=True)
+                              observer_buffer=observer_buffer, api_listen=api_listen,
+                              kubeconfig=kubeconfig, **limits)).run()
+    except (OSError, ValueError) as exc:   # an address it cannot serve on
+        typer.echo(f"podflow hub: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps({"hub_stats": stats}, default=str), err=True)
 

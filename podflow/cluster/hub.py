@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -44,6 +44,9 @@ from podflow.observer.server import ObserverServer
 from podflow.stopsignals import stop_on_signals
 from podflow.store import open_store
 from podflow.store.base import StoreError
+
+if TYPE_CHECKING:
+    from podflow.server.runner import ServerThread
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,11 @@ class HubConfig:
     """Serve Hubble's Observer API over every agent's flows here (the Hubble Relay role)."""
     observer_buffer: int = 16383
     """Events the hub's Observer API keeps."""
+    api_listen: str | None = None
+    """Serve the web UI, the JSON API and /metrics over the store here (``HOST:PORT``; port
+    0: a free one), as ``podflow serve`` does."""
+    kubeconfig: Path | None = None
+    """The API server the UI's inventory comes from (None: the store alone)."""
     retention: float | None = None
     """Delete stored connections that ended longer ago than this (seconds; None: keep)."""
     max_store_bytes: int | None = None
@@ -120,6 +128,8 @@ class Hub:
                                       "store_failures": 0, "store_error": None}
         self.observer: ObserverServer | None = None
         """The Observer API over every agent's flows (``observer_listen``)."""
+        self.api: ServerThread | None = None
+        """The web UI, JSON API and /metrics over the store (``api_listen``)."""
 
     # -- the peers ------------------------------------------------------------------------
     def _pull(self, peer: Peer) -> None:
@@ -240,6 +250,25 @@ class Hub:
                     log.debug("hub: ack to %s failed: %s", peer.address, exc)
 
     # -- the loop -------------------------------------------------------------------------
+    def _serve_api(self, listen: str) -> ServerThread:
+        """``podflow serve``'s app over the hub's store, on a thread (OSError/ValueError if
+        it cannot listen there)."""
+        from podflow.server.app import create_app
+        from podflow.server.hostcheck import policy_for_bind
+        from podflow.server.runner import ServerThread
+
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        app = create_app(self.cfg.store, kubeconfig=self.cfg.kubeconfig,
+                         hosts=policy_for_bind(host, ()))
+        server = ServerThread(app, host, int(port))
+        try:
+            server.start()
+        except RuntimeError as exc:
+            raise OSError(f"cannot serve the API on {listen}: {exc}") from None
+        log.info("hub: web UI, API and /metrics on %s", server.url)
+        return server
+
     def _prune(self) -> None:
         """Apply the retention limits, if any (a failure is logged; the next pass retries)."""
         if self.cfg.retention is None and self.cfg.max_store_bytes is None:
@@ -281,9 +310,12 @@ class Hub:
             self.observer = ObserverServer(FlowBuffer("", self.cfg.observer_buffer),
                                            self.cfg.observer_listen, nodes=self.nodes)
             served = self.observer.start()
+        if self.cfg.api_listen is not None:
+            self.api = self._serve_api(self.cfg.api_listen)
         if self.cfg.ready_file is not None:
-            self.cfg.ready_file.write_text(json.dumps({"peers": self.cfg.peers,
-                                                       "observer": served}))
+            self.cfg.ready_file.write_text(json.dumps({
+                "peers": self.cfg.peers, "observer": served,
+                "api": None if self.api is None else self.api.url.rstrip("/")}))
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_status = time.time() + self.cfg.status_interval
         next_prune = time.time() + min(self.cfg.prune_interval, 5.0)
@@ -309,5 +341,7 @@ class Hub:
         self.flush()
         if self.observer is not None:
             self.observer.stop()
+        if self.api is not None:
+            self.api.stop()
         return {**self.stats, "peers": self.peers_status()}
 

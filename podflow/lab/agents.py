@@ -109,6 +109,7 @@ def start_hub(state: LabState, timeout: float = 20.0) -> None:
             "--peers", ",".join(p for p in peers if p), "--ready-file", str(rf),
             # the cluster's flows over Hubble's Observer API, as Hubble Relay's :4245
             "--observer-listen", state.hub_observer or "127.0.0.1:0"]
+    # (the UI and API over the lab's store: `podflow serve --lab NAME`, another process)
     with open(base / "logs" / "hub.log", "ab") as logf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                 start_new_session=True)
@@ -117,7 +118,8 @@ def start_hub(state: LabState, timeout: float = 20.0) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if rf.exists() and _hub_caught_up(state):
-            state.hub_observer = json.loads(rf.read_text()).get("observer")
+            served = json.loads(rf.read_text())
+            state.hub_observer, state.hub_api = served.get("observer"), served.get("api")
             state.save()
             return
         if proc.poll() is not None:

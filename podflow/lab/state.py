@@ -238,6 +238,9 @@ class LabState:
     """The lab's ``podflow hub`` process (spec ``agents.mode: hub``)."""
     hub_observer: str | None = None
     """``HOST:PORT`` where the hub serves Hubble's Observer API (loopback)."""
+    hub_api: str | None = None
+    """``http://HOST:PORT`` where the hub serves the web UI, the API and /metrics (None:
+    the lab's hub does not; ``podflow serve --lab NAME`` does)."""
 
     # -- lookups -----------------------------------------------------------------------
     def node(self, name: str) -> NodeState:
@@ -321,7 +324,7 @@ class LabState:
                       for n in self.nodes],
             "hub": None if self.hub_pid is None else {
                 "pid": self.hub_pid, "store": str(lab_store_path(self.name)),
-                "observer": self.hub_observer,
+                "observer": self.hub_observer, "api": self.hub_api,
                 "peers": [n.agent_observer for n in self.nodes]},
             "pods": [{"namespace": p.namespace, "name": p.name, "workload": p.workload,
                       "node": p.node, "ip": p.ip, "netns": p.netns, "labels": p.labels}

@@ -263,3 +263,31 @@ def test_a_big_batch_is_spooled_in_records_a_batch_of_which_fits_a_message(
     records = sp.read(0)
     assert [len(decode_flows(r.data)) for r in records] == [1000, 1000, 500]
     assert len(sp.read(0, max_bytes=MAX_BATCH_BYTES)) < 3   # ~0.7 MB each
+
+
+def test_the_hub_serves_the_api_over_its_store_while_it_writes(
+        tmp_path: Path, agents: list[FakeAgent]) -> None:
+    import json as _json
+    import urllib.request
+
+    hub = Hub(HubConfig(store=tmp_path / "flows.duckdb", flush_interval=0.1,
+                        peers=[a.address for a in agents], api_listen="127.0.0.1:0"))
+    t = threading.Thread(target=hub.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: hub.api is not None)
+        assert hub.api is not None
+        for round_ in range(5):   # reads while the hub keeps writing
+            for a in agents:
+                a.send(20)
+            with urllib.request.urlopen(f"{hub.api.url}api/flows?limit=1000", timeout=10) as r:
+                got = _json.loads(r.read())
+            assert isinstance(got, (list, dict)), round_
+        wait_for(lambda: len(stored(tmp_path / "flows.duckdb")) == 200)
+        with urllib.request.urlopen(f"{hub.api.url}api/flows?limit=1000", timeout=10) as r:
+            body = _json.loads(r.read())
+        flows = body["flows"] if isinstance(body, dict) else body
+        assert len(flows) == 200
+    finally:
+        hub.stop.set()
+        t.join(10)
