@@ -43,7 +43,7 @@ from podflow.observer.proto.hubble import observer_pb2 as obs
 from podflow.observer.server import ObserverServer
 from podflow.stopsignals import stop_on_signals
 from podflow.store import open_store
-from podflow.store.base import StoreError
+from podflow.store.base import FlowRejected, StoreError
 
 if TYPE_CHECKING:
     from podflow.server.runner import ServerThread
@@ -125,7 +125,8 @@ class Hub:
         self.committed: dict[str, tuple[str, int]] = {}
         """Per node: the cursor the store holds."""
         self.stats: dict[str, Any] = {"records": 0, "flows": 0, "bad_records": 0,
-                                      "store_failures": 0, "store_error": None}
+                                      "rejected_flows": 0, "store_failures": 0,
+                                      "store_error": None}
         self.observer: ObserverServer | None = None
         """The Observer API over every agent's flows (``observer_listen``)."""
         self.api: ServerThread | None = None
@@ -201,16 +202,22 @@ class Hub:
                 self.stats["bad_records"] += 1
                 log.warning("hub: bad %s record %d from %s: %s", q.record.kind, q.record.seq,
                             q.node, exc)
+        store = open_store(self.cfg.store)
         try:
-            store = open_store(self.cfg.store)
             store.write_feed(flows, statuses=statuses, cursors=cursors)
-        except StoreError as exc:
+        except FlowRejected as exc:   # committed, but for flows no store could hold
+            self.stats["rejected_flows"] += len(exc.errors)
+            log.warning("hub: %s", exc)
+        except Exception as exc:   # busy, damaged, or unforeseen: keep the records, retry
             self.stats["store_failures"] += 1
             self.stats["store_error"] = str(exc)
             log.warning("hub: store write failed (%d records kept): %s", len(batch), exc)
             return 0
         for node, (through, at) in progress.items():
-            store.mark_progress(node, through, at)
+            try:
+                store.mark_progress(node, through, at)
+            except OSError as exc:   # the next progress record will do
+                log.debug("hub: progress of %s not marked: %s", node, exc)
         with self._lock:
             del self._queue[:len(batch)]
             self.committed.update(cursors)

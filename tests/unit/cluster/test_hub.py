@@ -291,3 +291,16 @@ def test_the_hub_serves_the_api_over_its_store_while_it_writes(
     finally:
         hub.stop.set()
         t.join(10)
+
+
+def test_a_flow_no_store_can_hold_is_counted_and_the_rest_stored(
+        tmp_path: Path, agents: list[FakeAgent]) -> None:
+    bad = flow("node1", 99)
+    bad = Flow(bad.time, Endpoint(bad.source.ip, 70000), bad.destination, Protocol.TCP,
+               flow_id="bad", observations=bad.observations)   # port out of range
+    agents[0].sink.write([flow("node1", 1), bad, flow("node1", 2)])
+    hub = Hub(HubConfig(store=tmp_path / "flows.duckdb", peers=[agents[0].address],
+                        flush_interval=0.1, duration=2.0))
+    stats = hub.run()
+    assert sorted(stored(tmp_path / "flows.duckdb")) == ["node1/1", "node1/2"]
+    assert stats["rejected_flows"] == 1 and agents[0].spool.pending == 0
