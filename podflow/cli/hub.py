@@ -28,18 +28,40 @@ Read the store as usual (`podflow observe --store`, `podflow serve --store`), or
 cluster's recent flows over Hubble's Observer API (--observer-listen: `hubble observe`,
 `podflow observe --server`), as from Hubble Relay.
 
+Agents: --peers lists them; --discover follows the agent DaemonSet's pods in the
+Kubernetes API instead (new nodes are pulled as their agent starts).
+
 Examples:
 
   podflow hub --store /var/lib/podflow/flows.duckdb --peers 10.0.0.1:4244,10.0.0.2:4244
+
+  # in the cluster, beside the DaemonSet:
+  podflow hub --store /data/flows.duckdb --discover --observer-listen 0.0.0.0:4245
 """
 
 
 def hub(
     store: Annotated[Path, typer.Option("--store", help="DuckDB store file the hub writes "
                                         "(created if missing).")],
-    peers: Annotated[list[str], typer.Option(
+    peers: Annotated[list[str] | None, typer.Option(
         "--peers", metavar="ADDR[,ADDR...]", help="The agents' addresses (their "
-        "--observer-listen): HOST:PORT or unix:PATH; comma-separated or repeated.")],
+        "--observer-listen): HOST:PORT or unix:PATH; comma-separated or repeated. Or "
+        "--discover.")] = None,
+    discover: Annotated[bool, typer.Option(
+        "--discover", help="Find the agents from the Kubernetes API: the running pods of "
+        "the agent DaemonSet (--agents-namespace, --agents-selector), each at its pod IP "
+        "and its podflow.io/observer-port annotation, else --agents-port; followed as "
+        "pods come and go. Uses --kubeconfig, else the in-cluster service account.")
+    ] = False,
+    agents_namespace: Annotated[str, typer.Option(
+        "--agents-namespace", help="Namespace of the agent pods (--discover).")
+    ] = "podflow",
+    agents_selector: Annotated[str, typer.Option(
+        "--agents-selector", help="Label selector of the agent pods (--discover).")
+    ] = "app.kubernetes.io/name=podflow,app.kubernetes.io/component=agent",
+    agents_port: Annotated[int, typer.Option(
+        "--agents-port", min=1, max=65535, help="The agents' port when their pod has no "
+        "podflow.io/observer-port annotation (--discover).")] = 4244,
     flush_interval: Annotated[float, typer.Option(
         "--flush-interval", min=0.05, help="Seconds between store writes.")] = 1.0,
     duration: Annotated[float | None, typer.Option(
@@ -70,16 +92,33 @@ def hub(
     """Pull every agent's spool into one store (see --help for the full story)."""
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s hub %(levelname)s %(message)s", stream=sys.stderr)
-    addresses = [a.strip() for item in peers for a in item.split(",") if a.strip()]
-    if not addresses:
-        typer.echo("podflow hub: --peers: no address given", err=True)
+    addresses = [a.strip() for item in peers or [] for a in item.split(",") if a.strip()]
+    if not addresses and not discover:
+        typer.echo("podflow hub: say where the agents are: --peers ADDR,... or --discover",
+                   err=True)
         raise typer.Exit(2)
     from podflow.cluster.hub import Hub, HubConfig
+
+    found = None
+    if discover:
+        from lightkube.core.exceptions import ConfigError
+
+        from podflow.cluster.discover import AgentDiscovery
+        from podflow.inventory.kubeapi import load_config
+
+        try:
+            found = AgentDiscovery(load_config(kubeconfig), namespace=agents_namespace,
+                                   selector=agents_selector, port=agents_port)
+        except (ConfigError, ValueError, OSError) as exc:
+            typer.echo(f"podflow hub: --discover: {exc}", err=True)
+            raise typer.Exit(2) from None
+        found.start()
 
     limits = store_limits(retention, max_size, "hub")
 
     try:
         stats = Hub(HubConfig(store=store, peers=addresses, flush_interval=flush_interval,
+                              discover=None if found is None else found.addresses,
                               duration=duration, ready_file=ready_file,
                               observer_listen=observer_listen,
                               observer_buffer=observer_buffer, api_listen=api_listen,
@@ -87,6 +126,9 @@ def hub(
     except (OSError, ValueError) as exc:   # an address it cannot serve on
         typer.echo(f"podflow hub: {exc}", err=True)
         raise typer.Exit(2) from None
+    finally:
+        if found is not None:
+            found.stop()
     typer.echo(json.dumps({"hub_stats": stats}, default=str), err=True)
 
 

@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DISCOVER_EVERY = 2.0
+"""Seconds between two looks at where the agents are (``HubConfig.discover``)."""
+
 @dataclass
 class HubConfig:
     """What a hub pulls and where it writes."""
@@ -58,6 +62,9 @@ class HubConfig:
     """The flow store it writes (and alone writes)."""
     peers: list[str]
     """The agents' feed addresses (``HOST:PORT`` or ``unix:PATH``)."""
+    discover: Callable[[], list[str]] | None = None
+    """Where the agents are now (:class:`~podflow.cluster.discover.AgentDiscovery`), asked
+    every :data:`DISCOVER_EVERY` seconds: new ones are pulled, gone ones dropped."""
     flush_interval: float = 1.0
     """Seconds between store writes."""
     max_pending: int = 200_000
@@ -101,7 +108,10 @@ class Peer:
     """The newest record it confirmed deleting."""
     refused: int = 0
     """Records its spool refused (full), as it last said."""
+    removed: bool = False
+    """No longer among the agents discovered: its puller ends."""
     client: FeedClient | None = field(default=None, repr=False)
+    stream: Any = field(default=None, repr=False)
 
 
 @dataclass
@@ -131,11 +141,12 @@ class Hub:
         """The Observer API over every agent's flows (``observer_listen``)."""
         self.api: ServerThread | None = None
         """The web UI, JSON API and /metrics over the store (``api_listen``)."""
+        self._threads: list[threading.Thread] = []
 
     # -- the peers ------------------------------------------------------------------------
     def _pull(self, peer: Peer) -> None:
         delay = 0.5
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not peer.removed:
             peer.client = peer.client or FeedClient(peer.address)
             stream = None
             try:
@@ -145,7 +156,7 @@ class Hub:
                     epoch, seq = self._taken.get(hello.node, ("", 0))
                     after = seq if epoch == hello.epoch else 0
                     self._taken[hello.node] = (hello.epoch, after)
-                stream = peer.client.pull(hello.epoch, after)
+                stream = peer.stream = peer.client.pull(hello.epoch, after)
                 peer.state, peer.last_error, delay = "connected", None, 0.5
                 log.info("hub: pulling %s (%s) after %d", hello.node, peer.address, after)
                 for batch in stream:
@@ -156,7 +167,7 @@ class Hub:
                         self._take(hello.node, batch.epoch, list(batch.records))
                         peer.records += len(batch.records)
             except grpc.RpcError as exc:
-                if self.stop.is_set():
+                if self.stop.is_set() or peer.removed:
                     break
                 detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
                 if peer.state != "unavailable" or peer.last_error != detail:
@@ -294,6 +305,29 @@ class Hub:
                          state=state.get(p.state, obs.UNKNOWN_NODE_STATE))
                 for p in self.peers]
 
+    def sync_peers(self, addresses: list[str]) -> None:
+        """Pull the agents at ``addresses``: start a puller for each new one, end those of
+        the agents no longer there (what they sent is committed as usual)."""
+        wanted = set(addresses)
+        for peer in self.peers:
+            if peer.address not in wanted:
+                log.info("hub: agent %s (%s) is gone", peer.address, peer.node)
+                peer.removed = True
+                if peer.stream is not None:
+                    peer.stream.cancel()
+        self.peers = [p for p in self.peers if not p.removed]
+        known = {p.address for p in self.peers}
+        for address in sorted(wanted - known):
+            log.info("hub: agent %s found", address)
+            self._start_peer(Peer(address))
+
+    def _start_peer(self, peer: Peer) -> None:
+        self.peers.append(peer)
+        thread = threading.Thread(target=self._pull, args=(peer,),
+                                  name=f"peer-{peer.address}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
     def peers_status(self) -> list[dict[str, Any]]:
         """Each agent: address, node, state, records taken, acknowledged, refused."""
         return [{"address": p.address, "node": p.node, "state": p.state,
@@ -308,10 +342,9 @@ class Hub:
         except StoreError as exc:
             log.warning("hub: cannot read the cursors of %s yet: %s", self.cfg.store, exc)
         self._taken = dict(self.committed)
-        threads = [threading.Thread(target=self._pull, args=(p,), name=f"peer-{p.address}",
-                                    daemon=True) for p in self.peers]
-        for t in threads:
-            t.start()
+        initial, self.peers = self.peers, []
+        for peer in initial:
+            self._start_peer(peer)
         served = None
         if self.cfg.observer_listen is not None:
             self.observer = ObserverServer(FlowBuffer("", self.cfg.observer_buffer),
@@ -326,10 +359,17 @@ class Hub:
         deadline = None if self.cfg.duration is None else time.time() + self.cfg.duration
         next_status = time.time() + self.cfg.status_interval
         next_prune = time.time() + min(self.cfg.prune_interval, 5.0)
+        next_look = time.time()
         while not self.stop.is_set():
             if deadline is not None and time.time() >= deadline:
                 break
             self.stop.wait(self.cfg.flush_interval)
+            if self.cfg.discover is not None and time.time() >= next_look:
+                try:
+                    self.sync_peers(self.cfg.discover())
+                except Exception as exc:   # the API unreachable: keep the agents known
+                    log.warning("hub: cannot look for agents: %s", exc)
+                next_look = time.time() + DISCOVER_EVERY
             self.flush()
             if time.time() >= next_prune:
                 self._prune()
@@ -343,7 +383,7 @@ class Hub:
         for p in self.peers:
             if p.client is not None:
                 p.client.close()
-        for t in threads:
+        for t in self._threads:
             t.join(timeout=5)
         self.flush()
         if self.observer is not None:

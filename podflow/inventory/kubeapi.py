@@ -106,6 +106,8 @@ class Resource:
     """The collection's URL path."""
     field_selector: str | None = None
     """``fieldSelector`` of the list and watch (None: every object)."""
+    label_selector: str | None = None
+    """``labelSelector`` of the list and watch (None: every object)."""
 
 
 def resources(node: str | None = None) -> list[Resource]:
@@ -222,6 +224,8 @@ class _Watcher:
     def _url(self, **params: str) -> str:
         if self.res.field_selector:
             params["fieldSelector"] = self.res.field_selector
+        if self.res.label_selector:
+            params["labelSelector"] = self.res.label_selector
         return f"{self.res.path}?{urlencode(params)}"
 
     def _run(self) -> None:
@@ -412,10 +416,12 @@ class ClusterAPI:
         inventory: the inventory to update (a new one if omitted).
         node: watch only this node's Pods (None: every pod; see :func:`resources`).
         client: an HTTP client to use instead of one built from ``config`` (tests).
+        watched: the resources to list and watch (None: :func:`resources` of ``node``).
     """
 
     def __init__(self, config: SingleConfig, inventory: Inventory | None = None,
-                 node: str | None = None, client: httpx.Client | None = None) -> None:
+                 node: str | None = None, client: httpx.Client | None = None,
+                 watched: list[Resource] | None = None) -> None:
         """Nothing is requested until :meth:`start`."""
         self.server = config.cluster.server
         self.inventory = inventory if inventory is not None else Inventory()
@@ -427,7 +433,8 @@ class ClusterAPI:
         self.stopped = threading.Event()
         self._lock = threading.Lock()
         self._dirty = False
-        self._watchers = [_Watcher(self, r) for r in resources(node)]
+        self._watchers = [_Watcher(self, r) for r in
+                          (resources(node) if watched is None else watched)]
 
     @property
     def description(self) -> str:

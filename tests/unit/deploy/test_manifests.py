@@ -440,7 +440,10 @@ def test_chart_renders_the_objects_of_the_base(tmp_path: Path) -> None:
     assert pod_spec(chart) == pod_spec(base)
     assert (one(chart, "DaemonSet")["spec"]["selector"]
             == one(base, "DaemonSet")["spec"]["selector"])
-    assert "annotations" not in one(chart, "DaemonSet")["spec"]["template"]["metadata"]
+    # the same annotations: where a hub finds each agent (no scrape ones by default)
+    assert (one(chart, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+            == one(base, "DaemonSet")["spec"]["template"]["metadata"]["annotations"]
+            == {"podflow.io/observer-port": "4244"})
 
 
 def test_chart_metrics_add_the_port_and_the_scrape_annotations(tmp_path: Path) -> None:
@@ -449,7 +452,7 @@ def test_chart_metrics_add_the_port_and_the_scrape_annotations(tmp_path: Path) -
     daemonset = one(docs, "DaemonSet")
     assert daemonset["spec"]["template"]["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true", "prometheus.io/port": "9965",
-        "prometheus.io/path": "/metrics"}
+        "prometheus.io/path": "/metrics", "podflow.io/observer-port": "4244"}
     spec = daemonset["spec"]["template"]["spec"]
     agent = container(spec, "agent")
     # the agent serves its node's metrics itself (Hubble's :9965); nothing else is added
@@ -523,3 +526,14 @@ def test_chart_refuses_what_is_not_built(tmp_path: Path, setting: str, message: 
     out = helm_template(tmp_path, "--set", setting)
     assert out.returncode != 0
     assert message in out.stderr
+
+
+def test_chart_observer_off_and_elsewhere(tmp_path: Path) -> None:
+    off = one(render(tmp_path, "--set", "observer.enabled=false"), "DaemonSet")
+    assert "annotations" not in off["spec"]["template"]["metadata"]
+    assert not any(a.startswith("--observer") for a in
+                   container(off["spec"]["template"]["spec"], "agent")["args"])
+    wide = one(render(tmp_path, "--set", "observer.listen=0.0.0.0:14244"), "DaemonSet")
+    assert wide["spec"]["template"]["metadata"]["annotations"] == {
+        "podflow.io/observer-port": "14244"}
+    assert "0.0.0.0:14244" in container(wide["spec"]["template"]["spec"], "agent")["args"]
