@@ -147,6 +147,9 @@ def status(
     console = Console()
     console.print(f"[bold]lab {state.name}[/] ({state.cni}, pods {state.podCIDR}, "
                   f"services {state.serviceCIDR}, underlay {state.underlay})")
+    if state.hub_pid is not None:
+        console.print(f"hub (pid {state.hub_pid}): Observer API {state.hub_observer}; agents "
+                      + ", ".join(f"{n.name} {n.agent_observer}" for n in state.nodes))
     for t in _tables(state):
         console.print(t)
 
