@@ -174,7 +174,8 @@ class AgentStats:
     source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     spool: dict[str, Any] = field(default_factory=dict)
     """Hub mode: the spool's records not yet acknowledged by the hub (``pending``), its
-    bytes, the newest acknowledged record and records refused while it was full."""
+    bytes, the newest acknowledged record, records refused while it was full and lines
+    read back damaged (skipped)."""
     inventory: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per watched resource (API mode): synced, resource_version and its age, lists,
     relists, watches, errors, last_error, objects."""
@@ -598,7 +599,7 @@ class Agent:
         if self.spool is not None:
             sp = self.spool.spool
             s.spool = {"pending": sp.pending, "bytes": sp.disk_bytes, "acked": sp.acked,
-                       "refused": sp.refused}
+                       "refused": sp.refused, "bad_lines": sp.bad_lines}
         s.inventory = self.cluster.health(now)
         for name, plugin in self.plugins.items():
             try:

@@ -19,6 +19,7 @@ from podflow.cli.limits import (
     parse_store_size,
     store_limits,
 )
+from podflow.server.listen import parse_listen
 
 if TYPE_CHECKING:
     from podflow.agent.runner import Agent
@@ -258,18 +259,6 @@ def agent(
         if runner.observer is not None:
             runner.observer.stop()
     typer.echo(json.dumps({"agent_stats": asdict(stats)}, default=str), err=True)
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT``, ``:PORT`` for every address) -> (host, port).
-
-    >>> parse_listen("0.0.0.0:9965"), parse_listen("[::1]:0"), parse_listen(":9965")
-    (('0.0.0.0', 9965), ('::1', 0), ('0.0.0.0', 9965))
-    """
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT, e.g. 0.0.0.0:9965, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def node_metrics(node: str, listen: str, options: str | None) -> NodeMetrics:

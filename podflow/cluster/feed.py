@@ -112,7 +112,6 @@ class FeedService(fgrpc.FeedServicer):
     def __init__(self, spool: Spool, node: str) -> None:
         self.spool = spool
         self.node = node
-        self.stopping = False
 
     def _hello(self) -> fpb.HelloResponse:
         s = self.spool
@@ -129,7 +128,7 @@ class FeedService(fgrpc.FeedServicer):
         """Records after the cursor, then new ones (a heartbeat batch when idle)."""
         after = request.after if request.epoch == self.spool.epoch else 0
         limit = min(request.max_records or MAX_RECORDS, MAX_RECORDS)
-        while context.is_active() and not self.stopping:
+        while context.is_active():
             records = self.spool.read(after, limit, max_bytes=MAX_BATCH_BYTES)
             if records:
                 after = records[-1].seq

@@ -135,7 +135,8 @@ class Hub:
         self.committed: dict[str, tuple[str, int]] = {}
         """Per node: the cursor the store holds."""
         self.stats: dict[str, Any] = {"records": 0, "flows": 0, "bad_records": 0,
-                                      "rejected_flows": 0, "store_failures": 0,
+                                      "rejected_flows": 0, "peer_errors": 0,
+                                      "store_failures": 0,
                                       "store_error": None}
         self.observer: ObserverServer | None = None
         """The Observer API over every agent's flows (``observer_listen``)."""
@@ -166,9 +167,12 @@ class Hub:
                     if batch.records:
                         self._take(hello.node, batch.epoch, list(batch.records))
                         peer.records += len(batch.records)
-            except grpc.RpcError as exc:
+            except Exception as exc:   # unreachable, or anything it sent that we choke on
                 if self.stop.is_set() or peer.removed:
                     break
+                if not isinstance(exc, grpc.RpcError):
+                    self.stats["peer_errors"] += 1
+                    log.exception("hub: pulling %s failed; retrying", peer.address)
                 detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
                 if peer.state != "unavailable" or peer.last_error != detail:
                     log.warning("hub: agent %s unavailable: %s", peer.address, detail)
@@ -273,13 +277,13 @@ class Hub:
         it cannot listen there)."""
         from podflow.server.app import create_app
         from podflow.server.hostcheck import policy_for_bind
+        from podflow.server.listen import parse_listen
         from podflow.server.runner import ServerThread
 
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"
+        host, port = parse_listen(listen)
         app = create_app(self.cfg.store, kubeconfig=self.cfg.kubeconfig,
                          hosts=policy_for_bind(host, ()))
-        server = ServerThread(app, host, int(port))
+        server = ServerThread(app, host, port)
         try:
             server.start()
         except RuntimeError as exc:

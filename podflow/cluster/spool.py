@@ -85,6 +85,8 @@ class Spool:
         self._lock = threading.Condition()
         self.refused = 0
         """Records refused because the spool was full."""
+        self.bad_lines = 0
+        """Lines read back that were not records (damaged on disk), skipped."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             epoch_file = self.dir / "epoch"
@@ -112,11 +114,11 @@ class Spool:
                 with open(path, "r+b") as f:
                     f.truncate(end)
                 data = data[:end]
-            lines = data.splitlines()
-            if not lines:
+            seqs = [q for line in data.splitlines() if (q := _seq(line)) is not None]
+            if not seqs:   # nothing readable in it
                 path.unlink()
                 continue
-            first, last = int(lines[0].split(b"\t", 1)[0]), int(lines[-1].split(b"\t", 1)[0])
+            first, last = seqs[0], seqs[-1]
             if last <= self.acked:
                 path.unlink()
                 continue
@@ -192,11 +194,13 @@ class Spool:
                 with open(seg.path, "rb") as f:
                     data = f.read(seg.size)
                 for line in data.splitlines():
-                    head, _, rest = line.partition(b"\t")
-                    seq = int(head)
+                    seq = _seq(line)
+                    if seq is None:   # damaged on disk: skip, count
+                        self.bad_lines += 1
+                        continue
                     if seq <= after:
                         continue
-                    kind, _, payload = rest.partition(b"\t")
+                    kind, _, payload = line.split(b"\t", 1)[1].partition(b"\t")
                     if out and max_bytes is not None and size + len(payload) > max_bytes:
                         return out
                     out.append(Record(seq, kind.decode(), payload.decode()))
@@ -229,6 +233,12 @@ class Spool:
             if self._out is not None:
                 self._out.close()
                 self._out = None
+
+
+def _seq(line: bytes) -> int | None:
+    """The sequence number of a record line (None: not a record, damaged on disk)."""
+    head, sep, rest = line.partition(b"\t")
+    return int(head) if sep and head.isdigit() and b"\t" in rest else None
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -27,6 +27,18 @@ Address = tuple[str, int]
 _WILDCARDS = {"0.0.0.0": ("IPv4", "127.0.0.1"), "::": ("IPv6", "::1")}
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``, ``:PORT`` for every address) -> (host, port).
+
+    >>> parse_listen("0.0.0.0:9965"), parse_listen("[::1]:0"), parse_listen(":9965")
+    (('0.0.0.0', 9965), ('::1', 0), ('0.0.0.0', 9965))
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, e.g. 0.0.0.0:9965, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def url_for(host: str, port: int) -> str:
     """``http://HOST:PORT/`` with IPv6 addresses in brackets."""
     shown = f"[{host}]" if ":" in host else host

@@ -87,3 +87,16 @@ def test_append_all_is_all_or_nothing_and_reads_stop_at_a_size(tmp_path: Path) -
     assert (sp.last, sp.refused) == (3, 3)   # none of them went in
     assert [r.seq for r in sp.read(0, max_bytes=6)] == [1, 2]   # 3 bytes each
     assert [r.seq for r in sp.read(0, max_bytes=1)] == [1]   # the first always comes
+
+
+def test_a_line_damaged_on_disk_is_skipped_and_counted(tmp_path: Path) -> None:
+    sp = Spool(tmp_path)
+    sp.append("flows", "[1]")
+    sp.close()
+    seg = next(tmp_path.glob("*.spool"))
+    with open(seg, "ab") as f:
+        f.write(b"garbage without tabs\n\xff\xfe\t\tx\n")
+    again = Spool(tmp_path)   # opens, not refused
+    assert again.append("flows", "[2]") == 2
+    assert [r.data for r in again.read(0)] == ["[1]", "[2]"]
+    assert again.bad_lines == 2

@@ -6,9 +6,9 @@ import urllib.request
 
 import pytest
 
-from podflow.cli.agent import parse_listen
 from podflow.metrics.node import NodeMetrics
 from podflow.model.flow import L7, Flow, HttpInfo, ObservationPoint, TcpInfo
+from podflow.server.listen import parse_listen
 from tests.unit.metrics.test_metrics import BE, FE, flow
 
 
